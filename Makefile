@@ -1,0 +1,40 @@
+# Two commands set up everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+FMNIST ?= /usr/share/datasets/fashion-mnist
+STAMP   = $(VENV)/.installed-stamp
+
+.PHONY: setup data demo test bench clean
+
+setup: $(STAMP)
+
+# The stamp is rebuilt whenever the dependency pins change.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 2; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist when we may install it;
+# otherwise `bagoftricks download` fetches the official files and checks their MD5.
+data: setup
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null; \
+	  else \
+	    $(BIN)/bagoftricks download fashion_mnist; \
+	  fi; \
+	fi
+
+demo: data
+	$(BIN)/bagoftricks train --recipe recipes/fmnist/all.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+
+test: data
+	$(BIN)/python -m pytest
+
+bench: data
+	$(BIN)/bagoftricks bench --recipe recipes/fmnist/all.yaml
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from bagoftricks.cli import main
+
+sys.exit(main())

@@ -1,0 +1,350 @@
+"""The recipe: one typed, frozen description of a training run.
+
+``Recipe()`` is the paper's §2 baseline (ResNet-50-A, ImageNet pipeline, NAG, step schedule, 120
+epochs). Every trick is a field, off by default, whose comment gives the unit and the paper's value.
+Only the engine reads the trick fields; everything else receives plain arguments.
+
+Recipes load from YAML (partial files are fine: missing keys keep their defaults), take
+``section.field=value`` overrides typed by the field, and are validated as a whole before anything
+is written to disk. Unknown keys are errors that suggest the closest valid names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe value or key is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "resnet50"          # registry name: resnet18..152, resnet20..110 (28-32 px), mobilenet_v1, inception_v3, ...
+    variant: str = "A"              # ResNet tweak of §4: A (original) | B | C | D
+    width: int = 0                  # base width in channels; 0 = the arch's own (64 ImageNet family, 16 small family)
+    init: str = "xavier"            # xavier (paper §2) | kaiming
+    activation: str = "relu"        # relu | silu (swish) | gelu | leaky_relu | hardswish | mish
+    se_reduction: int = 0           # squeeze-and-excitation reduction r; 0 = off; SENet: 16
+    groups: int = 1                 # ResNeXt cardinality; 1 = plain ResNet; ResNeXt-50: 32
+    width_per_group: int = 0        # ResNeXt width per group; 0 = plain ResNet width; ResNeXt-50: 4
+    drop_path: float = 0.0          # stochastic depth: max per-block drop probability in [0, 1)
+    width_mult: float = 1.0         # MobileNet width multiplier in (0, 1]
+    sync_bn: bool = False           # SyncBatchNorm across ranks under torchrun
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic
+    root: str = ""                  # dataset folder; "" = the dataset's default location
+    train_limit: int = 0            # use only the first N training images; 0 = all
+    image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
+    crop_ratio: float = 0.875       # evaluation: resize shorter edge to image_size/crop_ratio, centre-crop; paper: 224/256
+    augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
+    crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
+    flip: float = 0.5               # horizontal flip probability; paper: 0.5
+    jitter: float = 0.4             # brightness/saturation/hue factors uniform in [1-j, 1+j]; paper: 0.4
+    lighting: float = 0.1           # PCA lighting noise std; paper: 0.1
+    pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
+    strict: bool = False            # imagefolder: unreadable file = error (True) or skipped and counted (False)
+    download: bool = False          # fetch fashion_mnist/cifar from the official location (MD5-checked) if missing
+    num_classes: int = 10           # synthetic only: number of classes
+    synthetic_samples: int = 512    # synthetic only: training images (test: a quarter)
+    in_memory: str = "auto"         # auto | always | never: hold uint8 tensors on the device, augment in batches
+    workers: int = 2                # DataLoader worker processes for per-image (imagefolder) data
+    timeout: float = 0.0            # seconds before a stuck DataLoader worker fails the run; 0 = no limit
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 0.1                 # peak learning rate (per 256 images when tricks.linear_scaling); paper: 0.1
+    momentum: float = 0.9           # paper: 0.9
+    nesterov: bool = True           # Nesterov accelerated gradient, paper §2
+    weight_decay: float = 1e-4      # L2 penalty; paper: 1e-4
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; all per iteration after warmup
+    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: epochs after warmup where lr *= gamma
+    gamma: float = 0.1              # step: decay factor; paper: 0.1
+    floor: float = 0.0              # cosine/linear: final learning rate
+
+
+@dataclass(frozen=True)
+class TricksConfig:
+    linear_scaling: bool = False    # §3.1 lr = optim.lr x global_batch / 256
+    warmup_epochs: float = 0.0      # §3.1 linear ramp from 0, per iteration; paper: 5
+    zero_gamma: bool = False        # §3.1 gamma = 0 in the last BN of each residual block
+    no_bias_decay: bool = False     # §3.1 weight decay on conv/linear weights only
+    label_smoothing: float = 0.0    # §5.2 epsilon; paper: 0.1
+    label_smoothing_form: str = "paper"  # paper: eps/(K-1) on wrong classes | uniform: eps/K (timm/torchvision)
+    mixup_alpha: float = 0.0        # §5.4 Beta(alpha, alpha); 0 = off; paper: 0.2
+    cutmix_alpha: float = 0.0       # CutMix Beta(alpha, alpha); 0 = off; common: 1.0
+    mix_off_epochs: int = 0         # no mixup/CutMix in the last N epochs
+    cutout: int = 0                 # Cutout box side in pixels; 0 = off
+    random_erasing: float = 0.0     # random-erasing probability per image; 0 = off
+    distill_teacher: str = ""       # §5.3 teacher run folder or checkpoint; "" = off
+    distill_temperature: float = 20.0  # §5.3 T; paper: 20
+    distill_hard_weight: float = 1.0   # weight of the hard-label loss next to T^2 x soft loss
+    ema_decay: float = 0.0          # EMA of weights per step (evaluated alongside); 0 = off; common: 0.9998
+    randaugment_ops: int = 0        # RandAugment ops per image; 0 = off; common: 2
+    randaugment_magnitude: int = 9  # RandAugment magnitude in [0, 30]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 120               # paper: 120 (200 with mixup)
+    batch_size: int = 256           # images per step per process (global = batch_size x world size)
+    seed: int = 0                   # seeds init, data order and every augmentation
+    precision: str = "fp32"         # fp32 | fp16 (autocast + dynamic loss scale) | bf16 (autocast)
+    channels_last: bool = False     # NHWC memory format for convolutions
+    compile: bool = False           # torch.compile the model
+    device: str = "auto"            # auto (cuda if available) | cpu | cuda | cuda:N
+    threads: int = 0                # torch intra-op threads on CPU; 0 = torch's default
+    checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints every N steps; 0 = end of epoch only
+    keep_checkpoints: int = 2       # newest checkpoints kept in the run folder (>= 1)
+    eval_every: int = 1             # evaluate every N epochs (and always after the last)
+    eval_batch_size: int = 0        # 0 = 2 x batch_size
+    log_every_steps: int = 50       # device-to-host sync of running metrics every N steps
+    max_bad_steps: int = 20         # consecutive non-finite losses before the run stops with an error
+    resume: str = ""                # "" | auto: continue from the newest valid checkpoint in the run folder
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    tricks: TricksConfig = field(default_factory=TricksConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+SECTIONS = {f.name: f.type for f in fields(Recipe)}
+_SECTION_TYPES = {
+    "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
+    "schedule": ScheduleConfig, "tricks": TricksConfig, "train": TrainConfig,
+}
+
+CHOICES = {
+    "data.name": ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"),
+    "data.augment": ("paper", "small", "none"),
+    "data.in_memory": ("auto", "always", "never"),
+    "model.variant": ("A", "B", "C", "D"),
+    "model.init": ("xavier", "kaiming"),
+    "model.activation": ("relu", "silu", "swish", "gelu", "leaky_relu", "hardswish", "mish"),
+    "schedule.kind": ("step", "cosine", "linear"),
+    "tricks.label_smoothing_form": ("paper", "uniform"),
+    "train.precision": ("fp32", "fp16", "bf16"),
+    "train.resume": ("", "auto"),
+}
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in _SECTION_TYPES.items() for f in fields(cls)]
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
+    if not close:  # also try matching the last component only ("lr" -> "optim.lr")
+        tail = {o.split(".")[-1]: o for o in options}
+        close = [tail[c] for c in difflib.get_close_matches(name.split(".")[-1], list(tail), n=3, cutoff=0.6)]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def _field_type(cls, name: str):
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def _coerce(key: str, typ, value: Any) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise RecipeError naming the key."""
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "no", "off", "0"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            if value is None:
+                return ""
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            (elem, _) = typing.get_args(typ)
+            return tuple(_coerce(key, elem, v) for v in value)
+    except (TypeError, ValueError):
+        pass
+    raise RecipeError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
+    """Build a Recipe from a nested dict (partial is fine). Unknown keys are errors."""
+    base = base or Recipe()
+    data = data or {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    sections = {}
+    for sname, svalue in data.items():
+        if sname not in _SECTION_TYPES:
+            raise RecipeError(f"{source}: unknown section '{sname}'{_suggest(str(sname), list(_SECTION_TYPES))}")
+        if svalue is None:
+            continue
+        if not isinstance(svalue, dict):
+            raise RecipeError(f"{source}: section '{sname}' must be a mapping, got {svalue!r}")
+        cls = _SECTION_TYPES[sname]
+        names = {f.name for f in fields(cls)}
+        updates = {}
+        for k, v in svalue.items():
+            key = f"{sname}.{k}"
+            if k not in names:
+                raise RecipeError(f"{source}: unknown key '{key}'{_suggest(key, all_keys())}")
+            updates[k] = _coerce(key, _field_type(cls, k), v)
+        sections[sname] = replace(getattr(base, sname), **updates)
+    return replace(base, **sections)
+
+
+def to_dict(recipe: Recipe) -> dict:
+    out = {}
+    for sname in _SECTION_TYPES:
+        sec = dataclasses.asdict(getattr(recipe, sname))
+        out[sname] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sec.items()}
+    return out
+
+
+def dump(recipe: Recipe) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False, default_flow_style=None)
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Load a YAML recipe (None = the paper's baseline), apply ``a.b=v`` overrides, validate."""
+    recipe = Recipe()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise RecipeError(f"recipe file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{p}: not valid YAML: {e}".splitlines()[0]) from None
+        recipe = from_dict(data, recipe, source=str(p))
+    recipe = apply_overrides(recipe, overrides)
+    validate(recipe)
+    return recipe
+
+
+def apply_overrides(recipe: Recipe, overrides) -> Recipe:
+    for item in overrides or ():
+        if "=" not in item:
+            raise RecipeError(f"override '{item}': expected section.field=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key.count(".") != 1:
+            raise RecipeError(f"override '{item}': unknown key '{key}'{_suggest(key, all_keys())}")
+        sname, fname = key.split(".")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        recipe = from_dict({sname: {fname: value}}, recipe, source="--set")
+    return recipe
+
+
+def _check(cond: bool, key: str, value, what: str):
+    if not cond:
+        raise RecipeError(f"{key}: {what}, got {value!r}")
+
+
+def validate(r: Recipe) -> Recipe:
+    """Check every value; raise RecipeError naming the first bad field."""
+    for key, options in CHOICES.items():
+        s, f = key.split(".")
+        v = getattr(getattr(r, s), f)
+        _check(v in options, key, v, f"must be one of {', '.join(repr(o) for o in options)}")
+    from bagoftricks.models import list_models  # deferred: models import torch
+    archs = list_models()
+    _check(r.model.arch in archs, "model.arch", r.model.arch,
+           f"unknown model{_suggest(r.model.arch, archs) or ''}; known: {', '.join(archs)}")
+    _check(r.model.width >= 0, "model.width", r.model.width, "must be >= 0")
+    _check(r.model.se_reduction >= 0, "model.se_reduction", r.model.se_reduction, "must be >= 0")
+    _check(r.model.groups >= 1, "model.groups", r.model.groups, "must be >= 1")
+    _check(r.model.width_per_group >= 0, "model.width_per_group", r.model.width_per_group, "must be >= 0")
+    _check(0.0 <= r.model.drop_path < 1.0, "model.drop_path", r.model.drop_path, "must be in [0, 1)")
+    _check(0.0 < r.model.width_mult <= 4.0, "model.width_mult", r.model.width_mult, "must be in (0, 4]")
+    d = r.data
+    _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
+    _check(8 <= d.image_size <= 1024, "data.image_size", d.image_size, "must be in [8, 1024]")
+    _check(0.0 < d.crop_ratio <= 1.0, "data.crop_ratio", d.crop_ratio, "must be in (0, 1]")
+    _check(0.0 < d.crop_area_min <= 1.0, "data.crop_area_min", d.crop_area_min, "must be in (0, 1]")
+    _check(0.0 <= d.flip <= 1.0, "data.flip", d.flip, "must be a probability in [0, 1]")
+    _check(0.0 <= d.jitter < 1.0, "data.jitter", d.jitter, "must be in [0, 1)")
+    _check(d.lighting >= 0.0, "data.lighting", d.lighting, "must be >= 0")
+    _check(d.pad >= 0, "data.pad", d.pad, "must be >= 0")
+    _check(d.num_classes >= 2, "data.num_classes", d.num_classes, "must be >= 2")
+    _check(d.synthetic_samples >= 1, "data.synthetic_samples", d.synthetic_samples, "must be >= 1")
+    _check(d.workers >= 0, "data.workers", d.workers, "must be >= 0")
+    _check(d.timeout >= 0, "data.timeout", d.timeout, "must be >= 0")
+    o = r.optim
+    _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "must be > 0")
+    _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "must be in [0, 1)")
+    _check(not (o.nesterov and o.momentum == 0), "optim.nesterov", o.nesterov, "needs optim.momentum > 0")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    s = r.schedule
+    _check(all(m > 0 for m in s.milestones), "schedule.milestones", list(s.milestones), "must be positive epochs")
+    _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", list(s.milestones), "must be increasing")
+    _check(0.0 < s.gamma <= 1.0, "schedule.gamma", s.gamma, "must be in (0, 1]")
+    _check(0.0 <= s.floor < o.lr, "schedule.floor", s.floor, "must be in [0, optim.lr)")
+    t = r.tricks
+    _check(0.0 <= t.warmup_epochs < r.train.epochs, "tricks.warmup_epochs", t.warmup_epochs, "must be in [0, train.epochs)")
+    _check(0.0 <= t.label_smoothing < 1.0, "tricks.label_smoothing", t.label_smoothing, "must be in [0, 1)")
+    _check(t.mixup_alpha >= 0, "tricks.mixup_alpha", t.mixup_alpha, "must be >= 0 (0 = off)")
+    _check(t.cutmix_alpha >= 0, "tricks.cutmix_alpha", t.cutmix_alpha, "must be >= 0 (0 = off)")
+    _check(0 <= t.mix_off_epochs <= r.train.epochs, "tricks.mix_off_epochs", t.mix_off_epochs, "must be in [0, train.epochs]")
+    _check(t.cutout >= 0, "tricks.cutout", t.cutout, "must be >= 0 pixels")
+    _check(0.0 <= t.random_erasing <= 1.0, "tricks.random_erasing", t.random_erasing, "must be a probability in [0, 1]")
+    _check(t.distill_temperature > 0, "tricks.distill_temperature", t.distill_temperature, "must be > 0")
+    _check(t.distill_hard_weight >= 0, "tricks.distill_hard_weight", t.distill_hard_weight, "must be >= 0")
+    _check(0.0 <= t.ema_decay < 1.0, "tricks.ema_decay", t.ema_decay, "must be in [0, 1)")
+    _check(t.randaugment_ops >= 0, "tricks.randaugment_ops", t.randaugment_ops, "must be >= 0")
+    _check(0 <= t.randaugment_magnitude <= 30, "tricks.randaugment_magnitude", t.randaugment_magnitude, "must be in [0, 30]")
+    tr = r.train
+    _check(tr.epochs > 0, "train.epochs", tr.epochs, "must be > 0")
+    _check(tr.batch_size > 0, "train.batch_size", tr.batch_size, "must be > 0")
+    _check(tr.seed >= 0, "train.seed", tr.seed, "must be >= 0")
+    _check(tr.threads >= 0, "train.threads", tr.threads, "must be >= 0")
+    _check(tr.checkpoint_every_steps >= 0, "train.checkpoint_every_steps", tr.checkpoint_every_steps, "must be >= 0")
+    _check(tr.keep_checkpoints >= 1, "train.keep_checkpoints", tr.keep_checkpoints, "must be >= 1")
+    _check(tr.eval_every >= 1, "train.eval_every", tr.eval_every, "must be >= 1")
+    _check(tr.eval_batch_size >= 0, "train.eval_batch_size", tr.eval_batch_size, "must be >= 0")
+    _check(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "must be >= 1")
+    _check(tr.max_bad_steps >= 1, "train.max_bad_steps", tr.max_bad_steps, "must be >= 1")
+    dev = tr.device
+    _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
+           "train.device", dev, "must be auto, cpu, cuda or cuda:N")
+    return r
