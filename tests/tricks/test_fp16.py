@@ -1,0 +1,55 @@
+import math
+
+import torch
+
+from bagoftricks.tricks.fp16 import loss_scaler, step_with_scaler
+
+
+def _setup():
+    p = torch.nn.Parameter(torch.ones(3))
+    return p, torch.optim.SGD([p], lr=0.1)
+
+
+def test_overflow_skips_step_and_halves_scale():
+    p, opt = _setup()
+    scaler = loss_scaler(True, "cpu")
+    scale0 = scaler.get_scale()
+    before = p.detach().clone()
+    skipped = step_with_scaler(scaler, opt, (p * float("inf")).sum())
+    assert skipped is True
+    assert torch.equal(p.detach(), before)          # bitwise unchanged
+    assert scaler.get_scale() == scale0 / 2
+
+
+def test_real_fp16_overflow_is_skipped():
+    # 3000 (fine in fp16) × scale 65536 ≈ 2e8 > fp16 max 65504: the scaled backward overflows.
+    p, opt = _setup()
+    scaler = loss_scaler(True, "cpu")
+    before = p.detach().clone()
+    assert step_with_scaler(scaler, opt, (p.half() * 1000).sum())
+    assert torch.equal(p.detach(), before) and scaler.get_scale() == 32768.0
+
+
+def test_finite_step_is_taken_with_unscaled_gradients():
+    p, opt = _setup()
+    scaler = loss_scaler(True, "cpu")
+    scale0 = scaler.get_scale()
+    assert step_with_scaler(scaler, opt, (2 * p).sum()) is False
+    assert torch.equal(p.grad, torch.full((3,), 2.0))   # unscaled before the step
+    assert torch.allclose(p.detach(), torch.full((3,), 0.8))
+    assert scaler.get_scale() == scale0
+
+
+def test_clipping_sees_true_gradient_norm():
+    p, opt = _setup()
+    step_with_scaler(loss_scaler(True, "cpu"), opt, (2 * p).sum(), max_grad_norm=1.0)
+    # grad (2, 2, 2) has norm 2√3; clipped to norm 1 -> 1/√3 each
+    assert torch.allclose(p.detach(), torch.full((3,), 1 - 0.1 / math.sqrt(3)))
+
+
+def test_disabled_scaler_is_plain_backward_and_step():
+    p, opt = _setup()
+    scaler = loss_scaler(False, "cpu")
+    assert not scaler.is_enabled()
+    assert step_with_scaler(scaler, opt, (2 * p).sum()) is False
+    assert torch.allclose(p.detach(), torch.full((3,), 0.8))
