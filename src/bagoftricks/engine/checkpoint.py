@@ -1,0 +1,154 @@
+"""Checkpoints that survive crashes: atomic writes, a 'latest' pointer, safe rotation.
+
+A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
+into place, so a file under a final name is always complete. The pointer file ``latest`` is
+replaced the same way, only after its target is complete; old checkpoints are deleted only after
+that. Every checkpoint holds plain tensors and containers, so ``torch.load(weights_only=True)``
+reads it.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+CKPT_DIR = "checkpoints"
+_NAME = re.compile(r"^step-(\d{9})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the file."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """torch.save through a temp file + rename; on any error (ENOSPC...) nothing is left behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            reason = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+            raise CheckpointError(f"could not write checkpoint {path}: {reason}") from e
+        raise
+    _fsync_dir(path.parent)
+
+
+def checkpoint_path(run_dir: Path, global_step: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"step-{global_step:09d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints under their final names, oldest first."""
+    d = Path(run_dir) / CKPT_DIR
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except Exception as e:  # truncated zip, garbage bytes, pickle errors
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a bagoftricks checkpoint (no model/recipe entries)")
+    return state
+
+
+def save_checkpoint(run_dir: Path, state: dict, global_step: int, keep: int) -> Path:
+    """Write step-N.pt atomically, point 'latest' at it, then delete all but the newest `keep`."""
+    path = checkpoint_path(run_dir, global_step)
+    atomic_torch_save(state, path)
+    atomic_write_text(path.parent / "latest", path.name + "\n")
+    for old in list_checkpoints(run_dir)[:-keep]:
+        if old != path:
+            try:
+                old.unlink()
+            except OSError:
+                pass
+    return path
+
+
+def newest_valid_checkpoint(run_dir: Path, map_location="cpu") -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, warning about any newer one that does not."""
+    run_dir = Path(run_dir)
+    candidates = list_checkpoints(run_dir)  # complete by construction (rename after fsync)
+    for path in reversed(candidates):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except CheckpointError as e:
+            warnings.warn(f"{e}; falling back to an older checkpoint", stacklevel=2)
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder meaning its newest valid checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        found = newest_valid_checkpoint(p)
+        if found is None:
+            raise CheckpointError(f"no valid checkpoint in run folder {p}")
+        return found[0]
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    return p
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
