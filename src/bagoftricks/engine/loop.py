@@ -179,6 +179,21 @@ def ema_weights(state: dict) -> dict | None:
     return ema.get("params") or None
 
 
+def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
+                dinfo: bdist.DistInfo | None = None) -> nn.Module:
+    """The seeded model with the run-level tricks applied: zero gamma, SyncBN, memory format."""
+    torch.manual_seed(r.train.seed)
+    model = build_model(r, num_classes, in_channels)
+    if r.tricks.zero_gamma:
+        tricks.zero_last_bn_gamma(model)
+    if dinfo is not None and dinfo.enabled and r.model.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if r.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
     """A frozen teacher from a run folder or checkpoint; any architecture the zoo builds (§5.3)."""
     try:
@@ -399,15 +414,7 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
     if steps < 1:
         raise UsageError(f"train.batch_size: {tr.batch_size} x {dinfo.world_size} process(es) is larger than the "
                          f"{len(data.train.ds) if hasattr(data.train, 'ds') else 'available'} training images")
-    torch.manual_seed(tr.seed)
-    model = build_model(r, data.num_classes, data.in_channels)
-    if tk.zero_gamma:
-        tricks.zero_last_bn_gamma(model)
-    if dinfo.enabled and r.model.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device)
-    if tr.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher else None
     lr0 = lr_at(r, 0, steps, dinfo.world_size)
     optimizer = make_optimizer(r, model, lr0)
