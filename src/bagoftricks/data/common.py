@@ -1,0 +1,60 @@
+"""Types shared by every dataset reader: the error users see, the in-memory split, seed derivation."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass, field
+
+import torch
+
+
+class DataError(ValueError):
+    """Bad user data or paths.
+
+    The message always names the file or folder at fault and, for size problems, the expected and the
+    actual number of bytes, so the user can tell a truncated download from a wrong file.
+    """
+
+
+@dataclass
+class TensorDataset:
+    """One split held in memory as a single uint8 tensor (the fast path: augmented in whole batches)."""
+
+    images: torch.Tensor  # uint8 [N, C, H, W], contiguous
+    labels: torch.Tensor  # int64 [N]
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 [N,C,H,W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels.dim() != 1 or self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError(
+                f"labels must be [N] with N={self.images.shape[0]}, got shape {tuple(self.labels.shape)}"
+            )
+        self.images = self.images.contiguous()
+        self.labels = self.labels.to(torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        # Lets a TensorDataset also go through the per-image DataLoader path.
+        return self.images[i], int(self.labels[i])
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from a tuple of ints/strings, stable across processes, machines and Python runs.
+
+    ``hash()`` is salted per process for strings, so it cannot be used: a DataLoader worker and the main
+    process must derive the same seed for the same (seed, epoch, index).
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        if isinstance(p, str):
+            b = p.encode()
+            h.update(b"s" + struct.pack("<I", len(b)) + b)
+        else:
+            h.update(b"i" + int(p).to_bytes(16, "little", signed=True))
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)

@@ -1,0 +1,239 @@
+"""ImageNet-style folders: ``root/train/<class>/*`` and ``root/val/<class>/*`` (or ``root/test``).
+
+Class names are the sorted sub-folder names of ``root/train`` (when it exists), so the train and val
+splits always agree on label indices; a val folder naming a class that train lacks is an error.
+Files are found recursively under each class folder; only extensions that PIL can open are listed
+(hidden files are ignored).
+
+Unreadable files are found at construction, not mid-epoch: every listed file is opened and fully decoded
+once by PIL in a thread pool (decoding releases the GIL). JPEGs are decoded in draft mode (DCT scaled
+to 1/8), which still walks the whole entropy-coded stream, so truncation is detected at a fraction of
+the cost. A truncated image is one where PIL's decoder runs out of data; this relies on PIL's
+``ImageFile.LOAD_TRUNCATED_IMAGES`` being False (its default; a warning is issued if some other code
+turned it on). Zero-byte, truncated and non-image files are skipped and listed in ``.skipped`` as
+(path, reason); with ``strict=True`` the first one is a DataError naming it.
+
+Decoding for training uses ``torchvision.io.decode_image`` (libjpeg-turbo/libpng/libwebp/giflib,
+fast, no PIL objects) for JPEG, PNG, GIF and WebP, and PIL for everything else or when torchvision
+fails. Both give RGB uint8 [3, H, W] at the stored size: grayscale, palette, RGBA/LA (alpha dropped),
+CMYK and 16-bit images are converted.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile
+
+from .common import DataError, TensorDataset, derive_seed
+
+_CHUNK = 64
+
+# torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call; the
+# PIL fallback below takes over when they are removed. Silence exactly that message.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
+
+
+def image_extensions() -> frozenset[str]:
+    """Lower-case extensions of every format PIL can open (not merely save)."""
+    Image.init()
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
+
+
+def _split_dir(root: str, split: str) -> str:
+    names = ["train"] if split == "train" else ["val", "test"]
+    for n in names:
+        d = os.path.join(root, n)
+        if os.path.isdir(d):
+            return d
+    want = " or ".join(os.path.join(root, n) for n in names)
+    raise DataError(f"imagefolder: {want} not found; expected the layout root/train/<class>/*, root/val/<class>/*")
+
+
+def _class_dirs(d: str) -> list[str]:
+    try:
+        return sorted(e.name for e in os.scandir(d) if e.is_dir() and not e.name.startswith("."))
+    except OSError as e:
+        raise DataError(f"{d}: cannot list ({e})") from e
+
+
+def _probe(path: str, verify: bool) -> tuple[tuple[int, int] | None, str | None]:
+    """((height, width), None) for a good image, (None, reason) for a bad one."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
+        with Image.open(path) as im:
+            w, h = im.size
+            if verify:
+                if im.format == "JPEG":
+                    im.draft(None, (max(1, w // 8), max(1, h // 8)))
+                im.load()
+        if w < 1 or h < 1:
+            return None, f"empty image ({w}x{h})"
+        return (h, w), None
+    except Image.UnidentifiedImageError:
+        return None, "not an image PIL can identify"
+    except Exception as e:  # truncated data, decompression bombs, broken streams, I/O errors
+        return None, f"unreadable: {type(e).__name__}: {e}"
+
+
+def _probe_chunk(args: tuple[list[str], bool]) -> list[tuple[tuple[int, int] | None, str | None]]:
+    paths, verify = args
+    return [_probe(p, verify) for p in paths]
+
+
+def _to_uint8(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype == torch.uint8:
+        return t
+    if t.dtype == torch.uint16:  # 16-bit PNG: keep the high byte
+        return (t.to(torch.int32) >> 8).to(torch.uint8)
+    return t.clamp(0, 255).to(torch.uint8)
+
+
+def _decode_pil(data: bytes) -> torch.Tensor:
+    with Image.open(io.BytesIO(data)) as im:
+        if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float grey: scale, do not clip
+            arr = np.asarray(im, dtype=np.float64)
+            top = 65535.0 if im.mode != "F" else max(float(arr.max()), 1.0)
+            arr = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        else:
+            arr = np.array(im.convert("RGB"))
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+
+
+def _torchvision_can(data: bytes) -> bool:
+    return (data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n" or data[:4] == b"GIF8"
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"))
+
+
+def decode_rgb(path: str) -> torch.Tensor:
+    """uint8 [3, H, W] at the stored size; DataError naming the file if it cannot be decoded."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
+    if _torchvision_can(data):
+        try:
+            from torchvision.io import ImageReadMode, decode_image
+
+            t = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            return _to_uint8(t).contiguous()
+        except (ImportError, RuntimeError):
+            pass  # codecs missing, or a variant they do not handle: PIL below
+    try:
+        return _decode_pil(data)
+    except Exception as e:
+        raise DataError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Per-image dataset: ``ds[i]`` is (uint8 [3, H, W] at the stored size, int label).
+
+    Attributes: ``classes`` (sorted folder names), ``paths`` and ``labels`` (int64 tensor) of the good
+    files, ``sizes`` ((H, W) of each), ``skipped`` ((path, reason) of the bad ones).
+    """
+
+    channels = 3  # always decoded to RGB
+
+    def __init__(self, root: str, split: str = "train", *, strict: bool = False, verify: bool = True,
+                 limit: int = 0, seed: int = 0, workers: int | None = None) -> None:
+        root = os.path.expanduser(root)
+        if not os.path.isdir(root):
+            raise DataError(f"imagefolder: root folder {root} does not exist")
+        d = _split_dir(root, split)
+        train_dir = os.path.join(root, "train")
+        self.classes = _class_dirs(train_dir if os.path.isdir(train_dir) else d)
+        if not self.classes:
+            raise DataError(f"imagefolder: no class folders in {train_dir if os.path.isdir(train_dir) else d}")
+        index = {c: i for i, c in enumerate(self.classes)}
+        extra = [c for c in _class_dirs(d) if c not in index]
+        if extra:
+            raise DataError(f"imagefolder: {d} has class folders missing from {train_dir}: {extra[:5]}")
+        exts = image_extensions()
+        paths, labels = [], []
+        for c in self.classes:
+            cdir = os.path.join(d, c)
+            for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
+                dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+                for fn in sorted(filenames):
+                    if not fn.startswith(".") and os.path.splitext(fn)[1].lower() in exts:
+                        paths.append(os.path.join(dirpath, fn))
+                        labels.append(index[c])
+        if not paths:
+            raise DataError(f"imagefolder: no image files under {d}/<class>/ (classes: {self.classes[:5]})")
+        if limit > 0 and limit < len(paths):
+            # A seeded subset, kept in folder order: the first N sorted files would be whole classes.
+            g = torch.Generator().manual_seed(derive_seed(seed, "imagefolder-subset"))
+            keep = torch.randperm(len(paths), generator=g)[:limit].sort().values.tolist()
+            paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
+        if verify and ImageFile.LOAD_TRUNCATED_IMAGES:
+            warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected")
+        chunks = [(paths[i : i + _CHUNK], verify) for i in range(0, len(paths), _CHUNK)]
+        n_workers = workers or min(32, (os.cpu_count() or 1) + 4)
+        if len(chunks) == 1 or n_workers == 1:
+            results = [r for ch in chunks for r in _probe_chunk(ch)]
+        else:
+            with ThreadPoolExecutor(max_workers=n_workers) as ex:
+                results = [r for rs in ex.map(_probe_chunk, chunks) for r in rs]
+        self.paths: list[str] = []
+        self.sizes: list[tuple[int, int]] = []
+        good_labels: list[int] = []
+        self.skipped: list[tuple[str, str]] = []
+        for p, lab, (size, reason) in zip(paths, labels, results):
+            if reason is not None:
+                if strict:
+                    raise DataError(f"{p}: {reason} (strict mode; {sum(r is not None for _, r in results)} "
+                                    f"bad file(s) under {d})")
+                self.skipped.append((p, reason))
+            else:
+                self.paths.append(p)
+                self.sizes.append(size)
+                good_labels.append(lab)
+        if not self.paths:
+            raise DataError(f"imagefolder: none of the {len(paths)} files under {d} could be read "
+                            f"(first: {self.skipped[0][0]}: {self.skipped[0][1]})")
+        self.labels = torch.tensor(good_labels, dtype=torch.int64)
+        self.root, self.split_dir = root, d
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return decode_rgb(self.paths[i]), int(self.labels[i])
+
+    def stored_bytes(self) -> int:
+        """Bytes of the whole split decoded at the stored sizes."""
+        return sum(3 * h * w for h, w in self.sizes)
+
+    def to_memory(self, size: int | None, workers: int | None = None) -> TensorDataset:
+        """Decode everything into one TensorDataset.
+
+        When all images share one size they are kept as they are (size ignored). Otherwise each image's
+        shorter edge is resized to ``size`` (bilinear, antialiased) and the centre ``size`` x ``size``
+        square is kept, so one tensor can hold them all.
+        """
+        from .transforms import resize_shorter_center_crop
+
+        same = len(set(self.sizes)) == 1
+        if not same and not size:
+            raise ValueError("to_memory: images differ in size; give the size to resize them to")
+
+        def load(i: int) -> torch.Tensor:
+            x = decode_rgb(self.paths[i])
+            if same:
+                return x
+            return resize_shorter_center_crop(x, size, size).round_().clamp_(0, 255).to(torch.uint8)
+
+        n_workers = workers or min(32, (os.cpu_count() or 1) + 4)
+        with ThreadPoolExecutor(max_workers=n_workers) as ex:
+            imgs = list(ex.map(load, range(len(self))))
+        return TensorDataset(torch.stack(imgs).contiguous(), self.labels.clone(), list(self.classes),
+                             list(self.skipped))
