@@ -168,9 +168,13 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
 # --------------------------------------------------------------------------------------------- model
 def build_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
     m = r.model
-    return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
-                               activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
-                               width_per_group=m.width_per_group, drop_path=m.drop_path, width_mult=m.width_mult)
+    try:
+        return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
+                                   activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
+                                   width_per_group=m.width_per_group, drop_path=m.drop_path,
+                                   width_mult=m.width_mult)
+    except ValueError as e:  # an option the architecture lacks, or widths that do not fit: bad input
+        raise brecipe.RecipeError(f"model: {e}") from None
 
 
 def ema_weights(state: dict) -> dict | None:

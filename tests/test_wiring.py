@@ -1,0 +1,340 @@
+"""Every recipe field is wired: two different values change the model, the param groups, the data,
+the targets, the loss, the lr curve or what the run does. A field nothing reads is a bug, and the
+completeness test below fails when a new field has no case here."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bagoftricks import recipe
+from bagoftricks.data import DataError
+from bagoftricks.engine import loop
+from bagoftricks.engine.checkpoint import list_checkpoints
+from bagoftricks.engine.distributed import DistInfo
+from bagoftricks.engine.runfolder import read_metrics
+
+BASE = {
+    "model": {"arch": "resnet20", "width": 4},
+    "data": {"name": "synthetic", "image_size": 16, "synthetic_samples": 64, "augment": "paper", "num_classes": 4},
+    "optim": {"lr": 0.1},
+    "train": {"epochs": 4, "batch_size": 16, "device": "cpu"},
+}
+CPU = torch.device("cpu")
+
+
+def make(*overrides, base=None):
+    r = recipe.from_dict(base or BASE)
+    return recipe.validate(recipe.apply_overrides(r, list(overrides)))
+
+
+def _tensor_sig(t: torch.Tensor):
+    """Shape, sum, sum of squares and a position-weighted sum (so flips and shifts show)."""
+    t = t.detach().double()
+    w = torch.linspace(0.5, 1.5, t.numel(), dtype=torch.float64).view(t.shape) if t.numel() else t
+    return (tuple(t.shape), round(t.sum().item(), 6), round((t * t).sum().item(), 6), round((t * w).sum().item(), 6))
+
+
+def observe(r: recipe.Recipe) -> dict:
+    """What a recipe does before and during one training step, as comparable values."""
+    data = loop.build_data(r, CPU, DistInfo())
+    model = loop.setup_model(r, data.num_classes, data.in_channels, CPU, DistInfo())
+    steps = data.train.steps_per_epoch
+    opt = loop.make_optimizer(r, model, loop.lr_at(r, 0, steps))
+    teacher = (loop.load_teacher(r.tricks.distill_teacher, data.num_classes, CPU, r.train.channels_last)
+               if r.tricks.distill_teacher else None)
+    x, y = next(iter(data.train.epoch(0)))
+    out = {
+        "model": (str(model), [(_tensor_sig(p), p.stride()) for p in model.state_dict().values()]),
+        "groups": [(g.get("name"), g["weight_decay"], g["momentum"], g["nesterov"], len(g["params"]))
+                   for g in opt.param_groups],
+        "lr": [round(loop.lr_at(r, s, steps), 12) for s in range(steps * r.train.epochs)],
+        "batch": (_tensor_sig(x), x.is_contiguous(memory_format=torch.channels_last), y.tolist(), steps,
+                  type(data.train).__name__),
+    }
+    tx = next(iter(loop.bdata.eval_batches(data.test, 8, data.eval_transform, CPU)))[0]
+    out["eval"] = _tensor_sig(tx)
+    for name, epoch in (("first", 0), ("last", r.train.epochs - 1)):
+        g = torch.Generator().manual_seed(7)
+        xb, targets = loop.prepare_batch(r, x.clone(), y, data.num_classes, epoch, g, teacher is not None)
+        out[f"prepared_{name}"] = (_tensor_sig(xb), None if targets is None else _tensor_sig(targets))
+    g = torch.Generator().manual_seed(7)
+    xb, targets = loop.prepare_batch(r, x.clone(), y, data.num_classes, 0, g, teacher is not None)
+    torch.manual_seed(3)
+    model.train()
+    with loop.autocast(r.train.precision, CPU):
+        logits = model(xb)
+        tlogits = teacher(xb) if teacher is not None else None
+    out["loss"] = round(loop.compute_loss(r, logits, y, targets, tlogits).item(), 7)
+    return out
+
+
+def differs(a: recipe.Recipe, b: recipe.Recipe) -> list[str]:
+    oa, ob = observe(a), observe(b)
+    return [k for k in oa if oa[k] != ob[k]]
+
+
+# field -> (value a, value b, the observed aspect that must change, extra overrides for both)
+CASES = {
+    "model.arch": ("resnet20", "resnet32", "model", ()),
+    "model.variant": ("A", "D", "model", ()),
+    "model.width": (4, 8, "model", ()),
+    "model.init": ("xavier", "kaiming", "model", ()),
+    "model.activation": ("relu", "silu", "loss", ()),
+    "model.se_reduction": (0, 2, "model", ()),
+    "model.groups": (1, 2, "model", ()),
+    "model.width_per_group": (0, 16, "model", ("model.arch=resnext50_32x4d", "model.width=0",
+                                               "data.image_size=32")),
+    "model.drop_path": (0.0, 0.5, "loss", ()),
+    "model.width_mult": (1.0, 0.5, "model", ("model.arch=mobilenet_v1", "model.width=0", "data.image_size=32")),
+    "data.name": ("synthetic", "imagefolder", "batch", ("data.root=@folder",)),
+    "data.train_limit": (0, 32, "batch", ()),
+    "data.image_size": (16, 12, "batch", ()),
+    "data.crop_ratio": (0.875, 0.5, "eval", ("data.name=imagefolder", "data.root=@folder")),
+    "data.augment": ("paper", "small", "batch", ()),
+    "data.crop_area_min": (0.08, 0.9, "batch", ()),
+    "data.flip": (0.5, 0.0, "batch", ()),
+    "data.jitter": (0.4, 0.0, "batch", ()),
+    "data.lighting": (0.1, 0.0, "batch", ()),
+    "data.pad": (4, 1, "batch", ("data.augment=small",)),
+    "data.num_classes": (4, 5, "model", ()),
+    "data.synthetic_samples": (64, 48, "batch", ()),
+    "data.in_memory": ("auto", "never", "batch", ("data.name=imagefolder", "data.root=@folder", "data.workers=0")),
+    "optim.lr": (0.1, 0.2, "lr", ()),
+    "optim.momentum": (0.9, 0.5, "groups", ()),
+    "optim.nesterov": (True, False, "groups", ()),
+    "optim.weight_decay": (1e-4, 5e-4, "groups", ()),
+    "schedule.kind": ("step", "cosine", "lr", ()),
+    "schedule.milestones": ([1, 2], [2, 3], "lr", ()),
+    "schedule.gamma": (0.1, 0.5, "lr", ("schedule.milestones=[1]",)),
+    "schedule.floor": (0.0, 0.01, "lr", ("schedule.kind=cosine",)),
+    "tricks.linear_scaling": (False, True, "lr", ()),
+    "tricks.warmup_epochs": (0.0, 1.5, "lr", ()),
+    "tricks.zero_gamma": (False, True, "model", ()),
+    "tricks.no_bias_decay": (False, True, "groups", ()),
+    "tricks.label_smoothing": (0.0, 0.1, "loss", ()),
+    "tricks.label_smoothing_form": ("paper", "uniform", "prepared_first", ("tricks.label_smoothing=0.2",)),
+    "tricks.mixup_alpha": (0.0, 0.2, "prepared_first", ()),
+    "tricks.cutmix_alpha": (0.0, 1.0, "prepared_first", ()),
+    "tricks.mix_off_epochs": (0, 1, "prepared_last", ("tricks.mixup_alpha=0.4",)),
+    "tricks.cutout": (0, 6, "prepared_first", ()),
+    "tricks.random_erasing": (0.0, 1.0, "prepared_first", ()),
+    "tricks.distill_teacher": ("", "@teacher", "loss", ()),
+    "tricks.distill_temperature": (20.0, 2.0, "loss", ("tricks.distill_teacher=@teacher",)),
+    "tricks.distill_hard_weight": (1.0, 0.0, "loss", ("tricks.distill_teacher=@teacher",)),
+    "tricks.randaugment_ops": (0, 2, "batch", ()),
+    "tricks.randaugment_magnitude": (9, 25, "batch", ("tricks.randaugment_ops=2",)),
+    "train.epochs": (4, 6, "lr", ()),
+    "train.batch_size": (16, 8, "batch", ()),
+    "train.seed": (0, 1, "model", ()),
+    "train.precision": ("fp32", "bf16", "loss", ()),
+    "train.channels_last": (False, True, "model", ()),
+}
+
+# Fields whose effect is on the run itself (files, devices, processes), each with its own test below.
+RUN_LEVEL = {
+    "model.sync_bn", "data.root", "data.strict", "data.download", "data.workers", "data.timeout",
+    "tricks.ema_decay", "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
+    "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.log_every_steps",
+    "train.max_bad_steps", "train.resume",
+}
+
+
+def test_every_field_has_a_wiring_case():
+    covered = set(CASES) | RUN_LEVEL
+    missing = sorted(set(recipe.all_keys()) - covered)
+    assert not missing, f"recipe fields without a wiring test: {missing}"
+    assert not (set(CASES) & RUN_LEVEL)
+
+
+def _write_folder(root, seed=0, size=20):
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        for c in range(2):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(16):
+                arr = (rng.random((size, size, 3)) * 120 + 100 * c).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return _write_folder(tmp_path_factory.mktemp("folder"))
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    loop.train(make("train.epochs=1", "model.arch=resnet20", "model.variant=D"), out, progress=False)
+    return out
+
+
+def _subst(items, folder, teacher):
+    return [i.replace("@folder", str(folder)).replace("@teacher", str(teacher)) for i in items]
+
+
+@pytest.mark.parametrize("key", sorted(CASES))
+def test_field_changes_what_it_promises(key, folder, teacher):
+    a, b, aspect, extra = CASES[key]
+    extra = _subst(extra, folder, teacher)
+    va, vb = (_subst([json.dumps(v) if not isinstance(v, str) else v], folder, teacher)[0] for v in (a, b))
+    ra = make(*extra, f"{key}={va}")
+    rb = make(*extra, f"{key}={vb}")
+    changed = differs(ra, rb)
+    assert aspect in changed, f"{key}: {a!r} -> {b!r} changed {changed}, expected {aspect}"
+
+
+# ------------------------------------------------------------------------------ run-level fields
+def test_sync_bn_converts_batchnorm_under_distributed():
+    two = DistInfo(rank=0, world_size=2)
+    m_off = loop.setup_model(make(), 4, 3, CPU, two)
+    m_on = loop.setup_model(make("model.sync_bn=true"), 4, 3, CPU, two)
+    kinds = lambda m: {type(x).__name__ for x in m.modules()}  # noqa: E731
+    assert "SyncBatchNorm" in kinds(m_on) and "SyncBatchNorm" not in kinds(m_off)
+
+
+def test_root_selects_the_folder(tmp_path):
+    a = _write_folder(tmp_path / "a", seed=0)
+    b = _write_folder(tmp_path / "b", seed=1)
+    assert "batch" in differs(make("data.name=imagefolder", f"data.root={a}"),
+                              make("data.name=imagefolder", f"data.root={b}"))
+
+
+def test_strict_turns_a_skip_into_an_error(tmp_path):
+    root = _write_folder(tmp_path / "f")
+    (root / "train" / "class0" / "broken.png").write_bytes(b"")
+    data = loop.build_data(make("data.name=imagefolder", f"data.root={root}"), CPU, DistInfo())
+    assert data.skipped == 1
+    with pytest.raises(DataError, match="broken.png"):
+        loop.build_data(make("data.name=imagefolder", f"data.root={root}", "data.strict=true"), CPU, DistInfo())
+
+
+def test_download_fetches_missing_files(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_download(name, root, base_url=None):
+        calls.append((name, root))
+        raise DataError(f"offline: cannot fetch {name}")
+
+    import bagoftricks.data.fetch as fetch
+    monkeypatch.setattr(fetch, "download", fake_download)
+    r_off = make("data.name=fashion_mnist", f"data.root={tmp_path}")
+    with pytest.raises(DataError):
+        loop.build_data(r_off, CPU, DistInfo())
+    assert calls == []
+    with pytest.raises(DataError):
+        loop.build_data(make("data.name=fashion_mnist", f"data.root={tmp_path}", "data.download=true"), CPU, DistInfo())
+    assert calls and calls[0][0] == "fashion_mnist"
+
+
+def test_workers_and_timeout_reach_the_loader(folder):
+    r = make("data.name=imagefolder", f"data.root={folder}", "data.in_memory=never", "data.workers=1",
+             "data.timeout=7")
+    src = loop.build_data(r, CPU, DistInfo()).train
+    assert (src.workers, src.timeout) == (1, 7.0)
+    assert src.loader.num_workers == 1 and src.loader.timeout == 7.0
+    src.close()
+
+
+def test_ema_is_evaluated_alongside(tmp_path):
+    loop.train(make("train.epochs=1"), tmp_path / "off", progress=False)
+    loop.train(make("train.epochs=1", "tricks.ema_decay=0.5"), tmp_path / "on", progress=False)
+    assert "ema_val_top1" not in read_metrics(tmp_path / "off" / "metrics.jsonl")[0]
+    assert "ema_val_top1" in read_metrics(tmp_path / "on" / "metrics.jsonl")[0]
+
+
+def test_compile_wraps_the_model(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda m, *a, **k: seen.append(m) or m)
+    loop.train(make("train.epochs=1"), tmp_path / "a", progress=False)
+    assert seen == []
+    loop.train(make("train.epochs=1", "train.compile=true"), tmp_path / "b", progress=False)
+    assert len(seen) == 1
+
+
+def test_device_is_resolved_and_recorded(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(loop.UsageError, match="train.device"):
+            loop.resolve_device("cuda")
+    loop.train(make("train.epochs=1", "train.device=cpu"), tmp_path / "r", progress=False)
+    assert json.loads((tmp_path / "r" / "env.json").read_text())["device"] == "cpu"
+
+
+def test_threads_are_set(tmp_path):
+    before = torch.get_num_threads()
+    try:
+        loop.train(make("train.epochs=1", "train.threads=1"), tmp_path / "r", progress=False)
+        assert json.loads((tmp_path / "r" / "env.json").read_text())["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_checkpoint_every_steps_and_keep(tmp_path):
+    # 64 images / 16 = 4 steps per epoch, 4 epochs = 16 steps
+    loop.train(make("train.checkpoint_every_steps=0", "train.keep_checkpoints=100"), tmp_path / "a", progress=False)
+    loop.train(make("train.checkpoint_every_steps=3", "train.keep_checkpoints=100"), tmp_path / "b", progress=False)
+    loop.train(make("train.checkpoint_every_steps=3", "train.keep_checkpoints=2"), tmp_path / "c", progress=False)
+    steps = lambda d: [int(p.stem.split("-")[1]) for p in list_checkpoints(d)]  # noqa: E731
+    assert steps(tmp_path / "a") == [4, 8, 12, 16]
+    assert steps(tmp_path / "b") == [3, 4, 6, 8, 9, 12, 15, 16]
+    assert steps(tmp_path / "c") == [15, 16]
+
+
+def test_eval_every(tmp_path):
+    loop.train(make("train.eval_every=2", "train.epochs=3"), tmp_path / "r", progress=False)
+    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert ["val_top1" in m for m in recs] == [False, True, True]
+
+
+def test_eval_batch_size_reaches_evaluation(tmp_path, monkeypatch):
+    seen = []
+    real = loop.bdata.eval_batches
+
+    def spy(ds, batch_size, *a, **k):
+        seen.append(batch_size)
+        return real(ds, batch_size, *a, **k)
+
+    monkeypatch.setattr(loop.bdata, "eval_batches", spy)
+    loop.train(make("train.epochs=1"), tmp_path / "a", progress=False)
+    loop.train(make("train.epochs=1", "train.eval_batch_size=5"), tmp_path / "b", progress=False)
+    assert seen == [32, 5]
+
+
+def test_log_every_steps_sets_the_readback_cadence(tmp_path, monkeypatch):
+    calls = []
+
+    class Bar:
+        disable = False
+
+        def update(self, n): pass
+        def set_postfix(self, **k): calls.append(k)
+        def close(self): pass
+
+    monkeypatch.setattr(loop, "_progress", lambda *a, **k: Bar())
+    loop.train(make("train.epochs=1", "train.log_every_steps=1"), tmp_path / "a", progress=True)
+    n1 = len(calls)
+    calls.clear()
+    loop.train(make("train.epochs=1", "train.log_every_steps=2"), tmp_path / "b", progress=True)
+    assert (n1, len(calls)) == (4, 2)
+
+
+def test_max_bad_steps(tmp_path):
+    for n in (1, 3):
+        with pytest.raises(loop.NonFiniteLoss, match=f"for {n} consecutive steps") as e:
+            loop.train(make("optim.lr=1e30", f"train.max_bad_steps={n}"), tmp_path / f"r{n}", progress=False)
+        assert "step" in str(e.value)
+
+
+def test_resume_auto_continues_instead_of_refusing(tmp_path):
+    r = make("train.epochs=2")
+    with pytest.raises(loop.TrainingInterrupted):
+        loop.train(r, tmp_path / "r", progress=False, stop_after_steps=5)
+    with pytest.raises(loop.UsageError, match="--resume"):
+        loop.train(r, tmp_path / "r", progress=False)
+    final = loop.train(make("train.epochs=2", "train.resume=auto"), tmp_path / "r", progress=False)
+    assert final["epoch"] == 2
