@@ -1,0 +1,230 @@
+"""`bagoftricks bench`: how fast a recipe trains, evaluates and loads data on this device.
+
+Each measurement runs a warm-up, then several timed windows of a few steps; the median window is
+reported. Model FLOP utilisation = MACs per image x 2 (FLOPs) x 3 (forward + backward) x img/s divided
+by a matmul peak measured here, on the same device, in the same precision. The reference is the same
+model in a plain eager fp32 loop (contiguous NCHW, no autocast, plain SGD step, data already on the
+device): `ratio` is how many times faster the recipe's own training step is.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bagoftricks import models as bmodels
+from bagoftricks import recipe as brecipe
+from bagoftricks.engine import distributed as bdist
+from bagoftricks.engine import loop
+
+
+@dataclass
+class Timing:
+    median: float
+    runs: list[float]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _windows(fn, device, warmup: int, windows: int, steps: int) -> Timing:
+    """Median seconds per step over `windows` windows of `steps` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    runs = []
+    for _ in range(windows):
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        _sync(device)
+        runs.append((time.perf_counter() - t) / steps)
+    return Timing(statistics.median(runs), runs)
+
+
+def matmul_peak(device: torch.device, precision: str, n: int = 0, seconds: float = 1.0) -> float:
+    """Achieved FLOP/s of a square matmul in the run's precision (bf16/fp16 use that dtype)."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    if device.type == "cpu" and dtype == torch.float16:
+        dtype = torch.float32  # no fast fp16 GEMM on CPU: its peak would understate utilisation
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    fn = lambda: torch.mm(a, b)  # noqa: E731
+    t = _windows(fn, device, warmup=2, windows=3, steps=max(1, int(seconds / max(_once(fn, device), 1e-6) / 3)))
+    return 2 * n ** 3 / t.median
+
+
+def _once(fn, device) -> float:
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t
+
+
+def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: int = 5, reference: bool = True,
+              loader: bool = True) -> dict:
+    brecipe.validate(r)
+    if r.train.threads:
+        torch.set_num_threads(r.train.threads)
+    dinfo = bdist.DistInfo()
+    device = loop.resolve_device(r.train.device, dinfo)
+    data = loop.build_data(r, device, dinfo)
+    tr = r.train
+    model = loop.setup_model(r, data.num_classes, data.in_channels, device, dinfo)
+    train_model = torch.compile(model) if tr.compile else model
+    steps_per_epoch = data.train.steps_per_epoch
+    optimizer = loop.make_optimizer(r, model, loop.lr_at(r, 0, steps_per_epoch))
+    scaler = loop.tricks.loss_scaler(tr.precision == "fp16", device.type)
+    teacher = (loop.load_teacher(r.tricks.distill_teacher, data.num_classes, device, tr.channels_last)
+               if r.tricks.distill_teacher else None)
+
+    batches = _cycle(data.train)
+    x0, y0 = next(batches)
+    gen = torch.Generator(device=device).manual_seed(tr.seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def train_step():
+        x, y = next(batches)
+        if tr.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x, targets = loop.prepare_batch(r, x, y, data.num_classes, 0, gen, teacher is not None)
+        with loop.autocast(tr.precision, device):
+            logits = train_model(x)
+            tl = None
+            if teacher is not None:
+                with torch.no_grad():
+                    tl = teacher(x)
+        loss = loop.compute_loss(r, logits, y, targets, tl)
+        optimizer.zero_grad(set_to_none=True)
+        loop.tricks.step_with_scaler(scaler, optimizer, loss)
+
+    model.train()
+    t_train = _windows(train_step, device, warmup, windows, steps)
+    bs = tr.batch_size
+    peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
+
+    eval_bs = tr.eval_batch_size or 2 * bs
+    xe = x0.repeat((eval_bs + bs - 1) // bs, 1, 1, 1)[:eval_bs]
+    if tr.channels_last:
+        xe = xe.contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def eval_step():
+        with loop.autocast(tr.precision, device):
+            model(xe)
+
+    model.eval()
+    t_eval = _windows(eval_step, device, max(1, warmup // 2), windows, steps)
+    model.train()
+
+    t_load = None
+    if loader:
+        fresh = _cycle(data.train)
+        t_load = _windows(lambda: next(fresh), device, 2, windows, steps)
+
+    size = r.data.image_size
+    _, macs = bmodels.count_params_macs(loop.build_model(r, data.num_classes, data.in_channels),
+                                        (data.in_channels, size, size))
+    peak = matmul_peak(device, tr.precision)
+    train_ips = bs / t_train.median
+    out = {
+        "device": str(device), "device_name": _device_name(device), "arch": r.model.arch,
+        "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
+        "compile": tr.compile, "batch_size": bs, "threads": torch.get_num_threads(),
+        "in_memory_data": data.in_memory,
+        "train_img_s": train_ips, "eval_img_s": eval_bs / t_eval.median,
+        "loader_img_s": (bs / t_load.median) if t_load else None,
+        "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": peak,
+        "mfu": 2 * macs * 3 * train_ips / peak,
+        "train_windows_s": t_train.runs,
+    }
+    if reference:
+        ref = _reference_img_s(r, data, device, x0, y0, warmup, windows, steps)
+        out["reference_img_s"] = ref
+        out["ratio"] = train_ips / ref
+    return out
+
+
+def _reference_img_s(r, data, device, x0, y0, warmup, windows, steps) -> float:
+    """The same architecture in a plain eager fp32 loop: what a hand-written script would do."""
+    torch.manual_seed(r.train.seed)
+    model = loop.build_model(r, data.num_classes, data.in_channels).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = x0.float().contiguous()
+    y = y0
+
+    def step():
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    t = _windows(step, device, warmup, windows, steps)
+    return x.shape[0] / t.median
+
+
+def _cycle(source):
+    epoch = 0
+    while True:
+        for batch in source.epoch(epoch):
+            yield batch
+        epoch += 1
+
+
+def _rss_bytes() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _device_name(device) -> str:
+    from bagoftricks.engine.runfolder import device_name
+    return device_name(device)
+
+
+def format_table(res: dict) -> str:
+    rows = [
+        ("device", f"{res['device']} ({res['device_name']}), {res['threads']} threads"),
+        ("model", f"{res['arch']}-{res['variant']}, batch {res['batch_size']}, {res['precision']}"
+                  f"{', channels_last' if res['channels_last'] else ''}{', compiled' if res['compile'] else ''}"),
+        ("train", f"{res['train_img_s']:.0f} img/s"),
+        ("eval", f"{res['eval_img_s']:.0f} img/s"),
+    ]
+    if res.get("loader_img_s") is not None:
+        rows.append(("data loader", f"{res['loader_img_s']:.0f} img/s "
+                                    f"({'in-memory batched' if res['in_memory_data'] else 'per-image workers'})"))
+    rows += [("peak memory", f"{res['peak_memory_bytes'] / 2**20:.0f} MiB"),
+             ("MFU", f"{100 * res['mfu']:.1f} % of a measured {res['matmul_peak_flops'] / 1e12:.2f} TFLOP/s matmul peak")]
+    if "ratio" in res:
+        rows.append(("reference", f"{res['reference_img_s']:.0f} img/s (plain eager fp32 loop)"))
+        rows.append(("ratio", f"{res['ratio']:.1f}x"))
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def cmd_bench(args) -> int:
+    r = brecipe.load(args.recipe, args.overrides)
+    res = run_bench(r, warmup=args.warmup, windows=args.windows, steps=args.steps, reference=not args.no_reference,
+                    loader=not args.no_loader)
+    print(format_table(res))
+    print(json.dumps(res))
+    return 0
+
+
+def add_cli(sub) -> None:
+    s = sub.add_parser("bench", help="training/eval/loader img/s, peak memory, MFU and speed-up over plain PyTorch")
+    s.add_argument("--recipe", metavar="FILE")
+    s.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
+    s.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    s.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
+    s.add_argument("--steps", type=int, default=5, help="steps per window")
+    s.add_argument("--no-reference", action="store_true", help="skip the plain eager fp32 reference loop")
+    s.add_argument("--no-loader", action="store_true", help="skip the loader-only measurement")
+    s.set_defaults(func=cmd_bench)
