@@ -1,0 +1,299 @@
+"""`bagoftricks report DIR [DIR ...]`: tables and figures of ablation sweeps, as Markdown and HTML.
+
+For each sweep folder written by `bagoftricks ablate` (cells.json, results.jsonl, runs/):
+  * a table per ladder/grid: final top-1/top-5 mean ± std over seeds, Δ vs the previous row and vs
+    the first row, the paper's number when the spec gives one, img/s and seconds per epoch (the
+    efficiency view of Table 3), params and MACs, the number of seeds; failed cells listed below;
+  * figures (PNG in figures/): lr per iteration per step (Figure 3a), validation top-1 per epoch with
+    a min-max band over seeds (Figure 3b), Δ top-1 per step with error bars, the logit-gap
+    distribution with and without label smoothing against log((K-1)(1-ε)/ε) (Figure 4; only when the
+    sweep has finished cells of both kinds), the confusion matrix of the best cell;
+  * a "how to reproduce" section with the commands.
+
+Default output: DIR/report.md, DIR/report.html (figures inlined as base64), DIR/figures/*.png and
+DIR/report.json (the tables as data). With --out FILE.md (e.g. docs/results/fmnist.md) the page goes
+there, its figures to FILE's folder/figures/, the HTML next to it (unless --no-html).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["add_cli", "make_report"]
+
+
+def _fmt_pm(m, s) -> str:
+    if m is None:
+        return "—"
+    return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
+
+
+def _fmt_d(d) -> str:
+    return "—" if d is None else f"{d:+.2f}"
+
+
+def _fmt_si(v, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    v = float(v)
+    for div, suf in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suf}{unit}"
+    return f"{v:.3g}{unit}"
+
+
+def _fmt_f(v, spec: str) -> str:
+    return "—" if v is None else format(float(v), spec)
+
+
+def _code(items) -> str:
+    return ", ".join(f"`{o}`" for o in items) if items else "(none)"
+
+
+def table_block(sweep) -> tuple:
+    headers = ["#", "step", "top-1 (%)", "top-5 (%)", "Δ prev", "Δ base"]
+    aligns = ["r", "l", "r", "r", "r", "r"]
+    if sweep.has_paper:
+        headers.append("paper top-1 (Δ prev)")
+        aligns.append("r")
+    headers += ["img/s", "s/epoch", "params", "MACs", "n"]
+    aligns += ["r", "r", "r", "r", "r"]
+    rows = []
+    for r in sweep.rows:
+        row = [str(r.index), r.name, _fmt_pm(r.top1_mean, r.top1_std), _fmt_pm(r.top5_mean, r.top5_std),
+               _fmt_d(r.d_prev), "(base)" if r is sweep.rows[0] else _fmt_d(r.d_base)]
+        if sweep.has_paper:
+            p = r.paper.get("top1")
+            dp = f" ({r.paper_d_prev:+.2f})" if r.paper_d_prev is not None else ""
+            row.append("—" if p is None else f"{p:.2f}{dp}")
+        n = f"{r.n}"
+        if r.failed:
+            n += f" (+{len(r.failed)} failed)"
+        if r.pending:
+            n += f" (+{len(r.pending)} pending)"
+        row += [_fmt_f(r.avg("images_per_sec"), ",.0f"), _fmt_f(r.avg("seconds_per_epoch"), ".1f"),
+                _fmt_si(r.first("params")), _fmt_si(r.first("macs")), n]
+        rows.append(row)
+    return ("table", headers, rows, aligns)
+
+
+def _slug(name: str) -> str:
+    from bagoftricks.ablate import slugify
+    return slugify(name)
+
+
+def _predictions(cache: dict, cell, device: str, echo: Callable[[str], None]):
+    from bagoftricks.report.predict import logits_on_test_set
+    if cell.key not in cache:
+        echo(f"report: test-set logits of {cell.run_dir}")
+        cache[cell.key] = logits_on_test_set(cell.run_dir, device=device)
+    return cache[cell.key]
+
+
+def _best(cells):
+    cells = [c for c in cells if c.status == "ok" and c.value("val_top1") is not None]
+    return max(cells, key=lambda c: c.value("val_top1")) if cells else None
+
+
+def sweep_blocks(sweep, fig_dir: Path, predict: bool, device: str, echo: Callable[[str], None]) -> list[tuple]:
+    from bagoftricks.report import figures
+    blocks: list[tuple] = [("h2", f"{sweep.name}")]
+    if sweep.description:
+        blocks.append(("p", sweep.description))
+    how = ("Ladder: each row adds its overrides to every row above it (cumulative)." if sweep.kind == "ladder"
+           else "Grid: each row is the base recipe plus its own overrides only.")
+    seeds = sweep.plan.get("seeds") or sorted({c.seed for c in sweep.cells})
+    blocks.append(("p", f"{how} Seeds: {', '.join(str(s) for s in seeds)}. Sweep folder: `{sweep.dir}`."))
+    blocks.append(table_block(sweep))
+    steps = {s["index"]: s for s in sweep.plan.get("steps", [])}
+    common = sweep.plan.get("set") or []
+    items = [f"every row: {_code(common)}"] if common else []
+    for r in sweep.rows:
+        own = steps.get(r.index, {}).get("set", [])
+        note = f" — {r.note}" if r.note else ""
+        items.append(f"**{r.name}**: {_code(own)}{note}")
+    blocks.append(("p", "What each row changes:"))
+    blocks.append(("list", items))
+    failed = [c for r in sweep.rows for c in r.failed]
+    if sweep.teacher is not None:
+        t = sweep.teacher
+        top = t.value("val_top1")
+        blocks.append(("p", f"Distillation teacher (`{t.run_dir.relative_to(sweep.dir)}`): {t.status}"
+                            + (f", top-1 {top:.2f} %, top-5 {t.value('val_top5'):.2f} %" if top is not None else "")
+                            + (f" — {(t.result or {}).get('reason')}" if t.status == "failed" else "") + "."))
+    if failed:
+        blocks.append(("p", f"Failed cells ({len(failed)}; not in the means above):"))
+        blocks.append(("list", [f"`{c.key}`: {(c.result or {}).get('reason') or 'unknown reason'}" for c in failed]))
+    pending = [c.key for r in sweep.rows for c in r.pending]
+    if pending:
+        blocks.append(("p", f"Not run yet ({len(pending)}): {', '.join(f'`{k}`' for k in pending[:12])}"
+                            + (" …" if len(pending) > 12 else "")))
+
+    slug = _slug(sweep.name)
+    made = []
+
+    def add(path, caption):
+        if path is not None:
+            made.append(("figure", str(path), caption))
+
+    add(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
+        f"{sweep.name}: learning rate of every iteration of each step (from the cell's recipe).")
+    add(figures.val_curves(sweep, fig_dir / f"{slug}-val-top1.png"),
+        f"{sweep.name}: validation top-1 per epoch, mean over seeds, shaded min–max.")
+    add(figures.delta_bars(sweep, fig_dir / f"{slug}-delta.png"),
+        f"{sweep.name}: Δ top-1 vs '{sweep.rows[0].name if sweep.rows else ''}', error bars = std over seeds of "
+        f"the per-seed difference.")
+    notes = []
+    if predict:
+        cache: dict = {}
+        ok = [c for c in sweep.cells if c.status == "ok" and c.recipe is not None]
+        with_ls = _best([c for c in ok if c.recipe.tricks.label_smoothing > 0])
+        without = _best([c for c in ok if c.recipe.tricks.label_smoothing == 0])
+        if with_ls is not None and without is not None:
+            try:
+                from bagoftricks.report.predict import logit_gaps
+                from bagoftricks.tricks import optimal_logit_gap
+                pairs = []
+                eps_label = f"label smoothing ε={with_ls.recipe.tricks.label_smoothing:g}"
+                for c, label in ((without, "no label smoothing"), (with_ls, eps_label)):
+                    p = _predictions(cache, c, device, echo)
+                    pairs.append((f"{label}: {c.step}/seed{c.seed}", logit_gaps(p["logits"], p["labels"]), p["top1"]))
+                k = int(cache[with_ls.key]["logits"].shape[1])
+                eps, form = with_ls.recipe.tricks.label_smoothing, with_ls.recipe.tricks.label_smoothing_form
+                opt = optimal_logit_gap(k, eps, form)
+                add(figures.logit_gap(pairs, opt, eps, fig_dir / f"{slug}-logit-gap.png"),
+                    f"{sweep.name}: distribution of the test-set gap between the true-class logit and the largest "
+                    f"other logit, for the best cell with label smoothing and the best without; dashed: the optimum "
+                    + ("log((K−1)(1−ε)/ε)" if form == "paper" else "log(1 + K(1−ε)/ε) (uniform form)")
+                    + f" = {opt:.2f} for K = {k}, ε = {eps:g} (Figure 4).")
+            except Exception as e:  # noqa: BLE001 - a figure must not sink the report
+                notes.append(f"logit-gap figure skipped: {type(e).__name__}: {e}")
+        best = _best(sweep.cells)
+        if best is not None:
+            try:
+                from bagoftricks.report.predict import confusion_matrix
+                p = _predictions(cache, best, device, echo)
+                k = int(p["logits"].shape[1])
+                counts = confusion_matrix(p["logits"], p["labels"], k)
+                add(figures.confusion(counts, p["classes"], f"{sweep.name}: {best.key} (top-1 {p['top1']:.2f} %)",
+                                      fig_dir / f"{slug}-confusion.png"),
+                    f"{sweep.name}: confusion matrix of the best cell, `{best.key}` (row-normalised colour, "
+                    f"counts in the cells).")
+            except Exception as e:  # noqa: BLE001
+                notes.append(f"confusion matrix skipped: {type(e).__name__}: {e}")
+    blocks += made
+    if notes:
+        blocks.append(("list", notes))
+    return blocks
+
+
+def _env_line(sweeps) -> str:
+    for s in sweeps:
+        for c in s.cells:
+            e = c.env
+            if e:
+                return (f"Measured with bagoftricks {e.get('bagoftricks', '?')} (git {e.get('git_sha') or 'unknown'}), "
+                        f"torch {e.get('torch', '?')}, Python {e.get('python', '?')}, on {e.get('device', '?')} "
+                        f"({e.get('device_name', '?')}, {e.get('cpu_count', '?')} cores, "
+                        f"{e.get('torch_threads', '?')} torch thread(s) per cell).")
+    return ""
+
+
+def _reproduce(sweeps, report_argv: list[str] | None) -> list[tuple]:
+    lines = []
+    total = 0.0
+    for s in sweeps:
+        argv = s.plan.get("argv")
+        if argv:
+            lines.append(shlex.join(argv))
+        else:
+            lines.append(f"bagoftricks ablate {s.plan.get('spec') or 'SPEC.yaml'} --out {s.dir}")
+        total += sum((c.result or {}).get("elapsed_seconds") or 0.0 for c in s.cells + ([s.teacher] if s.teacher else []))
+    if report_argv:
+        lines.append(shlex.join(report_argv))
+    blocks = [("h2", "How to reproduce"),
+              ("p", "Run from the repository root (`make setup` first). Re-running an `ablate` command skips finished "
+                    "cells and resumes interrupted ones, so an interrupted sweep continues where it stopped; "
+                    "`--retry-failed` starts failed cells afresh."),
+              ("code", "\n".join(lines))]
+    env = _env_line(sweeps)
+    if total:
+        env += f" Total compute of these sweeps: {total / 3600:.2f} cell-hours (sum of the cells' wall times)."
+    if env:
+        blocks.append(("p", env.strip()))
+    blocks.append(("p", "Each cell's exact `bagoftricks train` command is in the sweep folder's `cells.json`; "
+                        "each run folder holds its resolved `recipe.yaml`, `env.json` and `metrics.jsonl`."))
+    return blocks
+
+
+def make_report(dirs, out: str | Path | None = None, title: str | None = None, predict: bool = True,
+                html: bool = True, device: str = "cpu", echo: Callable[[str], None] = print,
+                argv: list[str] | None = None) -> dict:
+    """Write the report; returns {"markdown", "html", "json", "figures"} paths."""
+    from bagoftricks.report.render import to_html, to_markdown
+    from bagoftricks.report.sweep import load_sweep, summary_json
+    sweeps = [load_sweep(d) for d in dirs]
+    if out is None:
+        md_path = Path(dirs[0]) / "report.md"
+    else:
+        md_path = Path(out)
+        if md_path.suffix.lower() != ".md":
+            md_path = md_path / "report.md" if md_path.is_dir() or not md_path.suffix else md_path.with_suffix(".md")
+    fig_dir = md_path.parent / "figures"
+    title = title or (f"Ablation: {sweeps[0].name}" if len(sweeps) == 1 else "Ablations: " + ", ".join(s.name for s in sweeps))
+    now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    blocks: list[tuple] = [
+        ("h1", title),
+        ("p", f"Generated by `bagoftricks report` on {now}. Top-1/top-5: test accuracy (%) of each cell's final "
+              f"epoch, mean ± sample std (n−1) over the seeds that finished; Δ in points between row means. "
+              f"img/s: training images per second, s/epoch: wall seconds per epoch including evaluation, both "
+              f"averaged over epochs and seeds. params and MACs (multiply-accumulates per image at the training "
+              f"resolution) of the step's model.")]
+    for s in sweeps:
+        blocks += sweep_blocks(s, fig_dir, predict, device, echo)
+    blocks += _reproduce(sweeps, argv)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(to_markdown(blocks, md_path))
+    paths = {"markdown": str(md_path), "figures": [b[1] for b in blocks if b[0] == "figure"]}
+    if html:
+        html_path = md_path.with_suffix(".html")
+        html_path.write_text(to_html(blocks, title))
+        paths["html"] = str(html_path)
+    json_path = md_path.with_suffix(".json")
+    json_path.write_text(json.dumps({"title": title, "sweeps": [summary_json(s) for s in sweeps]}, indent=2) + "\n")
+    paths["json"] = str(json_path)
+    return paths
+
+
+def cmd_report(args) -> int:
+    argv = ["bagoftricks", "report", *args.dirs]
+    if args.title:
+        argv += ["--title", args.title]
+    if args.out:
+        argv += ["--out", args.out]
+    if args.no_predict:
+        argv.append("--no-predict")
+    paths = make_report(args.dirs, out=args.out, title=args.title, predict=not args.no_predict,
+                        html=not args.no_html, device=args.device, argv=argv,
+                        echo=lambda s: print(s, file=sys.stderr, flush=True))
+    print(f"report: {paths['markdown']}" + (f", {paths['html']}" if "html" in paths else "")
+          + f" ({len(paths['figures'])} figures)")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser("report", help="tables and figures of ablation sweeps (Markdown + HTML)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folder(s) written by `bagoftricks ablate`")
+    p.add_argument("--out", metavar="FILE.md", help="write the page here (default: DIR/report.md); figures go to "
+                                                    "FILE's folder/figures/")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--no-predict", action="store_true",
+                   help="skip the figures that evaluate checkpoints (logit gap, confusion matrix)")
+    p.add_argument("--no-html", action="store_true", help="Markdown only")
+    p.add_argument("--device", default="cpu", help="device for the checkpoint evaluations (default cpu)")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,170 @@
+"""The report's PNG figures (matplotlib's Agg canvas through `Figure`, no pyplot state, no display).
+
+    lr_schedule       Figure 3a: the lr of every iteration of each step, from the cell's recipe
+    val_curves        Figure 3b: validation top-1 per epoch, mean over seeds with a min-max band
+    delta_bars        Δ top-1 vs the first row per step, error bars = std of the per-seed difference
+    logit_gap         Figure 4: distribution of true-class logit - largest other logit, with and
+                      without label smoothing, against the optimum log((K-1)(1-ε)/ε)
+    confusion         confusion matrix of one model on the test set
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+from matplotlib.figure import Figure  # noqa: E402
+
+DPI = 110
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _lr_points(cell, max_points: int = 1500):
+    """(epochs, lrs) per iteration from the cell's recipe and steps per epoch; per epoch as a fallback."""
+    from bagoftricks.engine.loop import lr_at
+    r, env = cell.recipe, cell.env
+    spe = env.get("steps_per_epoch")
+    if r is not None and isinstance(spe, int) and spe > 0:
+        world = max(1, int(env.get("world_size", 1) or 1))
+        total = r.train.epochs * spe
+        stride = max(1, total // max_points)
+        its = list(range(0, total, stride))
+        m = round(r.tricks.warmup_epochs * spe)
+        if 0 < m < total and m not in its:  # keep the peak of the warmup ramp
+            its = sorted(set(its) | {m, max(m - 1, 0)})
+        if its[-1] != total - 1:
+            its.append(total - 1)
+        return [i / spe for i in its], [lr_at(r, i, spe, world) for i in its]
+    recs = [m for m in cell.metrics if "lr" in m]
+    return [m["epoch"] for m in recs], [m["lr"] for m in recs]
+
+
+def lr_schedule(sweep, path: Path) -> Path | None:
+    fig = Figure(figsize=(7.0, 3.8))
+    ax = fig.subplots()
+    drawn = 0
+    for k, row in enumerate(sweep.rows):
+        cell = next((c for c in row.ok + row.cells if c.recipe is not None or c.metrics), None)
+        if cell is None:
+            continue
+        x, y = _lr_points(cell)
+        if not x:
+            continue
+        ax.plot(x, y, label=row.name, lw=1.6, ls=("-", "--", ":", "-.")[k % 4])
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.set_title(f"{sweep.name}: learning rate per iteration (Figure 3a)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def val_curves(sweep, path: Path) -> Path | None:
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.subplots()
+    drawn = 0
+    for row in sweep.rows:
+        per_epoch: dict[int, list[float]] = {}
+        for c in row.ok:
+            for m in c.metrics:
+                if isinstance(m.get("val_top1"), (int, float)):
+                    per_epoch.setdefault(int(m["epoch"]), []).append(float(m["val_top1"]))
+        if not per_epoch:
+            continue
+        ep = sorted(per_epoch)
+        mean = [sum(per_epoch[e]) / len(per_epoch[e]) for e in ep]
+        (line,) = ax.plot(ep, mean, marker="o" if len(ep) < 15 else None, ms=3, lw=1.6,
+                          label=f"{row.name} (n={len(row.ok)})")
+        if len(row.ok) > 1:
+            ax.fill_between(ep, [min(per_epoch[e]) for e in ep], [max(per_epoch[e]) for e in ep],
+                            color=line.get_color(), alpha=0.18, lw=0)
+        drawn += 1
+    if not drawn:
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def delta_bars(sweep, path: Path) -> Path | None:
+    rows = [r for r in sweep.rows[1:] if r.d_base is not None]
+    if not rows or sweep.rows[0].top1_mean is None:
+        return None
+    fig = Figure(figsize=(max(5.0, 1.1 * len(rows) + 2.5), 3.8))
+    ax = fig.subplots()
+    x = list(range(len(rows)))
+    err = [r.d_base_err or 0.0 for r in rows]
+    colors = ["tab:green" if r.d_base >= 0 else "tab:red" for r in rows]
+    ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75, label="measured (mean over seeds)")
+    paper = [(i, r.paper_d_base) for i, r in enumerate(rows) if r.paper_d_base is not None]
+    if paper:
+        ax.plot([i for i, _ in paper], [v for _, v in paper], "kD", ms=6, label="paper")
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r.name for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(f"Δ top-1 vs '{sweep.rows[0].name}' (points)")
+    ax.set_title(f"{sweep.name}: Δ top-1 per step (error bars: std of the per-seed difference)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def logit_gap(pairs: list[tuple[str, object, float | None]], optimum: float, eps: float, path: Path) -> Path:
+    """pairs: (label, gaps tensor, top1); optimum: the label-smoothing optimum gap."""
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.subplots()
+    values = [g.numpy() for _, g, _ in pairs]
+    lo = min(float(v.min()) for v in values)
+    hi = max(max(float(v.max()) for v in values), optimum if math.isfinite(optimum) else -math.inf)
+    bins = [lo + (hi - lo) * i / 60 for i in range(61)] if hi > lo else 30
+    for (label, g, top1), v in zip(pairs, values):
+        med = float(sorted(v)[len(v) // 2])
+        ax.hist(v, bins=bins, density=True, alpha=0.5, label=f"{label} (top-1 {top1:.2f} %, median gap {med:.2f})")
+    if math.isfinite(optimum):
+        ax.axvline(optimum, color="black", ls="--", lw=1.2, label=f"optimum with ε={eps:g}: {optimum:.2f}")
+    ax.axvline(0.0, color="gray", lw=0.8)
+    ax.set_xlabel("true-class logit − largest other logit (test set)")
+    ax.set_ylabel("density")
+    ax.set_title("Logit gap with and without label smoothing (Figure 4)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def confusion(counts, classes: list[str], title: str, path: Path) -> Path:
+    k = counts.shape[0]
+    rows = counts.sum(dim=1, keepdim=True).clamp(min=1)
+    frac = (100.0 * counts / rows).numpy()
+    side = min(10.0, 3.0 + 0.45 * k)
+    fig = Figure(figsize=(side + 1.2, side))
+    ax = fig.subplots()
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, label="% of the true class")
+    if k <= 20:
+        names = [str(c)[:14] for c in classes]
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=7)
+        ax.set_yticklabels(names, fontsize=7)
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j] > 0:
+                    ax.text(j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=6,
+                            color="white" if frac[i, j] > 50 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)

@@ -1,0 +1,150 @@
+"""`bagoftricks report`: tables whose numbers are the seed means of results.jsonl (recomputed here
+independently), failed and pending cells listed, non-empty PNG figures, a self-contained HTML page."""
+from __future__ import annotations
+
+import base64
+import json
+import re
+import statistics
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from bagoftricks.cli import main
+from bagoftricks.report import make_report
+from bagoftricks.report.predict import confusion_matrix, logit_gaps
+
+from .conftest import TINY_BASE, build_sweep
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _results(d: Path) -> list[dict]:
+    latest = {}
+    for line in (d / "results.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        latest[rec["cell"]] = rec
+    return list(latest.values())
+
+
+def _table_rows(md: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in md.splitlines():
+        if re.match(r"^\| \d+ \|", line):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows[cells[1]] = cells
+    return rows
+
+
+def _png_ok(path: Path) -> None:
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG, path
+    w, h = struct.unpack(">II", data[16:24])  # IHDR
+    assert len(data) > 5000 and w > 200 and h > 200, (path, len(data), w, h)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_sweep):
+    paths = make_report([tiny_sweep], echo=lambda s: None)
+    return paths, Path(paths["markdown"]).read_text()
+
+
+def test_table_holds_seed_means_and_deltas(tiny_sweep, report):
+    paths, md = report
+    recs = _results(tiny_sweep)
+    rows = _table_rows(md)
+    header = next(line for line in md.splitlines() if line.startswith("| # |"))
+    cols = [c.strip() for c in header.strip().strip("|").split(" | ")]
+    col = {name: i for i, name in enumerate(cols)}
+    means = {}
+    for step in ("baseline", "+ label smoothing"):
+        ok = [r for r in recs if r["step"] == step and r["status"] == "ok"]
+        assert len(ok) == 2
+        t1, t5 = [r["val_top1"] for r in ok], [r["val_top5"] for r in ok]
+        means[step] = statistics.mean(t1)
+        row = rows[step]
+        assert row[col["top-1 (%)"]] == f"{statistics.mean(t1):.2f} ± {statistics.stdev(t1):.2f}"
+        assert row[col["top-5 (%)"]] == f"{statistics.mean(t5):.2f} ± {statistics.stdev(t5):.2f}"
+        assert row[col["n"]] == "2"
+        assert row[col["img/s"]] == f"{statistics.mean(r['images_per_sec'] for r in ok):,.0f}"
+        assert row[col["params"]] != "—" and row[col["MACs"]] != "—"
+    d = means["+ label smoothing"] - means["baseline"]
+    assert rows["+ label smoothing"][col["Δ prev"]] == f"{d:+.2f}"
+    assert rows["+ label smoothing"][col["Δ base"]] == f"{d:+.2f}"
+    assert rows["+ label smoothing"][col["paper top-1 (Δ prev)"]] == "76.50 (+1.50)"
+    assert rows["+ diverge"][col["top-1 (%)"]] == "—" and rows["+ diverge"][col["n"]] == "0 (+2 failed)"
+    data = json.loads(Path(paths["json"]).read_text())["sweeps"][0]["rows"]
+    assert data[1]["top1_mean"] == pytest.approx(means["+ label smoothing"])
+    assert data[1]["delta_base"] == pytest.approx(d)
+
+
+def test_failed_cells_are_listed_with_their_reason(report):
+    _, md = report
+    failed = md.split("Failed cells (2", 1)[1]
+    assert "`02-diverge/seed0`: error: NonFiniteLoss" in failed and "`02-diverge/seed1`" in failed
+
+
+def test_figures_are_nonempty_pngs_and_html_is_self_contained(tiny_sweep, report):
+    paths, md = report
+    names = sorted(Path(p).name for p in paths["figures"])
+    assert names == sorted(f"tiny-ladder-{k}.png" for k in ("lr", "val-top1", "delta", "logit-gap", "confusion"))
+    for p in paths["figures"]:
+        assert Path(p).parent == tiny_sweep / "figures"
+        _png_ok(p)
+        assert f"](figures/{Path(p).name})" in md
+    html = Path(paths["html"]).read_text()
+    blobs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
+    assert len(blobs) == 5 and all(base64.b64decode(b)[:8] == PNG for b in blobs)
+    assert 'src="figures/' not in html and "<table>" in html and "How to reproduce" in html
+
+
+def test_lr_figure_data_is_per_iteration_from_the_recipe(tiny_sweep):
+    from bagoftricks.report.figures import _lr_points
+    from bagoftricks.report.sweep import load_sweep
+    sweep = load_sweep(tiny_sweep)
+    x, y = _lr_points(sweep.rows[1].ok[0])  # cosine: 2 epochs x 2 steps
+    assert x == [0.0, 0.5, 1.0, 1.5] and y[0] == pytest.approx(0.1) and y[-1] == pytest.approx(0.0)
+    x, y = _lr_points(sweep.rows[0].ok[0])  # step schedule, milestones beyond 2 epochs
+    assert y == [pytest.approx(0.1)] * 4
+
+
+def test_logit_gap_and_confusion_helpers():
+    logits = torch.tensor([[3.0, 1.0, 2.0], [0.0, 5.0, 1.0], [0.0, 0.0, 4.0]])
+    labels = torch.tensor([0, 2, 2])
+    assert logit_gaps(logits, labels).tolist() == [1.0, -4.0, 4.0]
+    assert confusion_matrix(logits, labels, 3).tolist() == [[1, 0, 0], [0, 0, 0], [0, 1, 1]]
+
+
+def test_docs_page_with_pending_cells_and_two_sweeps(tmp_path, tiny_sweep):
+    other = tmp_path / "grid"
+    build_sweep(other, {"name": "tiny grid", "base": TINY_BASE, "seeds": [0, 1],
+                        "grid": [{"name": "A", "set": {"model.variant": "A"}}]}, skip=("00-a/seed1",))
+    page = tmp_path / "docs" / "results" / "tiny.md"
+    code = main(["report", str(tiny_sweep), str(other), "--out", str(page), "--title", "Tiny results",
+                 "--no-predict", "--no-html"])
+    assert code == 0
+    md = page.read_text()
+    assert md.startswith("# Tiny results\n") and "## tiny ladder" in md and "## tiny grid" in md
+    assert _table_rows(md.split("## tiny grid")[1])["A"][-1] == "1 (+1 pending)"
+    for link in re.findall(r"\]\((figures/[^)]+\.png)\)", md):
+        _png_ok(page.parent / link)
+    assert not page.with_suffix(".html").exists()
+    repro = md.split("## How to reproduce", 1)[1]
+    assert "bagoftricks ablate spec.yaml --out" in repro and "bagoftricks report" in repro
+
+
+def test_report_of_a_folder_that_is_no_sweep_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not an ablation folder" in capsys.readouterr().err
+
+
+def test_cells_of_an_earlier_run_with_more_seeds_still_count(tmp_path, tiny_sweep):
+    from bagoftricks.report.sweep import load_sweep
+    plan = json.loads((tiny_sweep / "cells.json").read_text())
+    plan["cells"] = [c for c in plan["cells"] if c["seed"] == 0]  # e.g. a later `ablate --seeds 1`
+    (tmp_path / "cells.json").write_text(json.dumps(plan))
+    (tmp_path / "results.jsonl").write_text((tiny_sweep / "results.jsonl").read_text())
+    sweep = load_sweep(tmp_path)
+    assert [r.n for r in sweep.rows] == [2, 2, 0] and len(sweep.rows[2].failed) == 2
