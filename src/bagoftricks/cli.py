@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         if args.debug:
             traceback.print_exc()
+        from bagoftricks.engine.checkpoint import CheckpointWriteError
+        if isinstance(e, CheckpointWriteError):  # disk full while saving: not bad input; names the file
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAIL
         if isinstance(e, _bad_input_types()):
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE

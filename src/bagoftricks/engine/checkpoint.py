@@ -26,6 +26,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message names the file."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, I/O error). The previous checkpoint is untouched
+    and still 'latest'. Not the user's input at fault: the command line exits 1, not 2."""
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind `e`: torch.save reports a failed file write as a RuntimeError whose
+    context is the OSError the file object raised."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _reason(e: OSError) -> str:
+    return "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -63,10 +84,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """torch.save through a temp file + rename; on any error (ENOSPC...) nothing is left behind."""
+    """torch.save through a temp file + rename; on any error (ENOSPC...) nothing is left behind and a
+    CheckpointWriteError names the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(e)}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -78,9 +103,9 @@ def atomic_torch_save(obj, path: Path) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(e, OSError):
-            reason = "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-            raise CheckpointError(f"could not write checkpoint {path}: {reason}") from e
+        ose = _os_error(e) if isinstance(e, Exception) else None
+        if ose is not None:
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(ose)}") from e
         raise
     _fsync_dir(path.parent)
 
@@ -111,11 +136,36 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
+def remove_stale_temp_files(run_dir: Path) -> None:
+    """Delete temp files left by a writer that was killed mid-write (one writer per run folder)."""
+    d = Path(run_dir) / CKPT_DIR
+    if not d.is_dir():
+        return
+    for p in d.iterdir():
+        if p.name.startswith(".") and p.name.endswith(".tmp"):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
 def save_checkpoint(run_dir: Path, state: dict, global_step: int, keep: int) -> Path:
-    """Write step-N.pt atomically, point 'latest' at it, then delete all but the newest `keep`."""
+    """Write step-N.pt atomically, point 'latest' at it, then delete all but the newest `keep`.
+
+    A kill at any moment leaves every step-N.pt complete and 'latest' naming a complete one: the
+    new file is renamed into place only after an fsync, 'latest' is replaced (atomically) only
+    after that, and older checkpoints are deleted only after 'latest' names the new one. A failed
+    write (disk full) raises CheckpointWriteError naming the file and leaves the previous state.
+    """
+    remove_stale_temp_files(run_dir)
     path = checkpoint_path(run_dir, global_step)
     atomic_torch_save(state, path)
-    atomic_write_text(path.parent / "latest", path.name + "\n")
+    latest = path.parent / "latest"
+    try:
+        atomic_write_text(latest, path.name + "\n")
+    except OSError as e:
+        raise CheckpointWriteError(f"could not write checkpoint pointer {latest} (checkpoint {path} "
+                                   f"is complete): {_reason(e)}") from e
     for old in list_checkpoints(run_dir)[:-keep]:
         if old != path:
             try:
@@ -125,15 +175,23 @@ def save_checkpoint(run_dir: Path, state: dict, global_step: int, keep: int) -> 
     return path
 
 
-def newest_valid_checkpoint(run_dir: Path, map_location="cpu") -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, warning about any newer one that does not."""
+def newest_valid_checkpoint(run_dir: Path, map_location="cpu",
+                            skipped: list | None = None) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads, warning about any newer one that does not.
+
+    With a `skipped` list, the unreadable ones are appended to it as (path, message) instead of
+    being warned about (the caller reports them).
+    """
     run_dir = Path(run_dir)
     candidates = list_checkpoints(run_dir)  # complete by construction (rename after fsync)
     for path in reversed(candidates):
         try:
             return path, load_checkpoint(path, map_location)
         except CheckpointError as e:
-            warnings.warn(f"{e}; falling back to an older checkpoint", stacklevel=2)
+            if skipped is not None:
+                skipped.append((path, str(e)))
+            else:
+                warnings.warn(f"{e}; falling back to an older checkpoint", stacklevel=2)
     return None
 
 

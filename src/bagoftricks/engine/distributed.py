@@ -2,6 +2,12 @@
 
 One process without torchrun is world size 1 and never touches torch.distributed. Under torchrun
 (RANK/WORLD_SIZE/LOCAL_RANK set) we join the group: NCCL when the run uses CUDA, gloo otherwise.
+
+Every collective here is called by every rank at the same point of the loop, so no rank waits on
+one that took another branch. A rank that dies makes the others fail in their next collective (gloo:
+connection closed; NCCL: the watchdog) and torchrun then stops or restarts the whole group.
+BAGOFTRICKS_DIST_TIMEOUT (seconds, default 1800) bounds how long a collective waits for a rank that
+hangs without dying.
 """
 from __future__ import annotations
 
@@ -33,14 +39,35 @@ def from_env() -> DistInfo:
                     int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def init(info: DistInfo, device: torch.device, timeout_s: float = 1800.0) -> None:
+def elastic_restart_count() -> int:
+    """How often torchrun has restarted this worker group (0 on the first attempt or without torchrun)."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+def init(info: DistInfo, device: torch.device, timeout_s: float | None = None) -> None:
     if not info.enabled or (dist.is_available() and dist.is_initialized()):
         return
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("BAGOFTRICKS_DIST_TIMEOUT", "1800"))
     backend = "nccl" if device.type == "cuda" else "gloo"
+    timeout = datetime.timedelta(seconds=timeout_s)
     kwargs = {}
     if device.type == "cuda":
+        torch.cuda.set_device(device)  # object collectives and NCCL use the current device
         kwargs["device_id"] = device
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and os.environ.get("MASTER_ADDR"):
+        # torchrun's agent serves one store for all the restarts of its workers; keys written by a
+        # previous attempt (gloo peer addresses, the NCCL unique id) would be read as current ones and
+        # the restarted group would fail to connect (pytorch/pytorch#135712). One namespace per attempt.
+        store, _, _ = next(dist.rendezvous("env://", timeout=timeout))
+        store = dist.PrefixStore(f"bagoftricks/attempt-{elastic_restart_count()}/", store)
+        dist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size, timeout=timeout,
+                                **kwargs)
+    else:
+        dist.init_process_group(backend, timeout=timeout, **kwargs)
 
 
 def shutdown() -> None:
@@ -61,6 +88,15 @@ def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def reduce_max(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    """Element-wise maximum over ranks of a few numbers (flags, signal numbers), in one collective."""
+    if not info.enabled:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def barrier(info: DistInfo) -> None:

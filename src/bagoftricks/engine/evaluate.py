@@ -6,8 +6,8 @@ import torch
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from bagoftricks.engine.loop import UsageError, build_data, build_model, ema_weights, evaluate,
-                                      resolve_device
+from bagoftricks.engine.loop import (UsageError, build_data, build_model, ema_weights, evaluate,
+                                     resolve_device)
 
 
 def evaluate_checkpoint(path, data_root: str | None = None, overrides=(), device: str = "auto",

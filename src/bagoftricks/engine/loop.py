@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import math
+import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,9 +38,9 @@ from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import runfolder
-from bagoftricks.engine.checkpoint import (CheckpointError, load_checkpoint, newest_valid_checkpoint,
-                                           resolve_checkpoint, save_checkpoint)
+from bagoftricks.engine import runfolder, syncbn
+from bagoftricks.engine.checkpoint import (CKPT_DIR, CheckpointError, CheckpointWriteError, load_checkpoint,
+                                           newest_valid_checkpoint, resolve_checkpoint, save_checkpoint)
 from bagoftricks.recipe import Recipe
 
 
@@ -46,12 +49,18 @@ class UsageError(ValueError):
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM: a checkpoint was written at a step boundary; exit 128 + signal."""
+    """SIGINT/SIGTERM: a checkpoint was written at a step boundary; exit 128 + signal.
 
-    def __init__(self, signum: int, checkpoint: Path | None):
-        super().__init__(f"stopped by signal {signum}; checkpoint {checkpoint}")
-        self.signum = signum
+    Under torchrun every rank raises it at the same global step, with the signal any rank received;
+    `checkpoint` is the file rank 0 wrote (None on the other ranks).
+    """
+
+    def __init__(self, signum: int, checkpoint: Path | None, global_step: int | None = None):
+        at = f" at global step {global_step}" if global_step is not None else ""
+        super().__init__(f"stopped by signal {int(signum)}{at}; checkpoint {checkpoint}")
+        self.signum = int(signum)
         self.checkpoint = checkpoint
+        self.global_step = global_step
 
 
 class NonFiniteLoss(RuntimeError):
@@ -180,7 +189,9 @@ def build_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
 def ema_weights(state: dict) -> dict | None:
     """The EMA weights of a checkpoint as a model state dict, or None when the run had no EMA."""
     ema = state.get("ema") or {}
-    return ema.get("params") or None
+    if not ema.get("params"):
+        return None
+    return {**ema.get("buffers", {}), **ema["params"]}  # BN running statistics are buffers
 
 
 def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
@@ -191,7 +202,7 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
     if r.tricks.zero_gamma:
         tricks.zero_last_bn_gamma(model)
     if dinfo is not None and dinfo.enabled and r.model.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = syncbn.convert(model, device)  # torch's on CUDA, the portable one on CPU (gloo)
     model.to(device)
     if r.train.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -285,14 +296,23 @@ def compute_loss(r: Recipe, logits, y, targets, teacher_logits):
 # ---------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(model: nn.Module, ds, transform, batch_size: int, device: torch.device, precision: str,
-             channels_last: bool, dinfo: bdist.DistInfo | None = None, want_logits: bool = False) -> dict:
-    """Top-1/top-5 over every test image exactly once (summed over ranks)."""
+             channels_last: bool, dinfo: bdist.DistInfo | None = None, want_logits: bool = False,
+             workers: int = 2, timeout: float = 0.0) -> dict:
+    """Top-1/top-5 over every test image exactly once (summed over ranks).
+
+    Call it with the plain model, not the DDP wrapper: ranks may hold one batch more or less, and
+    only the final all-reduce of the sums is a collective (BN, SyncBN included, uses running stats).
+    """
     dinfo = dinfo or bdist.DistInfo()
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
     all_logits, all_labels = [], []
-    for x, y in bdata.eval_batches(ds, batch_size, transform, device, rank=dinfo.rank, world_size=dinfo.world_size):
+    kw = {"workers": workers}
+    if timeout and "timeout" in inspect.signature(bdata.eval_batches).parameters:
+        kw["timeout"] = timeout  # a hung evaluation worker fails the run too, once the data layer takes it
+    for x, y in bdata.eval_batches(ds, batch_size, transform, device, rank=dinfo.rank, world_size=dinfo.world_size,
+                                   **kw):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(precision, device):
@@ -321,8 +341,18 @@ def evaluate(model: nn.Module, ds, transform, batch_size: int, device: torch.dev
 
 # ------------------------------------------------------------------------------------------- signals
 class _StopFlag:
+    """SIGINT/SIGTERM set a flag that the loop reads at the end of every step (agreed over ranks).
+
+    A SIGINT after a first signal, before the stop is under way, raises KeyboardInterrupt (stop now,
+    no checkpoint: a second Ctrl-C). Repeated SIGTERMs stay graceful: launchers and schedulers may
+    send several and follow up with SIGKILL after their own grace period. Once the loop has decided to
+    stop and is writing its checkpoint (`stopping`), every further signal is ignored: torchrun sends
+    its own SIGTERM to a worker that is already on its way out.
+    """
+
     def __init__(self):
         self.signum = 0
+        self.stopping = False
         self._old = {}
 
     def __enter__(self):
@@ -333,9 +363,11 @@ class _StopFlag:
         return self
 
     def _handle(self, signum, frame):
-        if self.signum:  # a second signal: stop now
+        if self.stopping:
+            return
+        if self.signum and signum == signal.SIGINT:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum = self.signum or signum  # repeated SIGTERMs (launchers, schedulers) stay graceful
 
     def __exit__(self, *exc):
         for s, h in self._old.items():
@@ -353,24 +385,81 @@ def _log(msg: str, dinfo: bdist.DistInfo, logfile: Path | None):
             f.write(msg + "\n")
 
 
+def _warn(msg: str, dinfo: bdist.DistInfo, logfile: Path | None):
+    if not dinfo.is_main:
+        return
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+    if logfile is not None:
+        with open(logfile, "a") as f:
+            f.write(f"warning: {msg}\n")
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
 
 
-def prepare_run_folder(out: Path, resume: bool, auto: bool) -> tuple[Path | None, dict | None]:
-    """Decide whether `out` is a fresh run or a continuation; never clobber an existing run."""
+def _flat(d: dict) -> dict:
+    return {f"{sec}.{k}": v for sec, fields_ in d.items() for k, v in fields_.items()}
+
+
+def _check_same_recipe(requested: Recipe, state: dict, out: Path) -> None:
+    """train.resume: auto continues a folder only if it holds a run of the same recipe."""
+    here = _flat(brecipe.to_dict(requested))
+    there = _flat(brecipe.to_dict(brecipe.from_dict(state["recipe"])))
+    diff = sorted(k for k in set(here) | set(there) if k != "train.resume" and here.get(k) != there.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: {there.get(k)!r} there, {here.get(k)!r} here" for k in diff[:3])
+        raise UsageError(f"train.resume: auto: run folder {out} holds a run of another recipe ({shown}"
+                         f"{', ...' if len(diff) > 3 else ''}); continue it with --resume {out} or choose another --out")
+
+
+def _set_aside(path: Path) -> None:
+    """Rename an unreadable checkpoint to *.corrupt: kept for inspection, no longer listed or rotated."""
+    try:
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+    except OSError:
+        pass
+
+
+def prepare_run_folder(out: Path, resume: bool, auto: bool, requested: Recipe | None = None,
+                       skipped: list | None = None) -> tuple[Path | None, dict | None]:
+    """Decide whether `out` is a fresh run or a continuation; never clobber an existing run.
+
+    resume (--resume DIR) or auto (train.resume: auto, or a torchrun restart) continue from the newest
+    checkpoint that loads. Newer unreadable ones are reported (appended to `skipped` as (path,
+    message), or warned about when skipped is None) and renamed to *.corrupt. Checkpoints that exist
+    but none loads, or a 'latest' pointer without checkpoints, are an error naming the file: never a
+    silent start from scratch. auto in a folder without any checkpoint (a first attempt that died
+    before its first one) starts afresh there. auto refuses a folder that holds another recipe's run.
+    """
     out = Path(out)
     if resume or auto:
-        found = newest_valid_checkpoint(out)
+        bad: list = []
+        found = newest_valid_checkpoint(out, skipped=bad)
+        for path, msg in bad:
+            if skipped is None:
+                warnings.warn(f"{msg}; falling back to an older checkpoint", stacklevel=2)
+            else:
+                skipped.append((path, msg))
         if found is not None:
+            if auto and not resume and requested is not None:
+                _check_same_recipe(requested, found[1], out)
+            for path, _ in bad:
+                _set_aside(path)
             return found
-        if resume and not auto:
+        what = "--resume" if resume else "train.resume: auto"
+        if bad:
+            more = f" (and {len(bad) - 1} more unreadable)" if len(bad) > 1 else ""
+            raise UsageError(f"{what}: no valid checkpoint in {out}: {bad[0][1]}{more}")
+        if resume:
             if not (out / "recipe.yaml").is_file():
                 raise UsageError(f"--resume: {out} is not a run folder (no recipe.yaml)")
-            raise UsageError(f"--resume: no valid checkpoint in {out}")
-        if (out / "checkpoints").is_dir() and any((out / "checkpoints").glob("step-*.pt")):
-            raise UsageError(f"{out}: every checkpoint is unreadable; refusing to start over in it")
+            raise UsageError(f"--resume: no checkpoint in {out / CKPT_DIR}")
+        latest = out / CKPT_DIR / "latest"
+        if latest.is_file():
+            name = latest.read_text().strip()
+            raise UsageError(f"{what}: {latest} names {name}, which is missing; refusing to start over in {out}")
         return None, None
     if out.exists() and (out / "recipe.yaml").exists():
         raise UsageError(f"run folder {out} already holds a run; continue it with --resume {out} "
@@ -380,6 +469,45 @@ def prepare_run_folder(out: Path, resume: bool, auto: bool) -> tuple[Path | None
     return None, None
 
 
+_REMOTE_ERRORS = {"UsageError": UsageError, "CheckpointError": CheckpointError, "RecipeError": brecipe.RecipeError,
+                  "CheckpointWriteError": CheckpointWriteError, "DataError": bdata.DataError}
+
+
+def _plan_run(out: Path, resume: bool, auto: bool, r: Recipe, dinfo: bdist.DistInfo) -> dict:
+    """Rank 0 reads the run folder and tells every rank what to do (no other rank touches it).
+
+    Returns {"ckpt": path or None, "state": checkpoint or None, "skipped": [(path, msg)], "final":
+    the final record when the run is already complete, else None}. An error on rank 0 is raised on
+    every rank (same type for the bad-input kinds), so no rank waits for the others.
+    """
+    plan, err = None, None
+    if dinfo.is_main:
+        try:
+            skipped: list = []
+            ckpt, state = prepare_run_folder(out, resume, auto, requested=r, skipped=skipped)
+            final, epochs = None, 0
+            if state is not None:
+                epochs = brecipe.from_dict(state["recipe"]).train.epochs
+                if int(state["epoch"]) >= epochs:  # nothing left to train: no state to send around
+                    final, state = runfolder.read_json_or_empty(out / "final.json"), None
+            plan = {"ckpt": ckpt, "state": state, "skipped": [(str(p), m) for p, m in skipped], "final": final,
+                    "epochs": epochs}
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks are told
+            if not dinfo.enabled:
+                raise
+            err = e
+    if dinfo.enabled:
+        box = bdist.broadcast_object(("error", type(err).__name__, str(err)) if err is not None else ("ok", plan),
+                                     dinfo)
+        if err is not None:
+            raise err
+        if box[0] == "error":
+            raise _REMOTE_ERRORS.get(box[1], RuntimeError)(box[2] if box[1] in _REMOTE_ERRORS
+                                                          else f"on rank 0: {box[1]}: {box[2]}")
+        plan = box[1]
+    return plan
+
+
 def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
           stop_after_steps: int = 0) -> dict:
     """Train `r` into run folder `out_dir`; returns the final metrics record.
@@ -387,30 +515,48 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
     resume=True continues from the newest valid checkpoint in out_dir (the folder's recipe is used).
     stop_after_steps (testing aid) stops the process's loop after that many global steps, with a
     checkpoint, as a signal would.
+
+    Under torchrun (RANK/WORLD_SIZE set) the process group is joined first; rank 0 alone reads and
+    writes the run folder and sends the checkpoint to the other ranks. A worker group restarted by
+    torchrun (TORCHELASTIC_RESTART_COUNT > 0) resumes as with train.resume: auto.
     """
     brecipe.validate(r)
     out = Path(out_dir)
     dinfo = bdist.from_env()
-    auto = r.train.resume == "auto"
-    ckpt_path, state = prepare_run_folder(out, resume, auto)
-    if state is not None:
-        r = brecipe.validate(brecipe.from_dict(state["recipe"]))
-        if int(state["epoch"]) >= r.train.epochs:
-            final = out / "final.json"
-            if dinfo.is_main:
-                print(f"run folder {out} is already complete ({r.train.epochs} epochs)", flush=True)
-            return runfolder.read_json_or_empty(final)
-    if r.train.threads:
-        torch.set_num_threads(r.train.threads)
-    device = resolve_device(r.train.device, dinfo)
-    bdist.init(dinfo, device)
+    auto = r.train.resume == "auto" or bdist.elastic_restart_count() > 0
     try:
-        return _train(r, out, dinfo, device, ckpt_path, state, progress, stop_after_steps)
+        if dinfo.enabled:
+            bdist.init(dinfo, resolve_device(r.train.device, dinfo))
+        plan = _plan_run(out, resume, auto, r, dinfo)
+        if plan["final"] is not None:
+            if dinfo.is_main:
+                print(f"run folder {out} is already complete ({plan['epochs']} epochs)", flush=True)
+            return plan["final"]
+        state = plan["state"]
+        if state is not None:
+            r = brecipe.validate(brecipe.from_dict(state["recipe"]))
+        if r.train.threads:
+            torch.set_num_threads(r.train.threads)
+        device = resolve_device(r.train.device, dinfo)
+        bdist.init(dinfo, device)
+        return _train(r, out, dinfo, device, plan["ckpt"], state, progress, stop_after_steps, plan["skipped"])
     finally:
         bdist.shutdown()
 
 
-def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop_after_steps) -> dict:
+def _nonfinite(model: nn.Module, ema) -> str:
+    """The name of the first non-finite floating tensor of the model (or its EMA), or ''."""
+    named = list(_unwrap(model).state_dict().items())
+    if ema is not None:
+        named += [(f"ema.{n}", t) for n, t in {**ema.params, **ema.buffers}.items()]
+    for n, t in named:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return n
+    return ""
+
+
+def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop_after_steps,
+           skipped_ckpts=()) -> dict:
     t_start = time.perf_counter()
     tr, tk = r.train, r.tricks
     data = build_data(r, device, dinfo)
@@ -440,6 +586,8 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
     if tr.compile:
         train_model = torch.compile(model)
     if dinfo.enabled:
+        # every rank holds the same weights (the same seed, or the checkpoint rank 0 sent); DDP also
+        # broadcasts rank 0's at construction and averages the gradients of the per-rank mean losses
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
         if tr.compile:
@@ -451,7 +599,7 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
     if dinfo.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if state is None:
-            for stale in (metrics_path, logfile):
+            for stale in (metrics_path, logfile, out / "final.json"):
                 stale.unlink(missing_ok=True)
             (out / "recipe.yaml").write_text(brecipe.dump(r))
             extra = {"base_lr": base_lr(r, dinfo.world_size), "global_batch": tr.batch_size * dinfo.world_size,
@@ -463,12 +611,14 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
     bdist.barrier(dinfo)
     writer = _tensorboard(out / "tb") if dinfo.is_main else None
     _log(f"run folder: {out}", dinfo, logfile)
+    for path, msg in skipped_ckpts:
+        _warn(f"{msg}; set aside as {Path(path).name}.corrupt, falling back to an older checkpoint", dinfo, logfile)
     if state is not None:
         _log(f"resumed from {ckpt_path} at epoch {start_epoch + 1}, step {start_step}", dinfo, logfile)
     _log(f"model {r.model.arch}-{r.model.variant} | data {r.data.name} ({data.num_classes} classes, "
          f"{'in-memory batched' if data.in_memory else 'per-image loader'}) | global batch "
-         f"{tr.batch_size * dinfo.world_size} | base lr {base_lr(r, dinfo.world_size):.4g} | {tr.precision} on {device}",
-         dinfo, logfile)
+         f"{tr.batch_size * dinfo.world_size} ({dinfo.world_size} x {tr.batch_size}) | base lr "
+         f"{base_lr(r, dinfo.world_size):.4g} | {tr.precision} on {device}", dinfo, logfile)
     if data.skipped:
         _log(f"skipped {data.skipped} unreadable image file(s) (data.strict: true makes them errors)", dinfo, logfile)
 
@@ -482,13 +632,31 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                 "rng": {"torch": torch.get_rng_state()}}
 
     def checkpoint(epoch: int, step: int) -> Path | None:
-        if not dinfo.is_main:
-            return None
-        for p in _unwrap(model).parameters():
-            if not torch.isfinite(p).all():
-                raise NonFiniteLoss(f"weights became non-finite by epoch {epoch + 1} step {step}; "
-                                    f"no checkpoint written")
-        return save_checkpoint(out, make_state(epoch, step), epoch * steps + step, tr.keep_checkpoints)
+        """A collective: every rank checks the weights, rank 0 writes, every rank learns the outcome."""
+        gstep = epoch * steps + step
+        bad = _nonfinite(model, ema)
+        if bdist.reduce_max([1.0 if bad else 0.0], dinfo, device)[0] > 0:
+            raise NonFiniteLoss(f"weights became non-finite ({bad or 'on another rank'}) by global step {gstep} "
+                                f"(epoch {epoch + 1 if step else epoch} step {step or steps}); no checkpoint written")
+        path, err = None, None
+        if dinfo.is_main:
+            try:
+                path = save_checkpoint(out, make_state(epoch, step), gstep, tr.keep_checkpoints)
+            except CheckpointError as e:
+                if not dinfo.enabled:
+                    raise
+                err = e
+        if dinfo.enabled:
+            msg = bdist.broadcast_object(str(err) if err is not None else "", dinfo)
+            if err is not None:
+                raise err
+            if msg:
+                raise CheckpointWriteError(f"on rank 0: {msg}")
+        return path
+
+    def agree_stop(local: int) -> int:
+        """The stop signal number agreed by all ranks (0 = go on): every rank stops at the same step."""
+        return int(bdist.reduce_max([float(local)], dinfo, device)[0])
 
     record: dict = {}
     soft = teacher is not None
@@ -500,7 +668,7 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
             if first == 0:
                 acc = {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0}
             train_model.train()
-            bar = _progress(progress and dinfo.is_main, steps, first, f"epoch {epoch + 1}/{tr.epochs}")
+            bar = _progress(progress if dinfo.is_main else False, steps, first, f"epoch {epoch + 1}/{tr.epochs}")
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             seen = 0
             t_train = time.perf_counter()
@@ -524,6 +692,8 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                 loss = compute_loss(r, logits, y, targets, tlogits)
                 optimizer.zero_grad(set_to_none=True)
                 finite = bool(torch.isfinite(loss))
+                if dinfo.enabled:  # all ranks skip together, or DDP's backward would wait for the skipper
+                    finite = bdist.reduce_max([0.0 if finite else 1.0], dinfo, device)[0] == 0
                 if finite:
                     skipped = tricks.step_with_scaler(scaler, optimizer, loss)
                     bad_run = 0
@@ -548,31 +718,34 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                         bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.4f}", lr=f"{lr:.4g}",
                                         img_s=f"{seen * dinfo.world_size / max(el, 1e-9):.0f}", refresh=False)
                 last = s + 1 == steps
-                want_stop = bdist.any_flag(bool(stop.signum) or (stop_after_steps and global_done >= stop_after_steps),
-                                           dinfo, device)
+                test_stop = stop_after_steps and global_done >= stop_after_steps
+                stop_sig = agree_stop(stop.signum or (signal.SIGTERM if test_stop else 0))
                 periodic = tr.checkpoint_every_steps and (gstep + 1) % tr.checkpoint_every_steps == 0
-                if (want_stop or periodic) and not last:
+                if stop_sig:
+                    stop.stopping = True  # torchrun's own SIGTERM to a stopping worker is not a second signal
+                if (stop_sig or periodic) and not last:
                     _fold(acc, loss_sum, seen, t_train, dinfo)
                     loss_sum.zero_()
                     seen, t_train = 0, time.perf_counter()
                     path = checkpoint(epoch, s + 1)
-                    if want_stop:
+                    if stop_sig:
                         if bar is not None:
                             bar.close()
                         _log(f"stopping at epoch {epoch + 1} step {s + 1}; checkpoint {path}", dinfo, logfile)
-                        raise TrainingInterrupted(stop.signum or signal.SIGTERM, path)
+                        raise TrainingInterrupted(stop_sig, path, epoch * steps + s + 1)
             if bar is not None:
                 bar.close()
             _fold(acc, loss_sum, seen, t_train, dinfo)
             record = {"epoch": epoch + 1, "lr": lr, "train_loss": acc["loss"] / max(acc["images"], 1)}
             if (epoch + 1) % tr.eval_every == 0 or epoch + 1 == tr.epochs:
-                ev = evaluate(model, data.test, data.eval_transform, eval_bs, device, tr.precision, tr.channels_last, dinfo)
-                record.update(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"])
+                ev = evaluate(model, data.test, data.eval_transform, eval_bs, device, tr.precision, tr.channels_last,
+                              dinfo, workers=r.data.workers, timeout=r.data.timeout)
+                record.update(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"], val_images=ev["images"])
                 if ema is not None:
                     ema_model = copy.deepcopy(_unwrap(model))
                     ema.copy_to(ema_model)
                     ev2 = evaluate(ema_model, data.test, data.eval_transform, eval_bs, device, tr.precision,
-                                   tr.channels_last, dinfo)
+                                   tr.channels_last, dinfo, workers=r.data.workers, timeout=r.data.timeout)
                     record.update(ema_val_top1=ev2["top1"], ema_val_top5=ev2["top5"])
             record.update(images_per_sec=acc["images"] / max(acc["seconds"], 1e-9), train_seconds=acc["seconds"],
                           seconds=time.perf_counter() - t_epoch, skipped_steps=acc["skipped"])
@@ -586,10 +759,15 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
             top = f" | top-1 {record['val_top1']:.2f} top-5 {record['val_top5']:.2f}" if "val_top1" in record else ""
             _log(f"epoch {epoch + 1}/{tr.epochs} | loss {record['train_loss']:.4f} | lr {lr:.4g}{top} | "
                  f"{record['images_per_sec']:.0f} img/s | {record['seconds']:.1f} s", dinfo, logfile)
-            checkpoint(epoch + 1, 0)
-            bdist.barrier(dinfo)
-            if stop.signum or (stop_after_steps and global_done >= stop_after_steps and epoch + 1 < tr.epochs):
-                raise TrainingInterrupted(stop.signum or signal.SIGTERM, None)
+            path = checkpoint(epoch + 1, 0)
+            if epoch + 1 < tr.epochs:
+                # a signal during the last step or the evaluation: stop here, at the epoch boundary
+                test_stop = stop_after_steps and global_done >= stop_after_steps
+                stop_sig = agree_stop(stop.signum or (signal.SIGTERM if test_stop else 0))
+                if stop_sig:
+                    stop.stopping = True
+                    _log(f"stopping after epoch {epoch + 1}; checkpoint {path}", dinfo, logfile)
+                    raise TrainingInterrupted(stop_sig, path, (epoch + 1) * steps)
     if writer is not None:
         writer.close()
     record = dict(record, wall_seconds=time.perf_counter() - t_start)
