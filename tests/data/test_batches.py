@@ -85,10 +85,14 @@ def test_two_ranks_disjoint_equal_steps(ds):
     y1 = torch.cat([y for _, y in r1.epoch(2)])
     assert len(y0) == len(y1) == r0.steps_per_epoch * 8
     assert not set(y0.tolist()) & set(y1.tolist())
-    # The shards come from one shared epoch order: together they are its first 2 * 51 entries.
+    # The shards come from one shared epoch order, strided: together they are its first 2 * 51 entries,
+    # and step s of the two ranks holds exactly the images of step s of one process with batch 16.
     one = MemoryBatches(ds, 1, None, "cpu", seed=5)
     order = torch.cat([y for _, y in one.epoch(2)])
-    assert torch.equal(r0.indices(2), order[:51]) and torch.equal(r1.indices(2), order[51:102])
+    assert torch.equal(r0.indices(2), order[0:102:2]) and torch.equal(r1.indices(2), order[1:102:2])
+    both = MemoryBatches(ds, 16, None, "cpu", seed=5)
+    for (_, a), (_, b), (_, ab) in zip(r0.epoch(2), r1.epoch(2), both.epoch(2)):
+        assert sorted(torch.cat([a, b]).tolist()) == sorted(ab.tolist())
 
 
 def test_loader_matches_memory_order_and_resumes(ds):

@@ -43,9 +43,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank's contiguous, equal-length slice of an epoch order (the tail that does not divide is dropped)."""
+    """Rank's equal-length, strided share of an epoch order (the tail that does not divide is dropped).
+
+    Strided, so that step s of W ranks with batch b covers exactly the images of step s of one
+    process with batch W*b: a run's data does not depend on how its global batch is split."""
     m = order.numel() // world_size
-    return order[rank * m : (rank + 1) * m]
+    return order[rank : m * world_size : world_size]
 
 
 def _check_dist(n: int, batch_size: int, rank: int, world_size: int, drop_last: bool) -> int:
@@ -200,8 +203,10 @@ class LoaderBatches:
 
 
 def eval_batches(ds, batch_size: int, transform: Callable | None, device, rank: int = 0, world_size: int = 1,
-                 workers: int = 2) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 workers: int = 2, timeout: float = 0.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every sample exactly once over all ranks, in dataset order, no padding duplicates.
+
+    ``timeout`` > 0 (seconds) makes a hung evaluation worker a DataTimeoutError, as in training.
 
     Rank r gets the contiguous range [r·N // W, (r+1)·N // W), so ranks may differ by one sample and
     by one batch: sum the metrics (correct, count) across ranks, do not average per-rank means.
@@ -223,8 +228,19 @@ def eval_batches(ds, batch_size: int, transform: Callable | None, device, rank: 
         return
     view = _PlainView(ds, transform)
     loader = DataLoader(torch.utils.data.Subset(view, range(lo, hi)), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=device.type == "cuda")
-    for x, y in loader:
+                        num_workers=workers, pin_memory=device.type == "cuda",
+                        timeout=timeout if workers > 0 else 0.0)
+    it = iter(loader)
+    while True:
+        try:
+            x, y = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            if "timed out" in str(e):
+                raise DataTimeoutError(f"eval_batches: no batch from the DataLoader workers within {timeout:g} s "
+                                       f"({workers} workers): a worker is hung or decoding is too slow") from e
+            raise
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import json
 import math
 import os
@@ -308,11 +307,8 @@ def evaluate(model: nn.Module, ds, transform, batch_size: int, device: torch.dev
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
     all_logits, all_labels = [], []
-    kw = {"workers": workers}
-    if timeout and "timeout" in inspect.signature(bdata.eval_batches).parameters:
-        kw["timeout"] = timeout  # a hung evaluation worker fails the run too, once the data layer takes it
     for x, y in bdata.eval_batches(ds, batch_size, transform, device, rank=dinfo.rank, world_size=dinfo.world_size,
-                                   **kw):
+                                   workers=workers, timeout=timeout):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(precision, device):

@@ -11,19 +11,20 @@ from __future__ import annotations
 import math
 
 import torch
-import torchvision.transforms.v2.functional as TF
-from torchvision.transforms import InterpolationMode
 
 NUM_BINS = 31  # magnitude m in [0, NUM_BINS - 1]; torchvision's default scale
 OPS = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
     "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
 )
-_NEAREST = InterpolationMode.NEAREST
 
 
 def apply_op(img: torch.Tensor, op: str, m: int, negative: bool) -> torch.Tensor:
     """One op on a [C, H, W] uint8 image at magnitude bin m (sign flipped if `negative`)."""
+    # imported here: torchvision.transforms.v2 costs seconds at start-up, and most runs never need it
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+    _NEAREST = InterpolationMode.NEAREST
     f = m / (NUM_BINS - 1)  # magnitude as a fraction of the op's maximum
     sign = -1.0 if negative else 1.0
     H, W = img.shape[-2:]
