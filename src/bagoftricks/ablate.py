@@ -443,7 +443,7 @@ def model_cost(run_dir: Path) -> tuple[int | None, int | None]:
         r = brecipe.from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
     except (OSError, RecipeError, yaml.YAMLError):
         return None, None
-    env = _read_json(run_dir / "env.json")
+    env = read_json_dict(run_dir / "env.json")
     num_classes = env.get("num_classes")
     in_channels = None
     from bagoftricks.engine.checkpoint import CheckpointError, list_checkpoints, load_checkpoint
@@ -466,7 +466,8 @@ def model_cost(run_dir: Path) -> tuple[int | None, int | None]:
     return _COST_CACHE[key]
 
 
-def _read_json(path: Path) -> dict:
+def read_json_dict(path: Path) -> dict:
+    """The JSON object in ``path``; {} when the file is missing, unreadable, malformed or not an object."""
     try:
         d = json.loads(Path(path).read_text())
         return d if isinstance(d, dict) else {}
@@ -487,7 +488,7 @@ def _mean(xs: list[float]) -> float | None:
 def result_record(spec: Spec, out: Path, cell: Cell, status: str, reason: str | None = None,
                   exit_code: int | None = None, elapsed: float | None = None) -> dict:
     d = out / cell.rel_dir
-    final = _read_json(d / "final.json")
+    final = read_json_dict(d / "final.json")
     metrics = _read_metrics(d / "metrics.jsonl")
     tops = [m["val_top1"] for m in metrics if isinstance(m.get("val_top1"), (int, float))]
     params, macs = model_cost(d) if d.is_dir() else (None, None)

@@ -36,6 +36,21 @@ class DataTimeoutError(RuntimeError):
     """A DataLoader worker produced no batch within ``timeout`` seconds."""
 
 
+def _worker_batches(it: Iterator, timed_out: Callable[[], DataTimeoutError]) -> Iterator:
+    """The batches of a DataLoader iterator until it ends; the RuntimeError a DataLoader raises when its
+    workers miss the ``timeout`` becomes the DataTimeoutError that ``timed_out()`` returns (chained to it)."""
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            if "timed out" in str(e):
+                raise timed_out() from e
+            raise
+        yield batch
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch: a permutation of range(n), int64 on the CPU."""
     g = torch.Generator().manual_seed(derive_seed(seed, "order", epoch))
@@ -185,19 +200,15 @@ class LoaderBatches:
         self._sampler.epoch, self._sampler.start_step = epoch, start_step
         it = iter(self.loader)
         step = start_step
-        while True:
-            try:
-                x, y = next(it)
-            except StopIteration:
-                return
-            except RuntimeError as e:
-                if "timed out" in str(e):
-                    self.close()  # the stalled workers are of no further use
-                    raise DataTimeoutError(
-                        f"LoaderBatches: no batch from the DataLoader workers within {self.timeout:g} s "
-                        f"(epoch {epoch}, step {step}, {self.workers} workers): a worker is hung or decoding "
-                        f"is too slow; check the data files or raise `timeout`") from e
-                raise
+
+        def timed_out() -> DataTimeoutError:
+            self.close()  # the stalled workers are of no further use
+            return DataTimeoutError(
+                f"LoaderBatches: no batch from the DataLoader workers within {self.timeout:g} s "
+                f"(epoch {epoch}, step {step}, {self.workers} workers): a worker is hung or decoding "
+                f"is too slow; check the data files or raise `timeout`")
+
+        for x, y in _worker_batches(it, timed_out):
             yield x.to(self.device, non_blocking=self._pin), y.to(self.device, non_blocking=self._pin)
             step += 1
 
@@ -231,16 +242,12 @@ def eval_batches(ds, batch_size: int, transform: Callable | None, device, rank: 
                         num_workers=workers, pin_memory=device.type == "cuda",
                         timeout=timeout if workers > 0 else 0.0)
     it = iter(loader)
-    while True:
-        try:
-            x, y = next(it)
-        except StopIteration:
-            return
-        except RuntimeError as e:
-            if "timed out" in str(e):
-                raise DataTimeoutError(f"eval_batches: no batch from the DataLoader workers within {timeout:g} s "
-                                       f"({workers} workers): a worker is hung or decoding is too slow") from e
-            raise
+
+    def timed_out() -> DataTimeoutError:
+        return DataTimeoutError(f"eval_batches: no batch from the DataLoader workers within {timeout:g} s "
+                                f"({workers} workers): a worker is hung or decoding is too slow")
+
+    for x, y in _worker_batches(it, timed_out):
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 

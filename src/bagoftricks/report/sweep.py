@@ -8,7 +8,6 @@ paired difference is the less noisy one).
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from bagoftricks import recipe as brecipe
-from bagoftricks.ablate import CELLS, RESULTS, read_results
+from bagoftricks.ablate import CELLS, RESULTS, read_json_dict, read_results
 from bagoftricks.engine.loop import UsageError
 
 
@@ -41,7 +40,7 @@ class CellData:
 
     @cached_property
     def final(self) -> dict:
-        return _read_json(self.run_dir / "final.json")
+        return read_json_dict(self.run_dir / "final.json")
 
     def value(self, name: str):
         v = (self.result or {}).get(name)
@@ -56,7 +55,7 @@ class CellData:
 
     @cached_property
     def env(self) -> dict:
-        return _read_json(self.run_dir / "env.json")
+        return read_json_dict(self.run_dir / "env.json")
 
     @cached_property
     def recipe(self) -> brecipe.Recipe | None:
@@ -155,17 +154,9 @@ def std(xs):
     return statistics.stdev(xs) if len(xs) >= 2 else None
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        d = json.loads(Path(path).read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def load_sweep(path: str | Path) -> Sweep:
     d = Path(path)
-    plan = _read_json(d / CELLS)
+    plan = read_json_dict(d / CELLS)
     results = read_results(d)
     if not plan and not results:
         raise UsageError(f"report: {d} is not an ablation folder (no {CELLS} or {RESULTS}); "
