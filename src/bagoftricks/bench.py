@@ -53,12 +53,12 @@ def matmul_peak(device: torch.device, precision: str, n: int = 0, seconds: float
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # no fast fp16 GEMM on CPU: its peak would understate utilisation
-    n = n or (8192 if device.type == "cuda" else 1024)
+    n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     fn = lambda: torch.mm(a, b)  # noqa: E731
-    t = _windows(fn, device, warmup=2, windows=3, steps=max(1, int(seconds / max(_once(fn, device), 1e-6) / 3)))
-    return 2 * n ** 3 / t.median
+    t = _windows(fn, device, warmup=2, windows=5, steps=max(1, int(seconds / max(_once(fn, device), 1e-6) / 5)))
+    return 2 * n ** 3 / min(t.runs)  # a peak is the best window, not a typical one
 
 
 def _once(fn, device) -> float:
