@@ -31,6 +31,13 @@ Re-running the same command is safe and cheap:
     (failures such as a diverging lr are deterministic, so resuming them would fail again);
   * a cell folder whose recipe differs from what the spec now asks for is an error (exit 2) before
     anything runs: results of two different recipes never mix under one name.
+
+Where a cell's command runs is the launcher's only job (an Executor): ``--launcher local`` (default)
+starts ``--jobs N`` subprocesses on this machine; ``--launcher ray [--address ADDR]`` runs each command
+as a Ray task (one GPU each on a cluster with GPUs, else a share of CPUs) on any node that sees OUT at
+the same path. Everything else above (the plan, which cells run with which command, skip/resume/retry,
+results.jsonl) is done the same way by this driver process for both. Ray is optional
+(``pip install 'bagoftricks[ray]'``) and imported only when ``--launcher ray`` is asked for.
 """
 from __future__ import annotations
 
@@ -557,18 +564,6 @@ def _display(cmd: list[str]) -> str:
     return " ".join(shlex.quote(c) for c in ["bagoftricks", *cmd[3:]])
 
 
-@dataclass
-class _Job:
-    cell: Cell
-    proc: subprocess.Popen
-    slot: int
-    started: float
-    resume: bool
-    err_path: Path
-    err_offset: int
-    files: list
-
-
 def _last_line(path: Path, offset: int) -> str:
     try:
         with open(path, "rb") as f:
@@ -593,6 +588,338 @@ class _Stop(Exception):
     pass
 
 
+def _popen_cell(cmd: list[str], d: Path, env: dict, preexec_fn: Callable[[], Any] | None = None
+                ) -> tuple[subprocess.Popen, int, list]:
+    """Start a cell's command with its output appended to d/stdout.log and d/stderr.log; returns the
+    process, the offset in stderr.log where this attempt's output starts, and the open files."""
+    d.mkdir(parents=True, exist_ok=True)
+    out_f = open(d / "stdout.log", "ab")
+    err_f = open(d / "stderr.log", "ab")
+    offset = err_f.tell()
+    # its own session: a Ctrl-C at the terminal reaches only the launcher, which forwards exactly one
+    # signal, so the child writes its checkpoint instead of dying on a second one
+    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL, env=env,
+                            start_new_session=True, preexec_fn=preexec_fn)
+    return proc, offset, [out_f, err_f]
+
+
+def _stop_procs(procs: list[subprocess.Popen], grace: float) -> None:
+    """SIGINT once (the cell finishes its step and writes a checkpoint), then kill after `grace` s."""
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGINT)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------------------------ launchers
+# The sweep (_run) decides which cells run, in which order, with which command (train_command: fresh or
+# --resume), moves failed/stale folders aside and is the only writer of results.jsonl. A launcher
+# ("executor") only starts a cell's command somewhere, says when it ended, and stops it on Ctrl-C.
+LAUNCHERS = ("local", "ray")
+RAY_HINT = "pip install 'bagoftricks[ray]'"
+
+
+class LauncherError(SpecError):
+    """--launcher/--address cannot be used as given (Ray missing, unreachable or without resources); exit 2."""
+
+
+@dataclass
+class Finished:
+    """A cell's command ended: its exit code (None when the launcher lost it before it exited), the last
+    line of this attempt's stderr (or the launcher's error), and how long it ran."""
+    cell: Cell
+    code: int | None
+    reason: str
+    elapsed: float
+
+
+class Executor:
+    """How cell commands are executed. `threads` (train.threads of every cell) and `slots` (cells at
+    once) are known after open()."""
+    name = "executor"
+    threads = 1
+    slots = 1
+
+    def open(self, echo: Callable[[str], None], connect: bool = True) -> None:
+        """Get ready to run (connect to a cluster, ...); `connect=False` for a dry run."""
+
+    def describe(self) -> str:
+        return f"{self.slots} at a time, {self.threads} thread(s) each"
+
+    def free(self) -> int:
+        """How many more cells can start now."""
+        raise NotImplementedError
+
+    def running(self) -> list[Cell]:
+        raise NotImplementedError
+
+    def start(self, cell: Cell, cmd: list[str], run_dir: Path) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout: float) -> list[Finished]:
+        """Wait up to `timeout` s; the cells whose commands ended meanwhile."""
+        raise NotImplementedError
+
+    def stop(self, grace: float) -> None:
+        """Interrupt every running cell (it checkpoints and exits), killing what is left after `grace` s."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Job:
+    cell: Cell
+    proc: subprocess.Popen
+    slot: int
+    started: float
+    err_path: Path
+    err_offset: int
+    files: list
+
+
+class LocalExecutor(Executor):
+    """`--jobs N` subprocesses on this machine, each with max(1, cores // N) threads and, when there are
+    GPUs, the GPU of its job slot (round robin)."""
+    name = "local"
+
+    def __init__(self, jobs: int):
+        self.slots = jobs
+        self.threads = max(1, available_cores() // jobs)
+        self.gpus = visible_gpus()
+        self._free = list(range(jobs))
+        self._jobs: list[_Job] = []
+
+    def open(self, echo: Callable[[str], None], connect: bool = True) -> None:
+        if self.gpus and self.slots > len(self.gpus):
+            echo(f"note: {self.slots} jobs share {len(self.gpus)} GPU(s) round robin")
+
+    def free(self) -> int:
+        return len(self._free)
+
+    def running(self) -> list[Cell]:
+        return [j.cell for j in self._jobs]
+
+    def start(self, cell: Cell, cmd: list[str], run_dir: Path) -> None:
+        slot = self._free.pop(0)
+        proc, offset, files = _popen_cell(cmd, run_dir, job_env(slot, self.threads, self.gpus))
+        self._jobs.append(_Job(cell, proc, slot, time.monotonic(), run_dir / "stderr.log", offset, files))
+
+    def poll(self, timeout: float) -> list[Finished]:
+        time.sleep(timeout)
+        done = []
+        for job in list(self._jobs):
+            code = job.proc.poll()
+            if code is None:
+                continue
+            self._jobs.remove(job)
+            self._free.append(job.slot)
+            self._free.sort()
+            for f in job.files:
+                f.close()
+            done.append(Finished(job.cell, code, _last_line(job.err_path, job.err_offset),
+                                 time.monotonic() - job.started))
+        return done
+
+    def stop(self, grace: float) -> None:
+        _stop_procs([j.proc for j in self._jobs], grace)
+        for job in self._jobs:
+            for f in job.files:
+                f.close()
+        self._jobs.clear()
+
+
+def _child_setup(death_signal: int) -> Callable[[], None] | None:
+    """The preexec_fn of a cell started by a Ray worker. It unblocks every signal (Ray workers block
+    SIGINT, and a blocked mask is inherited: the cell would never see the SIGINT that asks it to
+    checkpoint and stop) and, on Linux, has the kernel send `death_signal` to the cell when the worker
+    that started it dies (PR_SET_PDEATHSIG: a forced cancel, the OOM killer or a lost raylet then
+    SIGTERMs the cell, which writes a checkpoint and exits, instead of leaving it training unseen)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    prctl = None
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            prctl = None
+
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if prctl is not None:
+            prctl(1, int(death_signal), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    return setup
+
+
+def run_cell_command(cmd: list[str], run_dir: str, threads: int) -> dict:
+    """The Ray task of a cell: run its train command on the worker's machine, with that machine's Python
+    and bagoftricks, `threads` threads and the GPU Ray assigned to the task (Ray sets
+    CUDA_VISIBLE_DEVICES), output appended to the cell folder's stdout.log/stderr.log as the local
+    launcher does. A cancel from the driver (its Ctrl-C) arrives as KeyboardInterrupt and is forwarded
+    once as SIGINT, so the cell writes a checkpoint before it stops. Writes nothing else: the driver
+    reads final.json and appends to results.jsonl."""
+    d = Path(run_dir)
+    proc, offset, files = _popen_cell([sys.executable, *cmd[1:]], d, job_env(0, threads, []),
+                                      _child_setup(signal.SIGTERM))
+    started = time.monotonic()
+    try:
+        # poll, not wait(): Ray delivers a cancel between Python bytecodes, never inside a blocking wait()
+        while (code := proc.poll()) is None:
+            time.sleep(0.5)
+    except BaseException:
+        _stop_procs([proc], 120)
+        raise
+    finally:
+        for f in files:
+            f.close()
+    return {"code": code, "reason": _last_line(d / "stderr.log", offset), "elapsed": time.monotonic() - started}
+
+
+def import_ray():
+    """The `ray` module, or a LauncherError (exit 2) that says how to install it."""
+    try:
+        import ray
+    except ImportError as e:
+        raise LauncherError(f"--launcher ray needs Ray, which is not installed ({e}); "
+                            f"install it with: {RAY_HINT}") from None
+    return ray
+
+
+def ray_plan(nodes: list[dict], jobs: int, use_gpus: bool = True) -> tuple[int, int, bool]:
+    """(threads per cell, cells at once, one GPU per cell?) on a Ray cluster whose alive nodes have the
+    resources `nodes` ({"CPU": 16, "GPU": 8, ...} each).
+
+    With GPUs (and cells that may use them), each cell takes one GPU and an equal share of its node's
+    CPUs (the smallest share over the GPU nodes, so that every GPU can be used); otherwise each cell
+    takes max(1, CPUs // jobs) CPUs of the smallest node, as `--jobs N` does on one machine.
+    """
+    gpu_nodes = [r for r in nodes if int(r.get("GPU", 0)) >= 1]
+    if use_gpus and gpu_nodes:
+        threads = max(1, min(int(r.get("CPU", 0)) // int(r["GPU"]) for r in gpu_nodes))
+        slots = sum(min(int(r["GPU"]), int(r.get("CPU", 0)) // threads) for r in gpu_nodes)
+        return threads, max(1, slots), True
+    cpus = [int(r.get("CPU", 0)) for r in nodes if int(r.get("CPU", 0)) >= 1]
+    if not cpus:
+        raise LauncherError("the Ray cluster has no CPUs to run cells on")
+    threads = max(1, min(cpus) // jobs)
+    return threads, max(1, sum(c // threads for c in cpus)), False
+
+
+class RayExecutor(Executor):
+    """Each cell a Ray task (run_cell_command) with num_cpus=threads and, on a cluster with GPUs, one
+    GPU. OUT must be one folder that every node sees at the same path."""
+    name = "ray"
+
+    def __init__(self, jobs: int, address: str | None = None, use_gpus: bool = True):
+        self.ray = import_ray()
+        self.jobs, self.address, self.use_gpus = jobs, address, use_gpus
+        self.gpu = False
+        self.nodes: list[dict] = []
+        self._tasks: list[tuple[Any, Cell, float]] = []  # (ObjectRef, cell, submitted)
+        self._remote = None
+        self._started_ray = False
+
+    def open(self, echo: Callable[[str], None], connect: bool = True) -> None:
+        if not connect:
+            return
+        ray = self.ray
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": self.address, "log_to_driver": False}
+            if self.address is None:
+                kwargs["include_dashboard"] = False
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"--address {self.address}" if self.address else "a local Ray instance"
+                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise LauncherError(f"--launcher ray: could not connect to {where}: {msg}") from None
+            self._started_ray = True
+        self.nodes = [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+        self.threads, self.slots, self.gpu = ray_plan(self.nodes, self.jobs, self.use_gpus)
+        self._remote = ray.remote(run_cell_command)
+        cpus = sum(int(r.get("CPU", 0)) for r in self.nodes)
+        gpus = sum(int(r.get("GPU", 0)) for r in self.nodes)
+        echo(f"ray: {len(self.nodes)} node(s), {cpus} CPU(s), {gpus} GPU(s)")
+
+    def describe(self) -> str:
+        if self._remote is None:
+            return "as Ray tasks"
+        return (f"as Ray tasks, up to {self.slots} at a time, {self.threads} thread(s)"
+                f"{' and 1 GPU' if self.gpu else ''} each")
+
+    def free(self) -> int:
+        return max(0, self.slots - len(self._tasks))
+
+    def running(self) -> list[Cell]:
+        return [cell for _, cell, _ in self._tasks]
+
+    def start(self, cell: Cell, cmd: list[str], run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        opts = {"num_cpus": self.threads, "num_gpus": 1 if self.gpu else 0, "max_retries": 0,
+                "name": f"bagoftricks-ablate:{cell.key}"}
+        ref = self._remote.options(**opts).remote(cmd, str(run_dir), self.threads)
+        self._tasks.append((ref, cell, time.monotonic()))
+
+    def poll(self, timeout: float) -> list[Finished]:
+        if not self._tasks:
+            time.sleep(timeout)
+            return []
+        refs = [t[0] for t in self._tasks]
+        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        done = []
+        for ref in ready:
+            i = next(i for i, t in enumerate(self._tasks) if t[0] == ref)
+            _, cell, submitted = self._tasks.pop(i)
+            try:
+                res = self.ray.get(ref)
+                done.append(Finished(cell, int(res["code"]), str(res.get("reason") or ""), float(res["elapsed"])))
+            except Exception as e:  # noqa: BLE001 - the task or its worker/node died: the cell failed
+                err = getattr(e, "cause", None) or e
+                text = str(err).strip().splitlines()
+                done.append(Finished(cell, None, f"ray: {type(err).__name__}" + (f": {text[0]}" if text else ""),
+                                     time.monotonic() - submitted))
+        return done
+
+    def stop(self, grace: float) -> None:
+        refs = [t[0] for t in self._tasks]
+        for ref in refs:  # KeyboardInterrupt in the task, which forwards SIGINT to its cell
+            try:
+                self.ray.cancel(ref, force=False)
+            except Exception:  # noqa: BLE001
+                pass
+        if refs:
+            _, left = self.ray.wait(refs, num_returns=len(refs), timeout=grace)
+            for ref in left:
+                try:
+                    self.ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+        self._tasks.clear()
+
+    def close(self) -> None:
+        if self._started_ray:
+            self.ray.shutdown()
+            self._started_ray = False
+
+
+def make_executor(launcher: str, jobs: int, address: str | None = None, use_gpus: bool = True) -> Executor:
+    if launcher == "local":
+        return LocalExecutor(jobs)
+    if launcher == "ray":
+        return RayExecutor(jobs, address, use_gpus)
+    raise LauncherError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+
+
 def select_steps(spec: Spec, only: list[str] | tuple[str, ...]) -> set[int]:
     """--only values (step index, name, slug or folder) -> step indices; unknown ones are errors."""
     chosen: set[int] = set()
@@ -612,15 +939,24 @@ def select_steps(spec: Spec, only: list[str] | tuple[str, ...]) -> set[int]:
 def run_sweep(spec: Spec, out: str | Path, *, jobs: int = 1, seeds: tuple[int, ...] | None = None,
               extra: tuple[str, ...] = (), dry_run: bool = False, retry_failed: bool = False,
               only: list[str] | tuple[str, ...] = (), echo: Callable[[str], None] = print,
-              argv: list[str] | None = None) -> int:
+              argv: list[str] | None = None, launcher: str = "local", address: str | None = None) -> int:
     """Run every cell not yet finished; returns 0 when every cell is ok, 1 when any failed.
 
     `only` restricts the run to some steps (the teacher still runs first when one of them needs it);
-    the exit status then only counts those steps' cells.
+    the exit status then only counts those steps' cells. `launcher` says where the cells' commands
+    run: "local" (subprocesses, `jobs` at a time) or "ray" (Ray tasks on the cluster at `address`;
+    None starts or attaches a local instance, "auto" attaches to a running cluster).
     """
     out = Path(out)
     if jobs < 1:
         raise SpecError(f"--jobs: must be >= 1, got {jobs}")
+    if launcher not in LAUNCHERS:
+        raise LauncherError(f"--launcher: expected one of {', '.join(LAUNCHERS)}, got {launcher!r}")
+    if launcher == "ray":
+        import_ray()  # exit 2 with the install hint before anything else
+        out = out.resolve()  # the commands run in other processes, maybe on other machines
+    elif address is not None:
+        raise LauncherError("--address is for --launcher ray")
     all_cells = expand(spec, out, seeds, extra)  # validates every cell's recipe before anything is written
     cells = all_cells
     if only:
@@ -631,37 +967,41 @@ def run_sweep(spec: Spec, out: str | Path, *, jobs: int = 1, seeds: tuple[int, .
     results = read_results(out)
     states = {c.key: cell_state(out, c, results) for c in cells}
     check_existing(spec, out, cells, states, retry_failed)
-    cores = available_cores()
-    threads = max(1, cores // jobs)
-    gpus = visible_gpus()
-    if gpus and jobs > len(gpus):
-        echo(f"note: {jobs} jobs share {len(gpus)} GPU(s) round robin")
     todo = [c for c in cells if states[c.key] in ("new", "partial") or (states[c.key] == "failed" and retry_failed)]
-    counts = {s: sum(1 for c in cells if states[c.key] == s) for s in ("done", "partial", "failed", "new")}
-    echo(f"{spec.name}: {len(cells)} cells ({spec.kind} of {len(spec.steps)} steps x {len(seeds or spec.seeds)} seeds"
-         f"{' + teacher' if spec.teacher else ''}) in {out}: {counts['done']} finished, {counts['partial']} partial, "
-         f"{counts['failed']} failed, {counts['new']} new; {len(todo)} to run, {jobs} at a time, {threads} thread(s) each")
-    if dry_run:
-        for c in cells:
-            st = states[c.key]
-            action = {"done": "skip", "partial": "resume", "new": "run",
-                      "failed": "retry" if retry_failed else "skip (failed)"}[st]
-            echo(f"  {c.key:<36} {st:<8} {action:<14} {' '.join(c.overrides)}")
-        return 0
+    # a Ray cell asks for a GPU only when the cluster has some and its recipe may use one
+    use_gpus = launcher == "ray" and any(cell_recipe(spec, c).train.device != "cpu" for c in todo)
+    executor = make_executor(launcher, jobs, address, use_gpus)
+    try:
+        executor.open(echo, connect=not dry_run and bool(todo))
+        counts = {s: sum(1 for c in cells if states[c.key] == s) for s in ("done", "partial", "failed", "new")}
+        echo(f"{spec.name}: {len(cells)} cells ({spec.kind} of {len(spec.steps)} steps x {len(seeds or spec.seeds)} seeds"
+             f"{' + teacher' if spec.teacher else ''}) in {out}: {counts['done']} finished, {counts['partial']} partial, "
+             f"{counts['failed']} failed, {counts['new']} new; {len(todo)} to run, {executor.describe()}")
+        if dry_run:
+            for c in cells:
+                st = states[c.key]
+                action = {"done": "skip", "partial": "resume", "new": "run",
+                          "failed": "retry" if retry_failed else "skip (failed)"}[st]
+                echo(f"  {c.key:<36} {st:<8} {action:<14} {' '.join(c.overrides)}")
+            return 0
 
-    out.mkdir(parents=True, exist_ok=True)
-    import fcntl
-    lock = open(out / LOCK, "w")
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        raise SpecError(f"{out}: another `bagoftricks ablate` is running on this folder") from None
-    try:
-        _write_plan(spec, out, all_cells, threads, jobs, argv)
-        return _run(spec, out, cells, states, todo, jobs, threads, gpus, echo)
+        out.mkdir(parents=True, exist_ok=True)
+        import fcntl
+        lock = open(out / LOCK, "w")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SpecError(f"{out}: another `bagoftricks ablate` is running on this folder") from None
+        try:
+            # (a Ray sweep with nothing left to run never connects, so it knows no threads: keep its plan)
+            if launcher == "local" or todo or not (out / CELLS).is_file():
+                _write_plan(spec, out, all_cells, executor.threads, jobs, argv, launcher=launcher)
+            return _run(spec, out, cells, states, todo, executor, echo)
+        finally:
+            lock.close()
     finally:
-        lock.close()
+        executor.close()
 
 
 def _write_if_changed(path: Path, text: str) -> None:
@@ -670,7 +1010,8 @@ def _write_if_changed(path: Path, text: str) -> None:
         atomic_write_text(path, text)
 
 
-def _write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: int, argv: list[str] | None) -> None:
+def _write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: int, argv: list[str] | None,
+                *, launcher: str = "local") -> None:
     header = "# resolved base recipe of the ablation '{}' (written by bagoftricks ablate)\n"
     _write_if_changed(out / BASE, header.format(spec.name) + brecipe.dump(brecipe.from_dict(spec.base_dict)))
     if spec.teacher is not None:
@@ -680,8 +1021,8 @@ def _write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: in
         _write_if_changed(out / "spec.yaml", spec.raw_text)
     plan = {
         "name": spec.name, "description": spec.description, "kind": spec.kind,
-        "spec": str(spec.path) if spec.path else None, "argv": argv, "cwd": os.getcwd(), "jobs": jobs,
-        "seeds": sorted({c.seed for c in cells if not c.is_teacher}), "set": list(spec.set),
+        "spec": str(spec.path) if spec.path else None, "argv": argv, "cwd": os.getcwd(), "launcher": launcher,
+        "jobs": jobs, "seeds": sorted({c.seed for c in cells if not c.is_teacher}), "set": list(spec.set),
         "steps": [{"index": s.index, "name": s.name, "folder": s.folder, "set": list(s.own),
                    "overrides": list(s.overrides), "paper": s.paper, "note": s.note} for s in spec.steps],
         "teacher": None if spec.teacher is None else {"run_dir": "runs/teacher", "set": list(spec.teacher["set"])},
@@ -695,7 +1036,7 @@ def _write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: in
 
 def job_env(slot: int, threads: int, gpus: list[str], base: dict | None = None) -> dict:
     """The environment of the cell in job slot `slot`: its share of the cores, and one GPU (round
-    robin over the visible ones when there are more jobs than GPUs)."""
+    robin over the visible ones when there are more jobs than GPUs; none given: the environment's)."""
     env = dict(os.environ if base is None else base)
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     if gpus:
@@ -705,24 +1046,8 @@ def job_env(slot: int, threads: int, gpus: list[str], base: dict | None = None) 
     return env
 
 
-def _launch(out: Path, cell: Cell, slot: int, threads: int, gpus: list[str], resume: bool) -> _Job:
-    d = out / cell.rel_dir
-    d.mkdir(parents=True, exist_ok=True)
-    env = job_env(slot, threads, gpus)
-    cmd = train_command(out, cell, threads, resume)
-    out_f = open(d / "stdout.log", "ab")
-    err_path = d / "stderr.log"
-    err_f = open(err_path, "ab")
-    offset = err_f.tell()
-    # its own session: a Ctrl-C at the terminal reaches only this parent, which forwards exactly one
-    # signal, so the child writes its checkpoint instead of dying on a second one
-    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
-    return _Job(cell, proc, slot, time.monotonic(), resume, err_path, offset, [out_f, err_f])
-
-
-def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo: list[Cell], jobs: int,
-         threads: int, gpus: list[str], echo: Callable[[str], None]) -> int:
+def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo: list[Cell],
+         executor: Executor, echo: Callable[[str], None]) -> int:
     results = read_results(out)
     # finished cells without an ok line (e.g. the parent died between final.json and the append)
     for c in cells:
@@ -731,8 +1056,6 @@ def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo:
             append_result(out, rec)
             results[c.key] = rec
     queue = list(todo)
-    running: list[_Job] = []
-    free_slots = list(range(jobs))
     durations: list[float] = []
     total = len(queue)
     started = 0
@@ -743,7 +1066,7 @@ def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo:
             return "ok"
         if (out / "runs/teacher/final.json").is_file():
             return "ok"
-        if any(j.cell.is_teacher for j in running) or any(c.is_teacher for c in queue):
+        if any(c.is_teacher for c in executor.running()) or any(c.is_teacher for c in queue):
             return "pending"
         return "failed"
 
@@ -751,7 +1074,7 @@ def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo:
         left = total - finished
         if not durations or left == 0:
             return ""
-        return f", ETA {_fmt_time(sum(durations) / len(durations) * left / min(jobs, max(left, 1)))}"
+        return f", ETA {_fmt_time(sum(durations) / len(durations) * left / min(executor.slots, max(left, 1)))}"
 
     def record(cell: Cell, status: str, reason: str | None, code: int | None, elapsed: float | None):
         nonlocal finished
@@ -776,10 +1099,10 @@ def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo:
     if in_main:
         signal.signal(signal.SIGTERM, on_term)
     try:
-        while queue or running:
+        while queue or executor.running():
             # launch what can run
             i = 0
-            while free_slots and i < len(queue):
+            while executor.free() and i < len(queue):
                 cell = queue[i]
                 if cell.needs_teacher:
                     ts = teacher_status()
@@ -802,47 +1125,22 @@ def _run(spec: Spec, out: Path, cells: list[Cell], states: dict[str, str], todo:
                 elif (d / "recipe.yaml").exists():  # started but never checkpointed: nothing to keep
                     moved = _move_aside(d, "stale")
                     echo(f"  {cell.key} had no checkpoint; its files are kept in {moved.relative_to(out)}")
-                slot = free_slots.pop(0)
-                job = _launch(out, cell, slot, threads, gpus, resume)
-                running.append(job)
+                executor.start(cell, train_command(out, cell, executor.threads, resume), d)
                 started += 1
                 echo(f"[{started}/{total}] start  {cell.key}{' (resume)' if resume else ''}")
             # wait for something to finish
-            time.sleep(0.2)
-            for job in list(running):
-                code = job.proc.poll()
-                if code is None:
-                    continue
-                running.remove(job)
-                free_slots.append(job.slot)
-                free_slots.sort()
-                for f in job.files:
-                    f.close()
-                elapsed = time.monotonic() - job.started
-                if code == 0 and (out / job.cell.rel_dir / "final.json").is_file():
-                    record(job.cell, "ok", None, 0, elapsed)
+            for f in executor.poll(0.2):
+                if f.code == 0 and (out / f.cell.rel_dir / "final.json").is_file():
+                    record(f.cell, "ok", None, 0, f.elapsed)
                 else:
-                    reason = _last_line(job.err_path, job.err_offset) or f"exit code {code}"
-                    if code < 0:
-                        reason = f"killed by signal {-code}" + (f" ({reason})" if reason else "")
-                    record(job.cell, "failed", reason, code, elapsed)
+                    reason = f.reason or f"exit code {f.code}"
+                    if f.code is not None and f.code < 0:
+                        reason = f"killed by signal {-f.code}" + (f" ({reason})" if reason else "")
+                    record(f.cell, "failed", reason, f.code, f.elapsed)
     except (KeyboardInterrupt, _Stop):
-        echo(f"interrupted: stopping {len(running)} running cell(s) at their next step (checkpoints are kept); "
-             f"run the same command again to resume")
-        for job in running:
-            try:
-                job.proc.send_signal(signal.SIGINT)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 120
-        for job in running:
-            try:
-                job.proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                job.proc.kill()
-                job.proc.wait()
-            for f in job.files:
-                f.close()
+        echo(f"interrupted: stopping {len(executor.running())} running cell(s) at their next step (checkpoints "
+             f"are kept); run the same command again to resume")
+        executor.stop(120)
         return 130
     finally:
         if in_main:
@@ -868,8 +1166,12 @@ def cmd_ablate(args) -> int:
     argv += ["--seeds", str(args.seeds)] if args.seeds is not None else []
     for o in args.overrides:
         argv += ["--set", o]
+    if args.launcher != "local":
+        argv += ["--launcher", args.launcher]
+    argv += ["--address", args.address] if args.address is not None else []
     return run_sweep(spec, args.out, jobs=args.jobs, seeds=seeds, extra=tuple(args.overrides), dry_run=args.dry_run,
-                     retry_failed=args.retry_failed, only=args.only, argv=argv, echo=lambda s: print(s, flush=True))
+                     retry_failed=args.retry_failed, only=args.only, argv=argv, echo=lambda s: print(s, flush=True),
+                     launcher=args.launcher, address=args.address)
 
 
 def add_cli(subparsers) -> None:
@@ -881,7 +1183,14 @@ def add_cli(subparsers) -> None:
     p.add_argument("spec", help="ablation spec (YAML: base, set, seeds, ladder | grid, teacher)")
     p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (created; re-use it to continue)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="cells at once; each gets max(1, cores // N) threads, and one GPU when there are GPUs")
+                   help="cells at once; each gets max(1, cores // N) threads, and one GPU when there are GPUs "
+                        "(--launcher ray: cells per CPU-only machine)")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                   help="where cells run: local subprocesses (default) or Ray tasks (pip install 'bagoftricks[ray]'); "
+                        "DIR must then be a folder every node sees at the same path")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="--launcher ray: the cluster for ray.init(address=ADDR), e.g. auto or ray://host:10001 "
+                        "(default: start or attach a local Ray instance)")
     p.add_argument("--seeds", type=int, default=None, metavar="K", help="use seeds 0..K-1 instead of the spec's")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="extra override for every cell, after the spec's (repeatable)")
