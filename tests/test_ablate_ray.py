@@ -44,6 +44,14 @@ def test_address_needs_the_ray_launcher(tmp_path, capsys):
     assert "--address" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+def test_an_unreachable_address_exits_2_before_anything_is_written(tmp_path, capsys):
+    p = write_spec(tmp_path, {"base": TINY_BASE, "seeds": 1, "ladder": ["a"]})
+    assert main(["ablate", str(p), "--out", str(tmp_path / "out"), "--launcher", "ray", "--address", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "--address 127.0.0.1:1: no Ray cluster answers there" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_importing_bagoftricks_does_not_import_ray():
     code = ("import sys, bagoftricks, bagoftricks.ablate, bagoftricks.cli; bagoftricks.cli.build_parser(); "
             "sys.exit(1 if 'ray' in sys.modules else 0)")
@@ -126,7 +134,8 @@ def test_ray_executor_asks_for_one_gpu_and_a_share_of_cpus(tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def ray_instance(request):
     import ray  # `make setup` installs '.[dev,ray]': a missing Ray fails here rather than skipping
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # "local": a fresh instance even when RAY_ADDRESS or a `ray start` cluster is around
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     request.addfinalizer(ray.shutdown)
     return ray
 

@@ -795,6 +795,21 @@ def import_ray():
     return ray
 
 
+def probe_address(address: str, timeout: float = 10.0) -> None:
+    """A LauncherError unless something accepts a TCP connection at a host:port (or ray://host:port)
+    address: ray.init waits for an unreachable cluster for minutes, deaf to Ctrl-C. Other forms
+    ("auto", "local") are left to Ray."""
+    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]/]+?)\]?:(\d+)", address.strip())
+    if m is None:
+        return
+    import socket
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except OSError as e:
+        raise LauncherError(f"--address {address}: no Ray cluster answers there ({e.strerror or e}); "
+                            f"start one with `ray start --head` or give its address") from None
+
+
 def ray_plan(nodes: list[dict], jobs: int, use_gpus: bool = True) -> tuple[int, int, bool]:
     """(threads per cell, cells at once, one GPU per cell?) on a Ray cluster whose alive nodes have the
     resources `nodes` ({"CPU": 16, "GPU": 8, ...} each).
@@ -834,6 +849,8 @@ class RayExecutor(Executor):
             return
         ray = self.ray
         if not ray.is_initialized():
+            if self.address is not None:
+                probe_address(self.address)
             kwargs: dict[str, Any] = {"address": self.address, "log_to_driver": False}
             if self.address is None:
                 kwargs["include_dashboard"] = False
