@@ -38,13 +38,6 @@ def _step(p) -> int:
     return int(p.name[len("step-"):len("step-") + 9])
 
 
-@pytest.fixture
-def keep_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.timeout(120)
 def test_kill_9_at_random_moments_of_writing(tmp_path):
     rng = random.Random(1234)

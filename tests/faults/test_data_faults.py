@@ -36,13 +36,6 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("fault", ["hang", "die"])
 def test_stuck_or_dead_loader_worker_fails_the_run(tmp_path, folder, capsys, monkeypatch, fault):

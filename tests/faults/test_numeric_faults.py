@@ -20,13 +20,6 @@ TINY = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=64"
         "train.device=cpu", "train.threads=1")  # 4 steps per epoch
 
 
-@pytest.fixture(autouse=True)
-def keep_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
     calls, skips = [], []
     real_loss, real_step = loop.compute_loss, loop.tricks.step_with_scaler
