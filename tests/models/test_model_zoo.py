@@ -12,7 +12,7 @@ NATIVE = {"resnet_small": 32, "resnet": 224, "mobilenet": 224, "inception": 299}
 def test_registry():
     names = list_models()
     assert names == sorted(MODELS)
-    expected = {f"resnet{d}" for d in (18, 34, 50, 101, 152, 20, 32, 44, 56, 110)} | {
+    expected = {f"resnet{d}" for d in (18, 34, 50, 101, 152, 8, 14, 20, 32, 44, 56, 110)} | {
         "resnext50_32x4d", "resnext101_32x8d", "seresnet50", "seresnext50_32x4d", "mobilenet_v1", "inception_v3"
     }
     assert set(names) == expected
@@ -54,7 +54,7 @@ def test_measured_at_native_size(arch):
     assert 1e7 < macs < 2e10
 
 
-@pytest.mark.parametrize("arch", ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"])
+@pytest.mark.parametrize("arch", ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"])
 @pytest.mark.parametrize("variant", "AD")
 def test_small_family_grayscale_28px(arch, variant):
     """Fashion-MNIST: one channel, 28 px (28 → 28 → 14 → 7)."""

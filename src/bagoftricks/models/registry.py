@@ -53,7 +53,7 @@ def _specs() -> dict[str, ModelSpec]:
           for d in (18, 34, 50, 101, 152)),
         *(ModelSpec(f"resnet{d}", "resnet_small", 32, d, {},
                     f"ResNet-{d} for 28–32 px inputs (He et al. 2016 §4.2), 3 stages of {(d - 2) // 6} basic blocks")
-          for d in (20, 32, 44, 56, 110)),
+          for d in (8, 14, 20, 32, 44, 56, 110)),
         ModelSpec("resnext50_32x4d", "resnet", 224, 50, dict(groups=32, width_per_group=4), "ResNeXt-50 32×4d (Xie et al. 2017)"),
         ModelSpec("resnext101_32x8d", "resnet", 224, 101, dict(groups=32, width_per_group=8), "ResNeXt-101 32×8d"),
         ModelSpec("seresnet50", "resnet", 224, 50, dict(se_reduction=16), "SE-ResNet-50 (Hu et al. 2018), r = 16"),
