@@ -29,16 +29,17 @@ def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
         calls.append(1)
         return loss * 1e6 if len(calls) == 6 else loss  # finite in fp32, inf once scaled into fp16 grads
 
-    def checked_step(scaler, optimizer, loss):
+    def checked_step(scaler, optimizer, loss, *a, **kw):
         params = [p for g in optimizer.param_groups for p in g["params"]]
         before = [p.detach().clone() for p in params]
         state = [{k: v.clone() for k, v in optimizer.state[p].items()} for p in params]
-        skipped = real_step(scaler, optimizer, loss)
+        flag = real_step(scaler, optimizer, loss, *a, **kw)
+        skipped = bool(flag)
         skips.append(skipped)
         if skipped:
             assert all(torch.equal(p, b) for p, b in zip(params, before)), "a skipped step changed the weights"
             assert all(all(torch.equal(optimizer.state[p][k], v) for k, v in s.items()) for p, s in zip(params, state))
-        return skipped
+        return flag
 
     monkeypatch.setattr(loop, "compute_loss", loss_overflowing_at_step_5)
     monkeypatch.setattr(loop.tricks, "step_with_scaler", checked_step)
@@ -60,27 +61,21 @@ def test_non_finite_loss_for_max_bad_steps_exits_1_naming_the_step(tmp_path, cap
     assert list_checkpoints(out) == []  # the weights went bad before the first epoch ended
 
 
-class _NaNGrad(torch.autograd.Function):
-    """Identity forward, NaN gradient backward: a finite loss that poisons the weights."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.full_like(g, float("nan"))
-
-
 def test_non_finite_weights_are_never_checkpointed(tmp_path, capsys, monkeypatch):
+    """Weights that went bad behind the step's guard (here: poisoned right after step 2) are caught
+    before the next checkpoint: exit 1 naming the step, the earlier checkpoints intact."""
     calls = []
-    real_loss = loop.compute_loss
+    real_step = loop.tricks.step_with_scaler
 
-    def poisoned_at_step_2(r, logits, *a, **k):
+    def poisoned_at_step_2(scaler, optimizer, loss, *a, **k):
+        skipped = real_step(scaler, optimizer, loss, *a, **k)
         calls.append(1)
-        return real_loss(r, _NaNGrad.apply(logits) if len(calls) == 3 else logits, *a, **k)
+        if len(calls) == 3:
+            with torch.no_grad():
+                optimizer.param_groups[0]["params"][0].fill_(float("nan"))
+        return skipped
 
-    monkeypatch.setattr(loop, "compute_loss", poisoned_at_step_2)
+    monkeypatch.setattr(loop.tricks, "step_with_scaler", poisoned_at_step_2)
     out = tmp_path / "run"
     code = main(["train", *sets(TINY), "--set", "train.checkpoint_every_steps=1", "--set", "train.keep_checkpoints=5",
                  "--out", str(out), "--no-progress"])

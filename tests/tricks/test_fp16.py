@@ -16,7 +16,7 @@ def test_overflow_skips_step_and_halves_scale():
     scale0 = scaler.get_scale()
     before = p.detach().clone()
     skipped = step_with_scaler(scaler, opt, (p * float("inf")).sum())
-    assert skipped is True
+    assert skipped.dtype == torch.bool and bool(skipped)
     assert torch.equal(p.detach(), before)          # bitwise unchanged
     assert scaler.get_scale() == scale0 / 2
 
@@ -26,7 +26,7 @@ def test_real_fp16_overflow_is_skipped():
     p, opt = _setup()
     scaler = loss_scaler(True, "cpu")
     before = p.detach().clone()
-    assert step_with_scaler(scaler, opt, (p.half() * 1000).sum())
+    assert bool(step_with_scaler(scaler, opt, (p.half() * 1000).sum()))
     assert torch.equal(p.detach(), before) and scaler.get_scale() == 32768.0
 
 
@@ -34,7 +34,7 @@ def test_finite_step_is_taken_with_unscaled_gradients():
     p, opt = _setup()
     scaler = loss_scaler(True, "cpu")
     scale0 = scaler.get_scale()
-    assert step_with_scaler(scaler, opt, (2 * p).sum()) is False
+    assert not bool(step_with_scaler(scaler, opt, (2 * p).sum()))
     assert torch.equal(p.grad, torch.full((3,), 2.0))   # unscaled before the step
     assert torch.allclose(p.detach(), torch.full((3,), 0.8))
     assert scaler.get_scale() == scale0
@@ -51,5 +51,5 @@ def test_disabled_scaler_is_plain_backward_and_step():
     p, opt = _setup()
     scaler = loss_scaler(False, "cpu")
     assert not scaler.is_enabled()
-    assert step_with_scaler(scaler, opt, (2 * p).sum()) is False
+    assert not bool(step_with_scaler(scaler, opt, (2 * p).sum()))
     assert torch.allclose(p.detach(), torch.full((3,), 0.8))

@@ -81,13 +81,13 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return t
 
 
-def any_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """True on every rank when any rank raised the flag (e.g. a stop signal): all stop at one step."""
+def all_reduce_max_flag(flag: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """A 0-d bool tensor OR-ed over ranks, on the device: an asynchronous collective, no host read."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    t = flag.to(torch.int32).reshape(1)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return t[0].bool()
 
 
 def reduce_max(values: list[float], info: DistInfo, device: torch.device) -> list[float]:

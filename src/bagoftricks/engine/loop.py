@@ -242,9 +242,19 @@ def lr_at(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> fl
 
 
 def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    groups = tricks.param_groups(model, r.optim.weight_decay, r.tricks.no_bias_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=r.optim.momentum, nesterov=r.optim.nesterov,
-                           weight_decay=r.optim.weight_decay)
+    """SGD with Nesterov momentum over the recipe's param groups, fused where torch has the kernel.
+
+    The fused step updates every tensor in one kernel and takes the skipped-step flag on the
+    device, so the loop never waits on the host; where there is no fused kernel for the device
+    (or this torch), torch's default (foreach on accelerators) is used and a skip costs one sync.
+    """
+    kw = dict(lr=lr, momentum=r.optim.momentum, nesterov=r.optim.nesterov, weight_decay=r.optim.weight_decay)
+    groups = lambda: tricks.param_groups(model, r.optim.weight_decay, r.tricks.no_bias_decay)  # noqa: E731
+    try:
+        opt = torch.optim.SGD(groups(), fused=True, **kw)
+    except (RuntimeError, ValueError, TypeError):  # SGD fills in the group dicts it is given: fresh ones
+        opt = torch.optim.SGD(groups(), **kw)
+    return tricks.prepare_momentum(opt)
 
 
 # ----------------------------------------------------------------------------------------- per step
@@ -260,21 +270,28 @@ def mixing_active(r: Recipe, epoch: int) -> bool:
     return (t.mixup_alpha > 0 or t.cutmix_alpha > 0) and epoch < r.train.epochs - t.mix_off_epochs
 
 
-def prepare_batch(r: Recipe, x, y, num_classes: int, epoch: int, g: torch.Generator, soft: bool):
-    """Targets, mixing and erasing for one batch: returns (x, targets or None)."""
+def prepare_batch(r: Recipe, x, y, num_classes: int, epoch: int, g: torch.Generator, soft: bool,
+                  host_generator: torch.Generator | None = None):
+    """Targets, mixing and erasing for one batch: returns (x, targets or None).
+
+    Per-image draws (partners, boxes, erasing) come from `g`, on the batch's device; the batch's
+    scalars (mixup or CutMix, λ, the CutMix box) from `host_generator` (default: `g`), a CPU
+    generator in the engine, so that no draw is read back from an accelerator.
+    """
     t = r.tricks
+    gh = host_generator if host_generator is not None else g
     mixing = mixing_active(r, epoch)
     targets = make_targets(r, y, num_classes, soft or mixing)
     if mixing:
         # smoothed targets are mixed, as the seed notes ask: mixing composes with label smoothing
-        mode = tricks.choose_mix(t.mixup_alpha, t.cutmix_alpha, generator=g)
+        mode = tricks.choose_mix(t.mixup_alpha, t.cutmix_alpha, generator=gh)
         perm = tricks.batch_permutation(x.shape[0], g)
         if mode == "mixup":
-            lam = tricks.sample_lambda(t.mixup_alpha, g)
+            lam = tricks.sample_lambda(t.mixup_alpha, gh)
             x, targets = tricks.mix(x, targets, lam, perm)
         elif mode == "cutmix":
-            lam = tricks.sample_lambda(t.cutmix_alpha, g)
-            x, targets, _ = tricks.cutmix(x, targets, lam, perm, g)
+            lam = tricks.sample_lambda(t.cutmix_alpha, gh)
+            x, targets, _ = tricks.cutmix(x, targets, lam, perm, gh)
     if t.cutout > 0:
         x = tricks.cutout(x, t.cutout, g)
     if t.random_erasing > 0:
@@ -566,7 +583,7 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
     optimizer = make_optimizer(r, model, lr0)
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
     ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
-    start_epoch, start_step, bad_run = 0, 0, 0
+    start_epoch, start_step = 0, 0
     acc = {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0}
     if state is not None:
         model.load_state_dict(state["model"])
@@ -656,6 +673,8 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
 
     record: dict = {}
     soft = teacher is not None
+    meter: _StepMeter | None = None
+    reduce_flag = (lambda t: bdist.all_reduce_max_flag(t, dinfo)) if dinfo.enabled else None  # noqa: E731
     global_done = 0
     with _StopFlag() as stop:
         for epoch in range(start_epoch, tr.epochs):
@@ -665,8 +684,7 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                 acc = {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0}
             train_model.train()
             bar = _progress(progress if dinfo.is_main else False, steps, first, f"epoch {epoch + 1}/{tr.epochs}")
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            seen = 0
+            meter = _StepMeter(device, meter)
             t_train = time.perf_counter()
             lr = lr0
             for s, (x, y) in enumerate(data.train.epoch(epoch, first), start=first):
@@ -676,9 +694,11 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                     group["lr"] = lr
                 torch.manual_seed(derive_seed(tr.seed, 1, epoch, s, dinfo.rank))  # dropout, drop-path
                 g = torch.Generator(device=device).manual_seed(derive_seed(tr.seed, 2, epoch, s, dinfo.rank))
+                # scalar draws (mix choice, λ, CutMix box) come from a host generator: no device read-back
+                gh = torch.Generator().manual_seed(derive_seed(tr.seed, 3, epoch, s, dinfo.rank))
                 if tr.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                x, targets = prepare_batch(r, x, y, data.num_classes, epoch, g, soft)
+                x, targets = prepare_batch(r, x, y, data.num_classes, epoch, g, soft, host_generator=gh)
                 with autocast(tr.precision, device):
                     logits = train_model(x)
                     tlogits = None
@@ -687,42 +707,37 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                             tlogits = teacher(x)  # same augmented + mixed batch as the student (§5.3)
                 loss = compute_loss(r, logits, y, targets, tlogits)
                 optimizer.zero_grad(set_to_none=True)
-                finite = bool(torch.isfinite(loss))
-                if dinfo.enabled:  # all ranks skip together, or DDP's backward would wait for the skipper
-                    finite = bdist.reduce_max([0.0 if finite else 1.0], dinfo, device)[0] == 0
-                if finite:
-                    skipped = tricks.step_with_scaler(scaler, optimizer, loss)
-                    bad_run = 0
-                else:
-                    skipped = True
-                    bad_run += 1
-                    if bad_run >= tr.max_bad_steps:
-                        raise NonFiniteLoss(f"loss was not finite for {bad_run} consecutive steps, last at "
-                                            f"epoch {epoch + 1} step {s} (global step {gstep}); "
-                                            f"no checkpoint was written after the weights went bad")
-                acc["skipped"] += int(skipped)
-                if ema is not None and not skipped:
-                    ema.update(model, tk.ema_decay)
-                if finite:
-                    loss_sum += loss.detach().double() * y.shape[0]
-                    seen += y.shape[0]
+                # every rank skips together (DDP's averaged gradients, plus an all-reduce of the flag)
+                skipped = tricks.step_with_scaler(scaler, optimizer, loss, reduce_flag=reduce_flag)
+                if ema is not None:
+                    ema.update(model, tk.ema_decay, skip=skipped)
+                # a bad step: a non-finite loss, or (without fp16's loss scaling, where an overflow is
+                # routine) non-finite gradients; max_bad_steps of them in a row stop the run
+                bad = skipped if not scaler.is_enabled() else ~torch.isfinite(loss.detach())
+                meter.add(loss, y.shape[0], skipped, bad, gstep, tr.max_bad_steps)
                 global_done += 1
+                last = s + 1 == steps
+                readback = (s + 1) % tr.log_every_steps == 0 or last
+                if readback:  # the only host reads of the step metrics: every log_every_steps steps
+                    meter.raise_if_failed(steps)
                 if bar is not None:
                     bar.update(1)
-                    if (s + 1) % tr.log_every_steps == 0 or s + 1 == steps:
+                    if readback:
                         el = time.perf_counter() - t_train
-                        bar.set_postfix(loss=f"{loss_sum.item() / max(seen, 1):.4f}", lr=f"{lr:.4g}",
-                                        img_s=f"{seen * dinfo.world_size / max(el, 1e-9):.0f}", refresh=False)
-                last = s + 1 == steps
+                        bar.set_postfix(loss=f"{meter.mean_loss():.4f}", lr=f"{lr:.4g}",
+                                        img_s=f"{meter.images * dinfo.world_size / max(el, 1e-9):.0f}", refresh=False)
                 test_stop = stop_after_steps and global_done >= stop_after_steps
-                stop_sig = agree_stop(stop.signum or (signal.SIGTERM if test_stop else 0))
+                local_sig = stop.signum or (signal.SIGTERM if test_stop else 0)
+                # ranks agree on a stop at the read-back steps (a collective); alone, every step
+                stop_sig = agree_stop(local_sig) if (readback or test_stop or not dinfo.enabled) else 0
                 periodic = tr.checkpoint_every_steps and (gstep + 1) % tr.checkpoint_every_steps == 0
                 if stop_sig:
                     stop.stopping = True  # torchrun's own SIGTERM to a stopping worker is not a second signal
                 if (stop_sig or periodic) and not last:
-                    _fold(acc, loss_sum, seen, t_train, dinfo)
-                    loss_sum.zero_()
-                    seen, t_train = 0, time.perf_counter()
+                    meter.raise_if_failed(steps)
+                    _fold(acc, meter, t_train, dinfo)
+                    meter = _StepMeter(device, meter)
+                    t_train = time.perf_counter()
                     path = checkpoint(epoch, s + 1)
                     if stop_sig:
                         if bar is not None:
@@ -731,7 +746,8 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                         raise TrainingInterrupted(stop_sig, path, epoch * steps + s + 1)
             if bar is not None:
                 bar.close()
-            _fold(acc, loss_sum, seen, t_train, dinfo)
+            meter.raise_if_failed(steps)
+            _fold(acc, meter, t_train, dinfo)
             record = {"epoch": epoch + 1, "lr": lr, "train_loss": acc["loss"] / max(acc["images"], 1)}
             if (epoch + 1) % tr.eval_every == 0 or epoch + 1 == tr.epochs:
                 ev = evaluate(model, data.test, data.eval_transform, eval_bs, device, tr.precision, tr.channels_last,
@@ -772,12 +788,55 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
     return record
 
 
-def _fold(acc: dict, loss_sum: torch.Tensor, seen: int, t_train: float, dinfo) -> None:
-    """Add this stretch's (rank-summed) loss, images and time to the epoch accumulators."""
-    t = torch.tensor([loss_sum.item(), float(seen)], dtype=torch.float64, device=loss_sum.device)
+class _StepMeter:
+    """The training metrics of a stretch of steps, accumulated on the device.
+
+    Nothing here is read back to the host per step: the loop reads the meter every
+    train.log_every_steps steps, at the end of the epoch and before a checkpoint. The count of
+    consecutive bad steps and the global step at which it reached train.max_bad_steps carry over
+    from the `previous` meter (the run stops naming that exact step, read back a little later).
+    """
+
+    def __init__(self, device: torch.device, previous: "_StepMeter | None" = None):
+        z = lambda dtype: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
+        self.loss_sum, self.seen, self.skipped = z(torch.float64), z(torch.float64), z(torch.int64)
+        self.images = 0  # images stepped over, host-side (for img/s)
+        if previous is None:
+            self.bad_run, self.failed_at, self.max_bad = z(torch.int64), z(torch.int64) - 1, 0
+        else:
+            self.bad_run, self.failed_at, self.max_bad = previous.bad_run, previous.failed_at, previous.max_bad
+
+    def add(self, loss: torch.Tensor, n: int, skipped: torch.Tensor, bad: torch.Tensor, gstep: int,
+            max_bad: int) -> None:
+        loss = loss.detach()
+        finite = torch.isfinite(loss)
+        self.loss_sum += torch.where(finite, loss.double() * n, 0.0)
+        self.seen += finite.double() * n
+        self.skipped += skipped.long()
+        self.bad_run = (self.bad_run + 1) * bad.long()
+        self.failed_at = torch.where((self.failed_at < 0) & (self.bad_run >= max_bad), gstep, self.failed_at)
+        self.images += n
+        self.max_bad = max_bad
+
+    def raise_if_failed(self, steps: int) -> None:
+        g = int(self.failed_at)
+        if g >= 0:
+            raise NonFiniteLoss(f"loss was not finite for {self.max_bad} consecutive steps, last at epoch "
+                                f"{g // steps + 1} step {g % steps} (global step {g}); the bad steps were "
+                                f"skipped and no checkpoint was written after them")
+
+    def mean_loss(self) -> float:
+        return float(self.loss_sum) / max(float(self.seen), 1.0)
+
+
+def _fold(acc: dict, meter: _StepMeter, t_train: float, dinfo) -> None:
+    """Add this stretch's (rank-summed) loss, images, skipped steps and time to the epoch accumulators."""
+    t = torch.stack([meter.loss_sum, meter.seen])
     bdist.all_reduce_sum(t, dinfo)
-    acc["loss"] += t[0].item()
-    acc["images"] += int(t[1].item())
+    loss, images = t.tolist()
+    acc["loss"] += loss
+    acc["images"] += int(images)
+    acc["skipped"] += int(meter.skipped)
     acc["seconds"] += time.perf_counter() - t_train
 
 

@@ -52,15 +52,24 @@ class ModelEMA:
         return decay
 
     @torch.no_grad()
-    def update(self, model: nn.Module, decay: float) -> float:
-        """One EMA step from the current weights of `model`; returns the decay used."""
+    def update(self, model: nn.Module, decay: float, skip: torch.Tensor | None = None) -> float:
+        """One EMA step from the current weights of `model`; returns the decay used.
+
+        `skip` (a 0-d bool tensor, e.g. the engine's skipped-step flag) leaves the averaged
+        parameters unchanged when True, decided on the device without a host sync.
+        """
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         model = unwrap(model)
         d = self.effective_decay(decay)
+        keep = None if skip is None else (~skip).float()
         for n, p in model.named_parameters():
             e = self.params[n]
-            e.mul_(d).add_(p.detach().to(e.device, torch.float32), alpha=1.0 - d)
+            w = p.detach().to(e.device, torch.float32)
+            if keep is None:
+                e.mul_(d).add_(w, alpha=1.0 - d)
+            else:  # e + (1-d)·keep·(w - e): e·d + (1-d)·w when kept, e when skipped
+                e.add_((w - e).mul_(keep.to(e.device) * (1.0 - d)))
         for n, b in model.named_buffers():
             e = self.buffers[n]
             e.copy_(b.detach().to(e.device, e.dtype))

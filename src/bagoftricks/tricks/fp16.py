@@ -8,6 +8,8 @@ no scaling: pass enabled=False for it and for fp32.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 
@@ -16,34 +18,98 @@ def loss_scaler(enabled: bool, device_type: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device_type, enabled=enabled)
 
 
+def grads_nonfinite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    """0-d bool tensor on the parameters' device: does any gradient hold an inf or a nan?
+
+    Computed on the device, without reading anything back to the host. The max-abs norm of each
+    gradient is used (not the 2-norm), so huge but finite gradients do not overflow into a false
+    alarm; a nan propagates through the max.
+    """
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return torch.zeros((), dtype=torch.bool)
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for t in grads:
+        by_device.setdefault(t.device, []).append(t)
+    flags = [~torch.isfinite(torch.stack(torch._foreach_norm(ts, float("inf")))).any() for ts in by_device.values()]
+    flag = flags[0]
+    for f in flags[1:]:
+        flag = flag | f.to(flag.device)
+    return flag
+
+
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Can `optimizer` skip a step from a device flag (``found_inf``) without a host sync?
+
+    torch's fused optimizers (``fused=True``) take the flag into their kernel; others need the
+    flag read on the host first.
+    """
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
+        g.get("fused") for g in optimizer.param_groups)
+
+
 def step_with_scaler(
     scaler: torch.amp.GradScaler,
     optimizer: torch.optim.Optimizer,
     loss: torch.Tensor,
     max_grad_norm: float | None = None,
-) -> bool:
-    """backward, unscale, (optionally clip), step, update the scale. Returns True if skipped.
+    reduce_flag: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """backward, unscale, (optionally clip), a guarded step, update the scale.
 
-    The caller zeroes the gradients before the forward pass. A step is skipped exactly when the
-    scaler found an inf/nan gradient; we detect it as a drop of the scale across update(), which
-    only happens on overflow (growth only ever increases it). Unscaling before clipping makes
-    `max_grad_norm` refer to the true gradients. With a disabled scaler this is a plain
-    backward + step and never reports a skip.
+    Returns a 0-d bool tensor on the device: True when the step was skipped. A step is skipped
+    when a gradient is inf/nan (with fp16 loss scaling: an overflow, and the scale is halved) or,
+    without loss scaling, when the loss itself is not finite; a skipped step leaves the weights and
+    the optimizer state (momentum) bitwise unchanged.
+
+    Nothing is read back to the host when the optimizer skips on the device (see
+    :func:`skips_on_device`); other optimizers cost one sync per step. `reduce_flag` combines the
+    flag across processes (an all-reduce max under DDP) so that every rank skips together. The
+    caller zeroes the gradients before the forward pass. Unscaling before clipping makes
+    `max_grad_norm` refer to the true gradients.
     """
-    if not scaler.is_enabled():
+    if scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
         loss.backward()
-        if max_grad_norm is not None:
-            _clip(optimizer, max_grad_norm)
-        optimizer.step()
-        return False
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
     if max_grad_norm is not None:
         _clip(optimizer, max_grad_norm)
-    before = scaler.get_scale()
-    scaler.step(optimizer)
-    scaler.update()
-    return scaler.get_scale() < before
+    bad = grads_nonfinite(optimizer)
+    if scaler.is_enabled():
+        # the scaler's own flag (set by unscale_) is exactly "some unscaled gradient is inf/nan",
+        # which is `bad`; DDP's averaged gradients make it the same on every rank
+        scaler.step(optimizer)
+        scaler.update()
+        return bad
+    bad = bad | ~torch.isfinite(loss.detach()).to(bad.device)
+    if reduce_flag is not None:
+        bad = reduce_flag(bad)
+    if skips_on_device(optimizer):
+        optimizer.found_inf = bad.float().reshape(1)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(bad):
+        optimizer.step()
+    return bad
+
+
+def prepare_momentum(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Create SGD's momentum buffers as zeros before the first step.
+
+    With dampening 0 the first update is then ``buf = 0·momentum + g = g``, exactly what SGD does
+    when it creates the buffer itself. Needed for a device-side skip: a fused kernel told to skip
+    the very first step would otherwise leave a freshly allocated, uninitialised buffer behind.
+    """
+    for group in optimizer.param_groups:
+        if group.get("momentum", 0) and not group.get("dampening", 0):
+            for p in group["params"]:
+                state = optimizer.state[p]
+                if state.get("momentum_buffer") is None:
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
 
 
 def _clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
