@@ -24,3 +24,26 @@ def test_bench_prints_table_and_json(capsys):
 def test_bench_bad_recipe_exit_2(capsys):
     assert main(["bench", "--set", "train.batch_size=0"]) == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_bench_profile_splits_the_step_by_phase_and_operator(tmp_path, capsys):
+    trace = tmp_path / "trace.json"
+    assert main(["bench", *TINY, "--warmup", "1", "--windows", "1", "--steps", "1", "--no-reference", "--no-loader",
+                 "--profile", "2", "--trace", str(trace)]) == 0
+    out = capsys.readouterr().out
+    prof = json.loads(out.strip().splitlines()[-1])["profile"]
+    assert prof["steps"] == 2
+    assert set(prof["phases_ms"]) == {"data+augment", "forward+loss", "backward+step"}
+    assert all(v > 0 for v in prof["phases_ms"].values())
+    # backward (two convolutions' worth of work per forward one, plus the step) costs more than forward
+    assert prof["phases_ms"]["backward+step"] > prof["phases_ms"]["forward+loss"]
+    cats = prof["categories_ms"]
+    assert cats["convolution"] > 0 and cats["batch norm"] > 0 and cats["optimizer"] > 0
+    assert list(cats.values()) == sorted(cats.values(), reverse=True)
+    assert "phase backward+step" in out and "ops   convolution" in out
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_bench_trace_without_profile_exit_2(capsys):
+    assert main(["bench", *TINY, "--trace", "t.json"]) == 2
+    assert "--trace" in capsys.readouterr().err

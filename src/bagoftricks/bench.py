@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
@@ -69,7 +70,7 @@ def _once(fn, device) -> float:
 
 
 def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: int = 5, reference: bool = True,
-              loader: bool = True) -> dict:
+              loader: bool = True, profile_steps: int = 0, trace: str = "") -> dict:
     brecipe.validate(r)
     if r.train.threads:
         torch.set_num_threads(r.train.threads)
@@ -88,26 +89,31 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     batches = _cycle(data.train)
     x0, y0 = next(batches)
     gen = torch.Generator(device=device).manual_seed(tr.seed)
+    hgen = torch.Generator().manual_seed(tr.seed + 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
     def train_step():
-        x, y = next(batches)
-        if tr.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        x, targets = loop.prepare_batch(r, x, y, data.num_classes, 0, gen, teacher is not None)
-        with loop.autocast(tr.precision, device):
-            logits = train_model(x)
-            tl = None
-            if teacher is not None:
-                with torch.no_grad():
-                    tl = teacher(x)
-        loss = loop.compute_loss(r, logits, y, targets, tl)
+        with record_function("data+augment"):
+            x, y = next(batches)
+            if tr.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x, targets = loop.prepare_batch(r, x, y, data.num_classes, 0, gen, teacher is not None, host_generator=hgen)
+        with record_function("forward+loss"):
+            with loop.autocast(tr.precision, device):
+                logits = train_model(x)
+                tl = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        tl = teacher(x)
+            loss = loop.compute_loss(r, logits, y, targets, tl)
         optimizer.zero_grad(set_to_none=True)
-        loop.tricks.step_with_scaler(scaler, optimizer, loss)
+        with record_function("backward+step"):
+            loop.tricks.step_with_scaler(scaler, optimizer, loss)
 
     model.train()
     t_train = _windows(train_step, device, warmup, windows, steps)
+    prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
     bs = tr.batch_size
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
 
@@ -146,11 +152,86 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
         "mfu": 2 * macs * 3 * train_ips / peak,
         "train_windows_s": t_train.runs,
     }
+    if prof is not None:
+        out["profile"] = prof
     if reference:
         ref = _reference_img_s(r, data, device, x0, y0, warmup, windows, steps)
         out["reference_img_s"] = ref
         out["ratio"] = train_ips / ref
     return out
+
+
+# Operator categories for the profile, first match wins (names as torch.profiler reports them).
+CATEGORIES = (
+    ("convolution", ("conv", "cudnn", "mkldnn_convolution")),
+    ("batch norm", ("batch_norm", "batchnorm")),
+    ("matmul (linear)", ("addmm", "aten::mm", "matmul", "linear", "bmm")),
+    ("activation", ("relu", "threshold", "silu", "gelu", "sigmoid", "hardswish", "mish", "clamp")),
+    ("pooling", ("pool",)),
+    ("optimizer", ("sgd", "foreach", "optimizer", "momentum")),
+    ("loss", ("softmax", "nll", "cross_entropy", "log_", "logsumexp")),
+    ("elementwise/copies", ("add", "mul", "sub", "div", "copy", "_to_copy", "fill", "zero", "where", "lerp",
+                            "cat", "stack", "index", "contiguous", "clone", "empty", "resize")),
+)
+PHASES = ("data+augment", "forward+loss", "backward+step")
+
+
+def _category(name: str) -> str:
+    low = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other"
+
+
+def profile(step, device: torch.device, steps: int, trace: str = "") -> dict:
+    """Where a training step's time goes: `steps` steps under torch.profiler.
+
+    Returns milliseconds per step by phase (data+augment, forward+loss, backward+step: wall time,
+    children included) and by operator category (self time, on the GPU when there is one), plus the
+    top operators. `trace` also writes a Chrome trace (open in chrome://tracing or Perfetto).
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with tprofile(activities=acts) as prof:
+        for _ in range(steps):
+            step()
+        _sync(device)
+    if trace:
+        prof.export_chrome_trace(trace)
+    on_gpu = device.type == "cuda"
+    phases = {ph: 0.0 for ph in PHASES}
+    cats: dict[str, float] = {}
+    ops = []
+    for ev in prof.key_averages():
+        if ev.key in phases:
+            phases[ev.key] = ev.cpu_time_total / 1e3 / steps
+            continue
+        self_us = getattr(ev, "self_device_time_total" if on_gpu else "self_cpu_time_total", 0) or 0
+        if self_us <= 0 or ev.key.startswith("ProfilerStep"):
+            continue
+        ms = self_us / 1e3 / steps
+        cats[_category(ev.key)] = cats.get(_category(ev.key), 0.0) + ms
+        ops.append((ev.key, ms))
+    ops.sort(key=lambda kv: -kv[1])
+    return {"steps": steps, "clock": "device self time" if on_gpu else "cpu self time",
+            "phases_ms": phases, "categories_ms": dict(sorted(cats.items(), key=lambda kv: -kv[1])),
+            "top_ops_ms": ops[:10]}
+
+
+def format_profile(prof: dict) -> str:
+    lines = [f"profile: {prof['steps']} steps, ms per step"]
+    total_ph = sum(prof["phases_ms"].values()) or 1.0
+    for k, v in prof["phases_ms"].items():
+        lines.append(f"  phase {k:<20} {v:8.2f}  {100 * v / total_ph:5.1f} %")
+    total = sum(prof["categories_ms"].values()) or 1.0
+    for k, v in prof["categories_ms"].items():
+        lines.append(f"  ops   {k:<20} {v:8.2f}  {100 * v / total:5.1f} %  ({prof['clock']})")
+    for k, v in prof["top_ops_ms"][:5]:
+        lines.append(f"  top   {k[:40]:<40} {v:8.2f}")
+    return "\n".join(lines)
 
 
 def _reference_img_s(r, data, device, x0, y0, warmup, windows, steps) -> float:
@@ -210,10 +291,17 @@ def format_table(res: dict) -> str:
 
 
 def cmd_bench(args) -> int:
+    from bagoftricks.engine.loop import UsageError
+    if args.profile < 0:
+        raise UsageError(f"bench: --profile N must be >= 0 (0 = no profile), got {args.profile}")
+    if args.trace and not args.profile:
+        raise UsageError("bench: --trace FILE needs --profile N (the steps to trace)")
     r = brecipe.load(args.recipe, args.overrides)
     res = run_bench(r, warmup=args.warmup, windows=args.windows, steps=args.steps, reference=not args.no_reference,
-                    loader=not args.no_loader)
+                    loader=not args.no_loader, profile_steps=args.profile, trace=args.trace)
     print(format_table(res))
+    if "profile" in res:
+        print(format_profile(res["profile"]))
     print(json.dumps(res))
     return 0
 
@@ -227,4 +315,7 @@ def add_cli(sub) -> None:
     s.add_argument("--steps", type=int, default=5, help="steps per window")
     s.add_argument("--no-reference", action="store_true", help="skip the plain eager fp32 reference loop")
     s.add_argument("--no-loader", action="store_true", help="skip the loader-only measurement")
+    s.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile N training steps: time per phase and per operator category")
+    s.add_argument("--trace", default="", metavar="FILE", help="with --profile: write a Chrome trace to FILE")
     s.set_defaults(func=cmd_bench)
