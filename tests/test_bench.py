@@ -14,7 +14,7 @@ def test_bench_prints_table_and_json(capsys):
     res = json.loads(out[-1])
     for key in ("train_img_s", "eval_img_s", "loader_img_s", "reference_img_s", "matmul_peak_flops", "macs_per_image"):
         assert res[key] > 0, key
-    assert len(res["train_windows_s"]) == 3
+    assert len(res["train_windows_s"]) == 3 and len(res["reference_windows_s"]) == 3
     assert res["ratio"] == res["train_img_s"] / res["reference_img_s"]
     assert 0 < res["mfu"] < 1
     assert res["mfu"] * res["matmul_peak_flops"] == __import__("pytest").approx(6 * res["macs_per_image"] * res["train_img_s"])

@@ -4,11 +4,13 @@ Each measurement runs a warm-up, then several timed windows of a few steps; the 
 reported. Model FLOP utilisation = MACs per image x 2 (FLOPs) x 3 (forward + backward) x img/s divided
 by a matmul peak measured here, on the same device, in the same precision. The reference is the same
 model in a plain eager fp32 loop (contiguous NCHW, no autocast, plain SGD step, data already on the
-device): `ratio` is how many times faster the recipe's own training step is.
+device), its timed windows taken in turn with the recipe's so that both see the same machine
+state: `ratio` is how many times faster the recipe's own training step is.
 """
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -34,19 +36,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _windows(fn, device, warmup: int, windows: int, steps: int) -> Timing:
-    """Median seconds per step over `windows` windows of `steps` calls, after `warmup` calls."""
-    for _ in range(warmup):
+def _window(fn, device, steps: int) -> float:
+    """Seconds per call over `steps` calls."""
+    t = time.perf_counter()
+    for _ in range(steps):
         fn()
     _sync(device)
-    runs = []
-    for _ in range(windows):
-        t = time.perf_counter()
-        for _ in range(steps):
+    return (time.perf_counter() - t) / steps
+
+
+def _windows(fn, device, warmup: int, windows: int, steps: int) -> Timing:
+    """Median seconds per step over `windows` windows of `steps` calls, after `warmup` calls."""
+    return _interleaved([fn], device, warmup, windows, steps)[0]
+
+
+def _interleaved(fns, device, warmup: int, windows: int, steps: int) -> list[Timing]:
+    """Like `_windows` for several functions, their windows taken in turn (a b a b ...), so that a
+    machine that speeds up or slows down during the measurement affects all of them alike."""
+    for fn in fns:
+        for _ in range(warmup):
             fn()
-        _sync(device)
-        runs.append((time.perf_counter() - t) / steps)
-    return Timing(statistics.median(runs), runs)
+    _sync(device)
+    runs: list[list[float]] = [[] for _ in fns]
+    for _ in range(windows):
+        for fn, r in zip(fns, runs):
+            r.append(_window(fn, device, steps))
+    return [Timing(statistics.median(r), r) for r in runs]
 
 
 def matmul_peak(device: torch.device, precision: str, n: int = 0, seconds: float = 1.0) -> float:
@@ -86,6 +101,9 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     teacher = (loop.load_teacher(r.tricks.distill_teacher, data.num_classes, device, tr.channels_last)
                if r.tricks.distill_teacher else None)
 
+    # the matmul peak is measured before and after the model and the best kept: a busy or throttled
+    # moment during one of the two measurements must not inflate the MFU
+    peak_before = matmul_peak(device, tr.precision)
     batches = _cycle(data.train)
     x0, y0 = next(batches)
     gen = torch.Generator(device=device).manual_seed(tr.seed)
@@ -112,10 +130,17 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
             loop.tricks.step_with_scaler(scaler, optimizer, loss)
 
     model.train()
-    t_train = _windows(train_step, device, warmup, windows, steps)
+    for _ in range(max(warmup, 1)):
+        train_step()
+    _sync(device)
+    peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
+    # the recipe and the plain fp32 reference take their timed windows in turn: the ratio compares
+    # them on the same machine state (a shared CPU's speed drifts by tens of percent over minutes)
+    fns = [train_step] + ([_reference_step(r, data, device, x0, y0)] if reference else [])
+    timings = _interleaved(fns, device, warmup, windows, steps)
+    t_train = timings[0]
     prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
     bs = tr.batch_size
-    peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
 
     eval_bs = tr.eval_batch_size or 2 * bs
     xe = x0.repeat((eval_bs + bs - 1) // bs, 1, 1, 1)[:eval_bs]
@@ -139,7 +164,7 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     size = r.data.image_size
     _, macs = bmodels.count_params_macs(loop.build_model(r, data.num_classes, data.in_channels),
                                         (data.in_channels, size, size))
-    peak = matmul_peak(device, tr.precision)
+    peak = max(peak_before, matmul_peak(device, tr.precision))
     train_ips = bs / t_train.median
     out = {
         "device": str(device), "device_name": _device_name(device), "arch": r.model.arch,
@@ -155,8 +180,9 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     if prof is not None:
         out["profile"] = prof
     if reference:
-        ref = _reference_img_s(r, data, device, x0, y0, warmup, windows, steps)
+        ref = x0.shape[0] / timings[1].median
         out["reference_img_s"] = ref
+        out["reference_windows_s"] = timings[1].runs
         out["ratio"] = train_ips / ref
     return out
 
@@ -191,6 +217,7 @@ def profile(step, device: torch.device, steps: int, trace: str = "") -> dict:
     children included) and by operator category (self time, on the GPU when there is one), plus the
     top operators. `trace` also writes a Chrome trace (open in chrome://tracing or Perfetto).
     """
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # keep the profiler back-end's start/stop chatter off stderr
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as tprofile
 
@@ -209,7 +236,10 @@ def profile(step, device: torch.device, steps: int, trace: str = "") -> dict:
         if ev.key in phases:
             phases[ev.key] = ev.cpu_time_total / 1e3 / steps
             continue
-        self_us = getattr(ev, "self_device_time_total" if on_gpu else "self_cpu_time_total", 0) or 0
+        if on_gpu:  # torch < 2.4 names it self_cuda_time_total
+            self_us = getattr(ev, "self_device_time_total", None) or getattr(ev, "self_cuda_time_total", 0) or 0
+        else:
+            self_us = ev.self_cpu_time_total
         if self_us <= 0 or ev.key.startswith("ProfilerStep"):
             continue
         ms = self_us / 1e3 / steps
@@ -234,8 +264,8 @@ def format_profile(prof: dict) -> str:
     return "\n".join(lines)
 
 
-def _reference_img_s(r, data, device, x0, y0, warmup, windows, steps) -> float:
-    """The same architecture in a plain eager fp32 loop: what a hand-written script would do."""
+def _reference_step(r, data, device, x0, y0):
+    """One step of the same architecture in a plain eager fp32 loop: what a hand-written script does."""
     torch.manual_seed(r.train.seed)
     model = loop.build_model(r, data.num_classes, data.in_channels).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -248,8 +278,7 @@ def _reference_img_s(r, data, device, x0, y0, warmup, windows, steps) -> float:
         loss.backward()
         opt.step()
 
-    t = _windows(step, device, warmup, windows, steps)
-    return x.shape[0] / t.median
+    return step
 
 
 def _cycle(source):
@@ -285,7 +314,7 @@ def format_table(res: dict) -> str:
              ("MFU", f"{100 * res['mfu']:.1f} % of a measured {res['matmul_peak_flops'] / 1e12:.2f} TFLOP/s matmul peak")]
     if "ratio" in res:
         rows.append(("reference", f"{res['reference_img_s']:.0f} img/s (plain eager fp32 loop)"))
-        rows.append(("ratio", f"{res['ratio']:.1f}x"))
+        rows.append(("ratio", f"{res['ratio']:.2f}x"))
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 

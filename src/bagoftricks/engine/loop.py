@@ -713,7 +713,10 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                     ema.update(model, tk.ema_decay, skip=skipped)
                 # a bad step: a non-finite loss, or (without fp16's loss scaling, where an overflow is
                 # routine) non-finite gradients; max_bad_steps of them in a row stop the run
-                bad = skipped if not scaler.is_enabled() else ~torch.isfinite(loss.detach())
+                bad = skipped
+                if scaler.is_enabled():
+                    bad = ~torch.isfinite(loss.detach())
+                    bad = reduce_flag(bad) if reduce_flag is not None else bad  # every rank counts alike
                 meter.add(loss, y.shape[0], skipped, bad, gstep, tr.max_bad_steps)
                 global_done += 1
                 last = s + 1 == steps
@@ -728,8 +731,10 @@ def _train(r: Recipe, out: Path, dinfo, device, ckpt_path, state, progress, stop
                                         img_s=f"{meter.images * dinfo.world_size / max(el, 1e-9):.0f}", refresh=False)
                 test_stop = stop_after_steps and global_done >= stop_after_steps
                 local_sig = stop.signum or (signal.SIGTERM if test_stop else 0)
-                # ranks agree on a stop at the read-back steps (a collective); alone, every step
-                stop_sig = agree_stop(local_sig) if (readback or test_stop or not dinfo.enabled) else 0
+                # ranks agree on a stop (a collective and a host read) every step on CPU, where a host
+                # read costs nothing, and at the read-back steps on an accelerator; alone, every step
+                agree = readback or test_stop or not dinfo.enabled or device.type == "cpu"
+                stop_sig = agree_stop(local_sig) if agree else 0
                 periodic = tr.checkpoint_every_steps and (gstep + 1) % tr.checkpoint_every_steps == 0
                 if stop_sig:
                     stop.stopping = True  # torchrun's own SIGTERM to a stopping worker is not a second signal
