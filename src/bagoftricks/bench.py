@@ -22,7 +22,7 @@ from torch.profiler import record_function
 from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import loop
+from bagoftricks.engine import loop, runfolder
 
 
 @dataclass
@@ -167,7 +167,7 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     peak = max(peak_before, matmul_peak(device, tr.precision))
     train_ips = bs / t_train.median
     out = {
-        "device": str(device), "device_name": _device_name(device), "arch": r.model.arch,
+        "device": str(device), "device_name": runfolder.device_name(device), "arch": r.model.arch,
         "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
         "compile": tr.compile, "batch_size": bs, "threads": torch.get_num_threads(),
         "in_memory_data": data.in_memory,
@@ -292,11 +292,6 @@ def _cycle(source):
 def _rss_bytes() -> int:
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _device_name(device) -> str:
-    from bagoftricks.engine.runfolder import device_name
-    return device_name(device)
 
 
 def format_table(res: dict) -> str:

@@ -53,3 +53,45 @@ def test_disabled_scaler_is_plain_backward_and_step():
     assert not scaler.is_enabled()
     assert not bool(step_with_scaler(scaler, opt, (2 * p).sum()))
     assert torch.allclose(p.detach(), torch.full((3,), 0.8))
+
+
+def _fused(p):
+    from bagoftricks.tricks.fp16 import prepare_momentum
+    return prepare_momentum(torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, fused=True))
+
+
+def test_grads_nonfinite_flags_nan_and_inf_not_huge_values():
+    from bagoftricks.tricks.fp16 import grads_nonfinite
+    p = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([p], lr=0.1)
+    for value, flagged in [(1e30, False), (3e38, False), (float("inf"), True), (float("nan"), True), (-1.0, False)]:
+        p.grad = torch.tensor([0.0, value, 1.0, 2.0])
+        assert bool(grads_nonfinite(opt)) is flagged, value
+
+
+def test_fused_sgd_skips_a_non_finite_first_step_on_the_device():
+    """No loss scaling: a nan loss is skipped by the fused kernel; the momentum buffer stays zero
+    (a fused kernel skipping the very first step would otherwise leave it uninitialised)."""
+    from bagoftricks.tricks.fp16 import skips_on_device
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = _fused(p)
+    assert skips_on_device(opt)
+    skipped = step_with_scaler(loss_scaler(False, "cpu"), opt, (p * float("nan")).sum())
+    assert bool(skipped) and torch.equal(p.detach(), torch.ones(3))
+    assert torch.equal(opt.state[p]["momentum_buffer"], torch.zeros(3))
+
+
+def test_zeroed_momentum_then_fused_step_equals_plain_sgd():
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5))
+    b = torch.nn.Parameter(a.detach().clone())
+    plain = torch.optim.SGD([b], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    fused = _fused(a)
+    for step in range(3):
+        g = torch.randn(5)
+        for p, opt in ((a, fused), (b, plain)):
+            opt.zero_grad()
+            loss = (p * g).sum()
+            skipped = step_with_scaler(loss_scaler(False, "cpu"), opt, loss)
+            assert not bool(skipped)
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-7), step

@@ -28,14 +28,8 @@ def grads_nonfinite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if not grads:
         return torch.zeros((), dtype=torch.bool)
-    by_device: dict[torch.device, list[torch.Tensor]] = {}
-    for t in grads:
-        by_device.setdefault(t.device, []).append(t)
-    flags = [~torch.isfinite(torch.stack(torch._foreach_norm(ts, float("inf")))).any() for ts in by_device.values()]
-    flag = flags[0]
-    for f in flags[1:]:
-        flag = flag | f.to(flag.device)
-    return flag
+    norms = torch._foreach_norm(grads, float("inf"))
+    return ~torch.isfinite(torch.stack([n.to(grads[0].device) for n in norms])).all()
 
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
