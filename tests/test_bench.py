@@ -35,8 +35,6 @@ def test_bench_profile_splits_the_step_by_phase_and_operator(tmp_path, capsys):
     assert prof["steps"] == 2
     assert set(prof["phases_ms"]) == {"data+augment", "forward+loss", "backward+step"}
     assert all(v > 0 for v in prof["phases_ms"].values())
-    # backward (two convolutions' worth of work per forward one, plus the step) costs more than forward
-    assert prof["phases_ms"]["backward+step"] > prof["phases_ms"]["forward+loss"]
     cats = prof["categories_ms"]
     assert cats["convolution"] > 0 and cats["batch norm"] > 0 and cats["optimizer"] > 0
     assert list(cats.values()) == sorted(cats.values(), reverse=True)
