@@ -27,6 +27,16 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _finish_per_epoch(fig: Figure, ax, ylabel: str, title: str, path: Path) -> Path:
+    """Labels, grid and legend of a curve-per-row plot against epochs, then save it."""
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def _lr_points(cell, max_points: int = 1500):
     """(epochs, lrs) per iteration from the cell's recipe and steps per epoch; per epoch as a fallback."""
     from bagoftricks.engine.loop import lr_at
@@ -62,12 +72,7 @@ def lr_schedule(sweep, path: Path) -> Path | None:
         drawn += 1
     if not drawn:
         return None
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("learning rate")
-    ax.set_title(f"{sweep.name}: learning rate per iteration (Figure 3a)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish_per_epoch(fig, ax, "learning rate", f"{sweep.name}: learning rate per iteration (Figure 3a)", path)
 
 
 def val_curves(sweep, path: Path) -> Path | None:
@@ -92,12 +97,8 @@ def val_curves(sweep, path: Path) -> Path | None:
         drawn += 1
     if not drawn:
         return None
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.set_title(f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _finish_per_epoch(fig, ax, "validation top-1 (%)",
+                             f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)", path)
 
 
 def delta_bars(sweep, path: Path) -> Path | None:
