@@ -136,8 +136,12 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
     # the recipe and the plain fp32 reference take their timed windows in turn: the ratio compares
     # them on the same machine state (a shared CPU's speed drifts by tens of percent over minutes)
-    fns = [train_step] + ([_reference_step(r, data, device, x0, y0)] if reference else [])
-    timings = _interleaved(fns, device, warmup, windows, steps)
+    fns = [train_step]
+    if reference:
+        fns.append(_reference_step(r, data, device, x0, y0))
+        for _ in range(warmup):
+            fns[1]()
+    timings = _interleaved(fns, device, 0, windows, steps)  # both are warm now
     t_train = timings[0]
     prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
     bs = tr.batch_size
