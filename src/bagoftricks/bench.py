@@ -233,7 +233,7 @@ def profile(step, device: torch.device, steps: int, trace: str = "") -> dict:
     if trace:
         prof.export_chrome_trace(trace)
     on_gpu = device.type == "cuda"
-    phases = {ph: 0.0 for ph in PHASES}
+    phases = dict.fromkeys(PHASES, 0.0)
     cats: dict[str, float] = {}
     ops = []
     for ev in prof.key_averages():

@@ -11,15 +11,9 @@ from pathlib import Path
 
 from bagoftricks import __version__
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+from bagoftricks.errors import BadInput, RunFailure, TrainingInterrupted, UsageError, exit_code
 
-
-def _bad_input_types():
-    from bagoftricks.data import DataError
-    from bagoftricks.engine.checkpoint import CheckpointError
-    from bagoftricks.engine.loop import UsageError
-    from bagoftricks.recipe import RecipeError
-    return (RecipeError, DataError, UsageError, CheckpointError)
+EXIT_OK = 0
 
 
 def _add_recipe_args(p: argparse.ArgumentParser) -> None:
@@ -37,7 +31,7 @@ def cmd_show(args) -> int:
 
 def cmd_train(args) -> int:
     from bagoftricks import recipe
-    from bagoftricks.engine import UsageError, train
+    from bagoftricks.engine import train
     if args.resume:
         if args.recipe or args.overrides:
             raise UsageError("--resume continues a run with the recipe saved in its folder; "
@@ -71,7 +65,6 @@ def cmd_eval(args) -> int:
 
 def cmd_flops(args) -> int:
     from bagoftricks import models
-    from bagoftricks.engine import UsageError
     try:
         size = args.image_size or models.default_image_size(args.model)
         m = models.build_model(args.model, args.num_classes, args.in_channels, variant=args.variant,
@@ -148,14 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_later_commands(sub) -> None:
-    """Commands that live in their own modules (ablate, report, bench) register here when present."""
+    """Commands that live in their own modules register their parsers here (a broken import fails loudly)."""
+    import importlib
     for modname in ("bagoftricks.ablate", "bagoftricks.report", "bagoftricks.bench"):
-        try:
-            mod = __import__(modname, fromlist=["add_cli"])
-        except ImportError:
-            continue
-        if hasattr(mod, "add_cli"):
-            mod.add_cli(sub)
+        importlib.import_module(modname).add_cli(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,25 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SystemExit:
         raise
-    except BaseException as e:  # noqa: BLE001 - mapped to exit codes below
-        from bagoftricks.engine.loop import TrainingInterrupted
+    except BaseException as e:  # noqa: BLE001 - mapped to exit codes by errors.exit_code
         if isinstance(e, TrainingInterrupted):
             print(f"stopped: {e}", file=sys.stderr)
-            return 128 + int(e.signum)
-        if isinstance(e, KeyboardInterrupt):
+        elif isinstance(e, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
-            return 130
-        if args.debug:
-            traceback.print_exc()
-        from bagoftricks.engine.checkpoint import CheckpointWriteError
-        if isinstance(e, CheckpointWriteError):  # disk full while saving: not bad input; names the file
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_FAIL
-        if isinstance(e, _bad_input_types()):
-            print(f"error: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_FAIL
+        else:
+            if args.debug:
+                traceback.print_exc()
+            # our own errors name the field, file or value; anything else also names its type
+            known = isinstance(e, (BadInput, RunFailure))
+            print(f"error: {e}" if known else f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":

@@ -20,9 +20,7 @@ from typing import Any
 
 import yaml
 
-
-class RecipeError(ValueError):
-    """A recipe value or key is invalid; the message names the field."""
+from bagoftricks.errors import RecipeError
 
 
 @dataclass(frozen=True)
@@ -239,6 +237,17 @@ def to_dict(recipe: Recipe) -> dict:
         sec = dataclasses.asdict(getattr(recipe, sname))
         out[sname] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in sec.items()}
     return out
+
+
+def flat(recipe: Recipe) -> dict[str, Any]:
+    """{"section.field": value} for every field (tuples as lists, as in YAML)."""
+    return {f"{s}.{k}": v for s, sec in to_dict(recipe).items() for k, v in sec.items()}
+
+
+def diff(a: Recipe, b: Recipe, ignore: tuple[str, ...] | frozenset[str] = ()) -> list[tuple[str, Any, Any]]:
+    """The fields where two recipes differ, as (key, value in a, value in b), in field order."""
+    fa, fb = flat(a), flat(b)
+    return [(k, fa[k], fb[k]) for k in fa if k not in ignore and fa[k] != fb[k]]
 
 
 def dump(recipe: Recipe) -> str:

@@ -16,6 +16,7 @@ import time
 import pytest
 import torch
 
+from bagoftricks import files
 from bagoftricks.cli import main
 from bagoftricks.engine import checkpoint as ckpt
 from bagoftricks.engine.checkpoint import (CheckpointWriteError, list_checkpoints, load_checkpoint,
@@ -114,7 +115,7 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     run = tmp_path / "run"
     save_checkpoint(run, _state(1), 1, keep=1)
     real = os.fdopen
-    monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, *a, **k: _FullDisk(real(fd, *a, **k), 100_000))
+    monkeypatch.setattr(files.os, "fdopen", lambda fd, *a, **k: _FullDisk(real(fd, *a, **k), 100_000))
     with pytest.raises(CheckpointWriteError, match=r"step-000000002\.pt: disk full"):
         save_checkpoint(run, _state(2), 2, keep=1)
     monkeypatch.undo()

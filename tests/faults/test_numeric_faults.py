@@ -5,7 +5,6 @@
 * train.max_bad_steps consecutive non-finite losses stop the run: exit 1, the message names the step.
 * Weights that went non-finite are never checkpointed: the run stops with an error instead.
 """
-import pytest
 import torch
 
 from bagoftricks import recipe

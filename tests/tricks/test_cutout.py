@@ -22,7 +22,7 @@ def test_cutout_zeroes_exactly_the_clipped_square():
         expected[max(0, y0):y0 + 4, max(0, x0):x0 + 4] = 0
         for c in range(C):
             assert torch.equal(out[i, c], expected)
-        if 0 <= y0 and y0 + 4 <= H and 0 <= x0 and x0 + 4 <= W:
+        if y0 >= 0 and y0 + 4 <= H and x0 >= 0 and x0 + 4 <= W:
             inside += 1
             assert (out[i] == 0).sum().item() == C * size * size
     assert 0 < inside < B  # both fully-inside and clipped boxes were exercised

@@ -8,7 +8,9 @@
 """
 
 from .batches import LoaderBatches, MemoryBatches, eval_batches
-from .common import DataError, TensorDataset, derive_seed
+from bagoftricks.errors import DataError
+
+from .common import TensorDataset, derive_seed
 from .fetch import download
 from .imagefolder import ImageFolderDataset
 from .registry import DATASETS, DEFAULT_ROOTS, MEMORY_LIMIT_BYTES, dataset_stats, load_split

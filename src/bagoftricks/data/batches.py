@@ -24,7 +24,7 @@ path gives the same batches with any number of workers.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -145,7 +145,7 @@ class _SeededView(Dataset):
 class _EpochBatchSampler(Sampler):
     """Yields this rank's batches of (epoch, index) for the epoch/start step set by the owner."""
 
-    def __init__(self, owner: "LoaderBatches") -> None:
+    def __init__(self, owner: LoaderBatches) -> None:
         self.owner = owner
         self.epoch = 0
         self.start_step = 0

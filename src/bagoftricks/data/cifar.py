@@ -19,7 +19,9 @@ import warnings
 import numpy as np
 import torch
 
-from .common import DataError, TensorDataset
+from bagoftricks.errors import DataError
+
+from .common import TensorDataset
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

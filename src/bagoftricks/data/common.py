@@ -1,4 +1,4 @@
-"""Types shared by every dataset reader: the error users see, the in-memory split, seed derivation."""
+"""Types shared by every dataset reader: the in-memory split and seed derivation."""
 
 from __future__ import annotations
 
@@ -7,14 +7,6 @@ import struct
 from dataclasses import dataclass, field
 
 import torch
-
-
-class DataError(ValueError):
-    """Bad user data or paths.
-
-    The message always names the file or folder at fault and, for size problems, the expected and the
-    actual number of bytes, so the user can tell a truncated download from a wrong file.
-    """
 
 
 @dataclass

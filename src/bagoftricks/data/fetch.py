@@ -22,7 +22,7 @@ import tempfile
 import urllib.request
 import zlib
 
-from .common import DataError
+from bagoftricks.errors import DataError
 
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"

@@ -16,7 +16,9 @@ import zlib
 import numpy as np
 import torch
 
-from .common import DataError, TensorDataset
+from bagoftricks.errors import DataError
+
+from .common import TensorDataset
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801

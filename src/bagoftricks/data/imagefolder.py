@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 
-from .common import DataError, TensorDataset, derive_seed
+from bagoftricks.errors import DataError
+
+from .common import TensorDataset, derive_seed
 
 _CHUNK = 64
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 
-from .common import DataError, TensorDataset
+from bagoftricks.errors import DataError
+
+from .common import TensorDataset
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 DEFAULT_ROOTS = {

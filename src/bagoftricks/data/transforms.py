@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -189,9 +189,9 @@ def sample_params(batch: int, H: int, W: int, generator: torch.Generator | None 
         ok = valid.any(dim=1)
         w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
         # Fallback: the whole image, narrowed to the ratio range (torchvision's rule).
-        if W / H < r0:
+        if r0 > W / H:
             fw, fh = W, min(H, round(W / r0))
-        elif W / H > r1:
+        elif r1 < W / H:
             fw, fh = min(W, round(H * r1)), H
         else:
             fw, fh = W, H

@@ -9,26 +9,17 @@ reads it.
 from __future__ import annotations
 
 import errno
-import json
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from bagoftricks.errors import CheckpointError, CheckpointWriteError
+from bagoftricks.files import atomic_write, atomic_write_text
+
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{9})\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or read; the message names the file."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """A checkpoint could not be written (disk full, I/O error). The previous checkpoint is untouched
-    and still 'latest'. Not the user's input at fault: the command line exits 1, not 2."""
 
 
 def _os_error(e: BaseException) -> OSError | None:
@@ -47,67 +38,17 @@ def _reason(e: OSError) -> str:
     return "disk full" if e.errno == errno.ENOSPC else (e.strerror or str(e))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def atomic_torch_save(obj, path: Path) -> None:
     """torch.save through a temp file + rename; on any error (ENOSPC...) nothing is left behind and a
     CheckpointWriteError names the file."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(e)}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        ose = _os_error(e) if isinstance(e, Exception) else None
+        atomic_write(path, lambda f: torch.save(obj, f))
+    except Exception as e:
+        ose = _os_error(e)
         if ose is not None:
             raise CheckpointWriteError(f"could not write checkpoint {path}: {_reason(ose)}") from e
         raise
-    _fsync_dir(path.parent)
 
 
 def checkpoint_path(run_dir: Path, global_step: int) -> Path:
@@ -206,7 +147,3 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
     return p
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

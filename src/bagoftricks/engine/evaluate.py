@@ -1,7 +1,6 @@
 """`bagoftricks eval`: rebuild a checkpoint's model and data from its saved recipe and score it."""
 from __future__ import annotations
 
-import torch
 
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist

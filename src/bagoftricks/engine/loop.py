@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import math
 import os
 import signal
 import sys
@@ -26,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -38,32 +36,10 @@ from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder, syncbn
-from bagoftricks.engine.checkpoint import (CKPT_DIR, CheckpointError, CheckpointWriteError, load_checkpoint,
+from bagoftricks.errors import (CheckpointError, CheckpointWriteError, NonFiniteLoss, TrainingInterrupted, UsageError)
+from bagoftricks.engine.checkpoint import (CKPT_DIR, load_checkpoint,
                                            newest_valid_checkpoint, resolve_checkpoint, save_checkpoint)
 from bagoftricks.recipe import Recipe
-
-
-class UsageError(ValueError):
-    """Bad input detected by the engine (run folder, teacher, device); exit code 2."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM: a checkpoint was written at a step boundary; exit 128 + signal.
-
-    Under torchrun every rank raises it at the same global step, with the signal any rank received;
-    `checkpoint` is the file rank 0 wrote (None on the other ranks).
-    """
-
-    def __init__(self, signum: int, checkpoint: Path | None, global_step: int | None = None):
-        at = f" at global step {global_step}" if global_step is not None else ""
-        super().__init__(f"stopped by signal {int(signum)}{at}; checkpoint {checkpoint}")
-        self.signum = int(signum)
-        self.checkpoint = checkpoint
-        self.global_step = global_step
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss was not finite for train.max_bad_steps consecutive steps."""
 
 
 def derive_seed(*parts: int) -> int:
@@ -802,7 +778,7 @@ class _StepMeter:
     from the `previous` meter (the run stops naming that exact step, read back a little later).
     """
 
-    def __init__(self, device: torch.device, previous: "_StepMeter | None" = None):
+    def __init__(self, device: torch.device, previous: _StepMeter | None = None):
         z = lambda dtype: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
         self.loss_sum, self.seen, self.skipped = z(torch.float64), z(torch.float64), z(torch.int64)
         self.images = 0  # images stepped over, host-side (for img/s)

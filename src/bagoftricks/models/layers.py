@@ -7,7 +7,7 @@ Everything here is a plain ``nn.Module`` or a pure function of a module; nothing
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

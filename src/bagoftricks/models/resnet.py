@@ -39,7 +39,7 @@ Module names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1``… ``fc
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -21,7 +21,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["add_cli", "make_report"]
 

@@ -8,7 +8,7 @@ no scaling: pass enabled=False for it and for fp32.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
