@@ -21,7 +21,7 @@ from PIL import Image
 
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import loop
+from bagoftricks.engine import setup
 
 
 def make_folder(root: Path, images: int, classes: int = 8, seed: int = 0) -> None:
@@ -43,7 +43,7 @@ def measure(root: Path, workers: int, batch: int) -> float:
     r = brecipe.validate(brecipe.apply_overrides(brecipe.Recipe(), [
         "data.name=imagefolder", f"data.root={root}", "data.image_size=224", "data.augment=paper",
         "data.in_memory=never", f"data.workers={workers}", f"train.batch_size={batch}", "train.device=cpu"]))
-    data = loop.build_data(r, torch.device("cpu"), bdist.DistInfo())
+    data = setup.build_data(r, torch.device("cpu"), bdist.DistInfo())
     for _ in data.train.epoch(0):  # warm: workers up, files in the page cache
         pass
     n, t = 0, None

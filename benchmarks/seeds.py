@@ -39,7 +39,8 @@ def main() -> int:
             (out / "bench_wall.json").write_text(json.dumps({"process_wall_seconds": wall}))
         final = json.loads((out / "final.json").read_text())
         wall_file = out / "bench_wall.json"
-        wall = json.loads(wall_file.read_text())["process_wall_seconds"] if wall_file.is_file() else final["wall_seconds"]
+        wall = (json.loads(wall_file.read_text())["process_wall_seconds"] if wall_file.is_file()
+                else final["wall_seconds"])
         rows.append((seed, final["val_top1"], wall))
         print(f"seed {seed}: top-1 {final['val_top1']:.2f} %, {wall:.0f} s", flush=True)
     tops = [r[1] for r in rows]

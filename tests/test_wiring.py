@@ -12,10 +12,11 @@ from PIL import Image
 
 from bagoftricks import recipe
 from bagoftricks.data import DataError
-from bagoftricks.engine import loop
+from bagoftricks.engine import loop, setup, step
 from bagoftricks.engine.checkpoint import list_checkpoints
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.errors import NonFiniteLoss, TrainingInterrupted, UsageError
 
 BASE = {
     "model": {"arch": "resnet20", "width": 4},
@@ -39,36 +40,29 @@ def _tensor_sig(t: torch.Tensor):
 
 
 def observe(r: recipe.Recipe) -> dict:
-    """What a recipe does before and during one training step, as comparable values."""
-    data = loop.build_data(r, CPU, DistInfo())
-    model = loop.setup_model(r, data.num_classes, data.in_channels, CPU, DistInfo())
-    steps = data.train.steps_per_epoch
-    opt = loop.make_optimizer(r, model, loop.lr_at(r, 0, steps))
-    teacher = (loop.load_teacher(r.tricks.distill_teacher, data.num_classes, CPU, r.train.channels_last)
-               if r.tricks.distill_teacher else None)
+    """What a recipe does before and during one training step, as comparable values.
+
+    The loss is that of the engine's own training step (`TrainStep`, epoch 0 step 0), the function
+    the loop and `bench` call.
+    """
+    t = setup.setup_training(r, CPU, DistInfo())
+    steps, model, data = t.steps_per_epoch, t.model, t.data
     x, y = next(iter(data.train.epoch(0)))
     out = {
         "model": (str(model), [(_tensor_sig(p), p.stride()) for p in model.state_dict().values()]),
         "groups": [(g.get("name"), g["weight_decay"], g["momentum"], g["nesterov"], len(g["params"]))
-                   for g in opt.param_groups],
-        "lr": [round(loop.lr_at(r, s, steps), 12) for s in range(steps * r.train.epochs)],
+                   for g in t.optimizer.param_groups],
+        "lr": [round(setup.scheduled_lr(r, s, steps), 12) for s in range(steps * r.train.epochs)],
         "batch": (_tensor_sig(x), x.is_contiguous(memory_format=torch.channels_last), y.tolist(), steps,
                   type(data.train).__name__),
     }
-    tx = next(iter(loop.bdata.eval_batches(data.test, 8, data.eval_transform, CPU)))[0]
+    tx = next(iter(setup.bdata.eval_batches(data.test, 8, data.eval_transform, CPU)))[0]
     out["eval"] = _tensor_sig(tx)
     for name, epoch in (("first", 0), ("last", r.train.epochs - 1)):
         g = torch.Generator().manual_seed(7)
-        xb, targets = loop.prepare_batch(r, x.clone(), y, data.num_classes, epoch, g, teacher is not None)
+        xb, targets = step.prepare_batch(r, x.clone(), y, data.num_classes, epoch, g, t.teacher is not None)
         out[f"prepared_{name}"] = (_tensor_sig(xb), None if targets is None else _tensor_sig(targets))
-    g = torch.Generator().manual_seed(7)
-    xb, targets = loop.prepare_batch(r, x.clone(), y, data.num_classes, 0, g, teacher is not None)
-    torch.manual_seed(3)
-    model.train()
-    with loop.autocast(r.train.precision, CPU):
-        logits = model(xb)
-        tlogits = teacher(xb) if teacher is not None else None
-    out["loss"] = round(loop.compute_loss(r, logits, y, targets, tlogits).item(), 7)
+    out["loss"] = round(t.step(x.clone(), y, 0, 0).loss.item(), 7)
     return out
 
 
@@ -192,8 +186,8 @@ def test_field_changes_what_it_promises(key, folder, teacher):
 # ------------------------------------------------------------------------------ run-level fields
 def test_sync_bn_converts_batchnorm_under_distributed():
     two = DistInfo(rank=0, world_size=2)
-    m_off = loop.setup_model(make(), 4, 3, CPU, two)
-    m_on = loop.setup_model(make("model.sync_bn=true"), 4, 3, CPU, two)
+    m_off = setup.setup_model(make(), 4, 3, CPU, two)
+    m_on = setup.setup_model(make("model.sync_bn=true"), 4, 3, CPU, two)
     kinds = lambda m: {type(x).__name__ for x in m.modules()}  # noqa: E731
     assert "SyncBatchNorm" in kinds(m_on) and "SyncBatchNorm" not in kinds(m_off)
 
@@ -208,10 +202,10 @@ def test_root_selects_the_folder(tmp_path):
 def test_strict_turns_a_skip_into_an_error(tmp_path):
     root = _write_folder(tmp_path / "f")
     (root / "train" / "class0" / "broken.png").write_bytes(b"")
-    data = loop.build_data(make("data.name=imagefolder", f"data.root={root}"), CPU, DistInfo())
+    data = setup.build_data(make("data.name=imagefolder", f"data.root={root}"), CPU, DistInfo())
     assert data.skipped == 1
     with pytest.raises(DataError, match="broken.png"):
-        loop.build_data(make("data.name=imagefolder", f"data.root={root}", "data.strict=true"), CPU, DistInfo())
+        setup.build_data(make("data.name=imagefolder", f"data.root={root}", "data.strict=true"), CPU, DistInfo())
 
 
 def test_download_fetches_missing_files(tmp_path, monkeypatch):
@@ -225,17 +219,18 @@ def test_download_fetches_missing_files(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "download", fake_download)
     r_off = make("data.name=fashion_mnist", f"data.root={tmp_path}")
     with pytest.raises(DataError):
-        loop.build_data(r_off, CPU, DistInfo())
+        setup.build_data(r_off, CPU, DistInfo())
     assert calls == []
     with pytest.raises(DataError):
-        loop.build_data(make("data.name=fashion_mnist", f"data.root={tmp_path}", "data.download=true"), CPU, DistInfo())
+        r_on = make("data.name=fashion_mnist", f"data.root={tmp_path}", "data.download=true")
+        setup.build_data(r_on, CPU, DistInfo())
     assert calls and calls[0][0] == "fashion_mnist"
 
 
 def test_workers_and_timeout_reach_the_loader(folder):
     r = make("data.name=imagefolder", f"data.root={folder}", "data.in_memory=never", "data.workers=1",
              "data.timeout=7")
-    src = loop.build_data(r, CPU, DistInfo()).train
+    src = setup.build_data(r, CPU, DistInfo()).train
     assert (src.workers, src.timeout) == (1, 7.0)
     assert src.loader.num_workers == 1 and src.loader.timeout == 7.0
     src.close()
@@ -259,8 +254,8 @@ def test_compile_wraps_the_model(tmp_path, monkeypatch):
 
 def test_device_is_resolved_and_recorded(tmp_path):
     if not torch.cuda.is_available():
-        with pytest.raises(loop.UsageError, match="train.device"):
-            loop.resolve_device("cuda")
+        with pytest.raises(UsageError, match="train.device"):
+            setup.resolve_device("cuda")
     loop.train(make("train.epochs=1", "train.device=cpu"), tmp_path / "r", progress=False)
     assert json.loads((tmp_path / "r" / "env.json").read_text())["device"] == "cpu"
 
@@ -293,13 +288,13 @@ def test_eval_every(tmp_path):
 
 def test_eval_batch_size_reaches_evaluation(tmp_path, monkeypatch):
     seen = []
-    real = loop.bdata.eval_batches
+    real = setup.bdata.eval_batches
 
     def spy(ds, batch_size, *a, **k):
         seen.append(batch_size)
         return real(ds, batch_size, *a, **k)
 
-    monkeypatch.setattr(loop.bdata, "eval_batches", spy)
+    monkeypatch.setattr(setup.bdata, "eval_batches", spy)
     loop.train(make("train.epochs=1"), tmp_path / "a", progress=False)
     loop.train(make("train.epochs=1", "train.eval_batch_size=5"), tmp_path / "b", progress=False)
     assert seen == [32, 5]
@@ -325,16 +320,16 @@ def test_log_every_steps_sets_the_readback_cadence(tmp_path, monkeypatch):
 
 def test_max_bad_steps(tmp_path):
     for n in (1, 3):
-        with pytest.raises(loop.NonFiniteLoss, match=f"for {n} consecutive steps") as e:
+        with pytest.raises(NonFiniteLoss, match=f"for {n} consecutive steps") as e:
             loop.train(make("optim.lr=1e30", f"train.max_bad_steps={n}"), tmp_path / f"r{n}", progress=False)
         assert "step" in str(e.value)
 
 
 def test_resume_auto_continues_instead_of_refusing(tmp_path):
     r = make("train.epochs=2")
-    with pytest.raises(loop.TrainingInterrupted):
+    with pytest.raises(TrainingInterrupted):
         loop.train(r, tmp_path / "r", progress=False, stop_after_steps=5)
-    with pytest.raises(loop.UsageError, match="--resume"):
+    with pytest.raises(UsageError, match="--resume"):
         loop.train(r, tmp_path / "r", progress=False)
     final = loop.train(make("train.epochs=2", "train.resume=auto"), tmp_path / "r", progress=False)
     assert final["epoch"] == 2

@@ -22,7 +22,8 @@ from torch.profiler import record_function
 from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import loop, runfolder
+from bagoftricks.engine import runfolder, setup
+from bagoftricks.errors import UsageError
 
 
 @dataclass
@@ -86,50 +87,34 @@ def _once(fn, device) -> float:
 
 def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: int = 5, reference: bool = True,
               loader: bool = True, profile_steps: int = 0, trace: str = "") -> dict:
+    """Time the recipe's own training step (the engine's `TrainStep`), evaluation and loader.
+
+    The step runs as in training (lr schedule, seeded generators, every per-step trick) over batches
+    from the recipe's own training data, epoch 0, steps 0, 1, 2, ...
+    """
     brecipe.validate(r)
     if r.train.threads:
         torch.set_num_threads(r.train.threads)
     dinfo = bdist.DistInfo()
-    device = loop.resolve_device(r.train.device, dinfo)
-    data = loop.build_data(r, device, dinfo)
-    tr = r.train
-    model = loop.setup_model(r, data.num_classes, data.in_channels, device, dinfo)
-    train_model = torch.compile(model) if tr.compile else model
-    steps_per_epoch = data.train.steps_per_epoch
-    optimizer = loop.make_optimizer(r, model, loop.lr_at(r, 0, steps_per_epoch))
-    scaler = loop.tricks.loss_scaler(tr.precision == "fp16", device.type)
-    teacher = (loop.load_teacher(r.tricks.distill_teacher, data.num_classes, device, tr.channels_last)
-               if r.tricks.distill_teacher else None)
-
+    device = setup.resolve_device(r.train.device, dinfo)
+    t = setup.setup_training(r, device, dinfo)
+    setup.wrap_for_training(t)
     # the matmul peak is measured before and after the model and the best kept: a busy or throttled
     # moment during one of the two measurements must not inflate the MFU
-    peak_before = matmul_peak(device, tr.precision)
-    batches = _cycle(data.train)
+    peak_before = matmul_peak(device, r.train.precision)
+    batches = _cycle(t.data.train)
     x0, y0 = next(batches)
-    gen = torch.Generator(device=device).manual_seed(tr.seed)
-    hgen = torch.Generator().manual_seed(tr.seed + 1)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    counter = [0]
 
     def train_step():
         with record_function("data+augment"):
             x, y = next(batches)
-            if tr.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            x, targets = loop.prepare_batch(r, x, y, data.num_classes, 0, gen, teacher is not None, host_generator=hgen)
-        with record_function("forward+loss"):
-            with loop.autocast(tr.precision, device):
-                logits = train_model(x)
-                tl = None
-                if teacher is not None:
-                    with torch.no_grad():
-                        tl = teacher(x)
-            loss = loop.compute_loss(r, logits, y, targets, tl)
-        optimizer.zero_grad(set_to_none=True)
-        with record_function("backward+step"):
-            loop.tricks.step_with_scaler(scaler, optimizer, loss)
+        t.step(x, y, 0, counter[0] % t.steps_per_epoch)
+        counter[0] += 1
 
-    model.train()
+    t.step.module.train()
     for _ in range(max(warmup, 1)):
         train_step()
     _sync(device)
@@ -138,57 +123,62 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     # them on the same machine state (a shared CPU's speed drifts by tens of percent over minutes)
     fns = [train_step]
     if reference:
-        fns.append(_reference_step(r, data, device, x0, y0))
+        fns.append(_reference_step(r, t.data, device, x0, y0))
         for _ in range(warmup):
             fns[1]()
     timings = _interleaved(fns, device, 0, windows, steps)  # both are warm now
-    t_train = timings[0]
     prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
-    bs = tr.batch_size
-
-    eval_bs = tr.eval_batch_size or 2 * bs
-    xe = x0.repeat((eval_bs + bs - 1) // bs, 1, 1, 1)[:eval_bs]
-    if tr.channels_last:
-        xe = xe.contiguous(memory_format=torch.channels_last)
-
-    @torch.no_grad()
-    def eval_step():
-        with loop.autocast(tr.precision, device):
-            model(xe)
-
-    model.eval()
-    t_eval = _windows(eval_step, device, max(1, warmup // 2), windows, steps)
-    model.train()
-
-    t_load = None
-    if loader:
-        fresh = _cycle(data.train)
-        t_load = _windows(lambda: next(fresh), device, 2, windows, steps)
-
-    size = r.data.image_size
-    _, macs = bmodels.count_params_macs(loop.build_model(r, data.num_classes, data.in_channels),
-                                        (data.in_channels, size, size))
-    peak = max(peak_before, matmul_peak(device, tr.precision))
-    train_ips = bs / t_train.median
-    out = {
-        "device": str(device), "device_name": runfolder.device_name(device), "arch": r.model.arch,
-        "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
-        "compile": tr.compile, "batch_size": bs, "threads": torch.get_num_threads(),
-        "in_memory_data": data.in_memory,
-        "train_img_s": train_ips, "eval_img_s": eval_bs / t_eval.median,
-        "loader_img_s": (bs / t_load.median) if t_load else None,
-        "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": peak,
-        "mfu": 2 * macs * 3 * train_ips / peak,
-        "train_windows_s": t_train.runs,
-    }
+    out = _results(r, t, device, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
+                   _loader_timing(t, windows, steps) if loader else None,
+                   max(peak_before, matmul_peak(device, r.train.precision)), peak_mem)
     if prof is not None:
         out["profile"] = prof
     if reference:
         ref = x0.shape[0] / timings[1].median
-        out["reference_img_s"] = ref
-        out["reference_windows_s"] = timings[1].runs
-        out["ratio"] = train_ips / ref
+        out.update(reference_img_s=ref, reference_windows_s=timings[1].runs, ratio=out["train_img_s"] / ref)
     return out
+
+
+def _eval_timing(r: brecipe.Recipe, t: setup.Training, x0: torch.Tensor, warmup: int, windows: int,
+                 steps: int) -> Timing:
+    bs, eval_bs = r.train.batch_size, setup.eval_batch_size(r)
+    xe = x0.repeat((eval_bs + bs - 1) // bs, 1, 1, 1)[:eval_bs]
+    if r.train.channels_last:
+        xe = xe.contiguous(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def eval_step():
+        with setup.autocast(r.train.precision, t.device):
+            t.model(xe)
+
+    t.model.eval()
+    timing = _windows(eval_step, t.device, max(1, warmup // 2), windows, steps)
+    t.model.train()
+    return timing
+
+
+def _loader_timing(t: setup.Training, windows: int, steps: int) -> Timing:
+    fresh = _cycle(t.data.train)
+    return _windows(lambda: next(fresh), t.device, 2, windows, steps)
+
+
+def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train: Timing, t_eval: Timing,
+             t_load: Timing | None, peak: float, peak_mem: int) -> dict:
+    tr, data, size = r.train, t.data, r.data.image_size
+    _, macs = bmodels.count_params_macs(setup.recipe_model(r, data.num_classes, data.in_channels),
+                                        (data.in_channels, size, size))
+    train_ips = tr.batch_size / t_train.median
+    return {
+        "device": str(device), "device_name": runfolder.device_name(device), "arch": r.model.arch,
+        "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
+        "compile": tr.compile, "batch_size": tr.batch_size, "threads": torch.get_num_threads(),
+        "in_memory_data": data.in_memory,
+        "train_img_s": train_ips, "eval_img_s": setup.eval_batch_size(r) / t_eval.median,
+        "loader_img_s": (tr.batch_size / t_load.median) if t_load else None,
+        "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": peak,
+        "mfu": 2 * macs * 3 * train_ips / peak,
+        "train_windows_s": t_train.runs,
+    }
 
 
 # Operator categories for the profile, first match wins (names as torch.profiler reports them).
@@ -271,7 +261,7 @@ def format_profile(prof: dict) -> str:
 def _reference_step(r, data, device, x0, y0):
     """One step of the same architecture in a plain eager fp32 loop: what a hand-written script does."""
     torch.manual_seed(r.train.seed)
-    model = loop.build_model(r, data.num_classes, data.in_channels).to(device).train()
+    model = setup.recipe_model(r, data.num_classes, data.in_channels).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = x0.float().contiguous()
     y = y0
@@ -288,8 +278,7 @@ def _reference_step(r, data, device, x0, y0):
 def _cycle(source):
     epoch = 0
     while True:
-        for batch in source.epoch(epoch):
-            yield batch
+        yield from source.epoch(epoch)
         epoch += 1
 
 
@@ -309,8 +298,9 @@ def format_table(res: dict) -> str:
     if res.get("loader_img_s") is not None:
         rows.append(("data loader", f"{res['loader_img_s']:.0f} img/s "
                                     f"({'in-memory batched' if res['in_memory_data'] else 'per-image workers'})"))
+    peak = res["matmul_peak_flops"] / 1e12
     rows += [("peak memory", f"{res['peak_memory_bytes'] / 2**20:.0f} MiB"),
-             ("MFU", f"{100 * res['mfu']:.1f} % of a measured {res['matmul_peak_flops'] / 1e12:.2f} TFLOP/s matmul peak")]
+             ("MFU", f"{100 * res['mfu']:.1f} % of a measured {peak:.2f} TFLOP/s matmul peak")]
     if "ratio" in res:
         rows.append(("reference", f"{res['reference_img_s']:.0f} img/s (plain eager fp32 loop)"))
         rows.append(("ratio", f"{res['ratio']:.2f}x"))
@@ -319,7 +309,6 @@ def format_table(res: dict) -> str:
 
 
 def cmd_bench(args) -> int:
-    from bagoftricks.engine.loop import UsageError
     if args.profile < 0:
         raise UsageError(f"bench: --profile N must be >= 0 (0 = no profile), got {args.profile}")
     if args.trace and not args.profile:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bagoftricks import __version__
 
-from bagoftricks.errors import BadInput, RunFailure, TrainingInterrupted, UsageError, exit_code
+from bagoftricks.errors import BadInput, TrainingInterrupted, UsageError, exit_code
 
 EXIT_OK = 0
 
@@ -162,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if args.debug:
                 traceback.print_exc()
-            # our own errors name the field, file or value; anything else also names its type
-            known = isinstance(e, (BadInput, RunFailure))
-            print(f"error: {e}" if known else f"error: {type(e).__name__}: {e}", file=sys.stderr)
+            # bad input: the message names the field, file or value; a failure also names its kind
+            print(f"error: {e}" if isinstance(e, BadInput) else f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return exit_code(e)
 
 

@@ -65,7 +65,7 @@ class Proc:
             return self.p.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill_tree()
-            raise AssertionError(f"process did not end within {timeout} s; output:\n{self.output()[-4000:]}")
+            raise AssertionError(f"process did not end within {timeout} s; output:\n{self.output()[-4000:]}") from None
         finally:
             self._f.flush()
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from bagoftricks import recipe
-from bagoftricks.engine import loop
+from bagoftricks.engine import loop, setup
+from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.engine.runfolder import read_metrics
 from tests.distributed.launch import FAULT_STEPS, final_state, reference_2rank, run, sets, torchrun_cmd
 
@@ -62,8 +63,8 @@ def test_sync_bn_two_ranks_equal_one_rank_with_double_batch(tmp_path, one_thread
     loop.train(make(*eq, "train.batch_size=32"), one, progress=False)
 
     a, b = final_state(one), final_state(two)
-    kinds = {type(m).__name__ for m in loop.setup_model(make(*eq), 4, 3, torch.device("cpu"),
-                                                         loop.bdist.DistInfo(0, 2)).modules()}
+    kinds = {type(m).__name__ for m in setup.setup_model(make(*eq), 4, 3, torch.device("cpu"),
+                                                         DistInfo(0, 2)).modules()}
     assert "SyncBatchNorm" in kinds
     # float rounding only: without SyncBN this is ~1e-2, with a wrong gradient average ~1
     assert rel_diff(a["model"], b["model"]) < 1e-5

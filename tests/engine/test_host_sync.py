@@ -10,8 +10,8 @@ import importlib
 import pytest
 import torch
 
-from bagoftricks import recipe
-from bagoftricks.engine import loop
+from bagoftricks import recipe, tricks
+from bagoftricks.engine import loop, setup
 cutmix_module = importlib.import_module("bagoftricks.tricks.cutmix")  # the package re-exports a function of that name
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu")
@@ -41,8 +41,8 @@ def _count_host_reads(monkeypatch, r, out) -> int:
                 paused[0] = 0
         return wrapped
 
-    monkeypatch.setattr(loop.tricks, "choose_mix", host_draw(loop.tricks.choose_mix))
-    monkeypatch.setattr(loop.tricks, "sample_lambda", host_draw(loop.tricks.sample_lambda))
+    monkeypatch.setattr(tricks, "choose_mix", host_draw(tricks.choose_mix))
+    monkeypatch.setattr(tricks, "sample_lambda", host_draw(tricks.sample_lambda))
     monkeypatch.setattr(cutmix_module, "cutmix_box", host_draw(cutmix_module.cutmix_box))
     try:
         loop.train(r, out, progress=False)
@@ -82,7 +82,7 @@ def test_log_every_steps_adds_reads(tmp_path, monkeypatch):
 
 def test_optimizer_is_fused_where_torch_has_the_kernel():
     r = _recipe(64)
-    model = loop.build_model(r, 4, 3)
-    opt = loop.make_optimizer(r, model, 0.1)
+    model = setup.recipe_model(r, 4, 3)
+    opt = setup.make_optimizer(r, model, 0.1)
     assert all(g["fused"] for g in opt.param_groups)
-    assert loop.tricks.skips_on_device(opt)
+    assert tricks.skips_on_device(opt)

@@ -3,7 +3,8 @@ uninterrupted run (CPU), for both data paths and with the random tricks switched
 import pytest
 import torch
 
-from bagoftricks.engine import TrainingInterrupted, train
+from bagoftricks.engine import train
+from bagoftricks.errors import TrainingInterrupted
 from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.engine.runfolder import read_metrics
 from tests.engine.conftest import tiny

@@ -9,17 +9,17 @@ import runpy
 import sys
 import time
 
-from bagoftricks.engine import loop
+from bagoftricks.engine.step import TrainStep
 
 _DELAY = float(os.environ.get("BOT_STEP_SLEEP", "0"))
-_lr_at = loop.lr_at
+_set_lr = TrainStep.set_lr
 
 
-def _paced_lr_at(*args, **kwargs):  # called once per training step, before its forward pass
+def _paced_set_lr(self, *args, **kwargs):  # called once per training step, before its forward pass
     time.sleep(_DELAY)
-    return _lr_at(*args, **kwargs)
+    return _set_lr(self, *args, **kwargs)
 
 
-loop.lr_at = _paced_lr_at
+TrainStep.set_lr = _paced_set_lr
 sys.argv[0] = "bagoftricks"
 runpy.run_module("bagoftricks", run_name="__main__", alter_sys=True)

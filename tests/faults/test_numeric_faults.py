@@ -9,7 +9,8 @@ import torch
 
 from bagoftricks import recipe
 from bagoftricks.cli import main
-from bagoftricks.engine import loop
+from bagoftricks import tricks
+from bagoftricks.engine import loop, step
 from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.engine.runfolder import read_metrics
 from tests.distributed.launch import sets
@@ -21,7 +22,7 @@ TINY = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=64"
 
 def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
     calls, skips = [], []
-    real_loss, real_step = loop.compute_loss, loop.tricks.step_with_scaler
+    real_loss, real_step = step.compute_loss, tricks.step_with_scaler
 
     def loss_overflowing_at_step_5(*a, **k):
         loss = real_loss(*a, **k)
@@ -40,8 +41,8 @@ def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
             assert all(all(torch.equal(optimizer.state[p][k], v) for k, v in s.items()) for p, s in zip(params, state))
         return flag
 
-    monkeypatch.setattr(loop, "compute_loss", loss_overflowing_at_step_5)
-    monkeypatch.setattr(loop.tricks, "step_with_scaler", checked_step)
+    monkeypatch.setattr(step, "compute_loss", loss_overflowing_at_step_5)
+    monkeypatch.setattr(tricks, "step_with_scaler", checked_step)
     r = recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*TINY, "train.precision=fp16"]))
     loop.train(r, tmp_path / "run", progress=False)
     assert len(skips) == 8 and skips[5], skips  # the injected overflow was skipped
@@ -64,7 +65,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, capsys, monkeypatch
     """Weights that went bad behind the step's guard (here: poisoned right after step 2) are caught
     before the next checkpoint: exit 1 naming the step, the earlier checkpoints intact."""
     calls = []
-    real_step = loop.tricks.step_with_scaler
+    real_step = tricks.step_with_scaler
 
     def poisoned_at_step_2(scaler, optimizer, loss, *a, **k):
         skipped = real_step(scaler, optimizer, loss, *a, **k)
@@ -74,7 +75,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path, capsys, monkeypatch
                 optimizer.param_groups[0]["params"][0].fill_(float("nan"))
         return skipped
 
-    monkeypatch.setattr(loop.tricks, "step_with_scaler", poisoned_at_step_2)
+    monkeypatch.setattr(tricks, "step_with_scaler", poisoned_at_step_2)
     out = tmp_path / "run"
     code = main(["train", *sets(TINY), "--set", "train.checkpoint_every_steps=1", "--set", "train.keep_checkpoints=5",
                  "--out", str(out), "--no-progress"])

@@ -1,6 +1,19 @@
-"""Training engine: the loop (the only reader of trick fields), checkpoints, distributed set-up."""
-from bagoftricks.engine.loop import (NonFiniteLoss, TrainingInterrupted, UsageError, build_data, build_model,
-                                     evaluate, lr_at, train)
+"""Training engine: the only reader of the recipe's trick fields.
 
-__all__ = ["NonFiniteLoss", "TrainingInterrupted", "UsageError", "build_data", "build_model", "evaluate", "lr_at",
-           "train"]
+    setup.py       device, data, model, teacher, optimizer, scaler, EMA: what a run builds once
+    step.py        the training step (TrainStep) and its device-side meter
+    loop.py        train(): resume plan, epoch loop, end-of-epoch evaluation, checkpoints, stop protocol
+    evaluate.py    evaluate() and evaluate_checkpoint()
+    runfolder.py   new-or-continued run folder, run log, metrics, environment record
+    checkpoint.py  atomic checkpoints, the 'latest' pointer, rotation, loading
+    signals.py     SIGINT/SIGTERM as a flag read at step boundaries
+    distributed.py torchrun process group and the few collectives the loop needs
+    syncbn.py      SyncBatchNorm that also works on CPU (gloo)
+"""
+from bagoftricks.engine.evaluate import evaluate, evaluate_checkpoint
+from bagoftricks.engine.loop import train
+from bagoftricks.engine.setup import Training, build_data, recipe_model, scheduled_lr, setup_training
+from bagoftricks.engine.step import TrainStep
+
+__all__ = ["TrainStep", "Training", "build_data", "evaluate", "evaluate_checkpoint", "recipe_model",
+           "scheduled_lr", "setup_training", "train"]

@@ -71,10 +71,19 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint not found: {path}") from None
     except Exception as e:  # truncated zip, garbage bytes, pickle errors
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {first})") from None
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise CheckpointError(f"checkpoint {path} is not a bagoftricks checkpoint (no model/recipe entries)")
     return state
+
+
+def ema_weights(state: dict) -> dict | None:
+    """The EMA weights of a checkpoint as a model state dict, or None when the run had no EMA."""
+    ema = state.get("ema") or {}
+    if not ema.get("params"):
+        return None
+    return {**ema.get("buffers", {}), **ema["params"]}  # BN running statistics are buffers
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

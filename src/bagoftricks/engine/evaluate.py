@@ -1,18 +1,68 @@
-"""`bagoftricks eval`: rebuild a checkpoint's model and data from its saved recipe and score it."""
+"""Evaluation: top-1/top-5 of a model on a test split, and of a checkpoint rebuilt from its own recipe.
+
+`evaluate` is what the loop runs after an epoch; `evaluate_checkpoint` is `bagoftricks eval` and,
+with want_logits=True, what the report reads its logit-gap and confusion figures from.
+"""
 from __future__ import annotations
 
+from pathlib import Path
 
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from bagoftricks import data as bdata
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from bagoftricks.engine.loop import (UsageError, build_data, build_model, ema_weights, evaluate,
-                                     resolve_device)
+from bagoftricks.engine.checkpoint import ema_weights, load_checkpoint, resolve_checkpoint
+from bagoftricks.engine.setup import autocast, build_data, eval_batch_size, recipe_model, resolve_device
+from bagoftricks.errors import UsageError
 
 
-def evaluate_checkpoint(path, data_root: str | None = None, overrides=(), device: str = "auto",
-                        use_ema: bool = False) -> dict:
-    ckpt = resolve_checkpoint(path)
-    state = load_checkpoint(ckpt)
+@torch.no_grad()
+def evaluate(model: nn.Module, ds, transform, batch_size: int, device: torch.device, precision: str,
+             channels_last: bool, dinfo: bdist.DistInfo | None = None, want_logits: bool = False,
+             workers: int = 2, timeout: float = 0.0) -> dict:
+    """Top-1/top-5 and mean loss over every test image exactly once (summed over ranks).
+
+    Call it with the plain model, not the DDP wrapper: ranks may hold one batch more or less, and
+    only the final all-reduce of the sums is a collective (BN, SyncBN included, uses running stats).
+    With want_logits, the result also holds this rank's "logits" (N, K) and "labels" (N,) on the CPU.
+    """
+    dinfo = dinfo or bdist.DistInfo()
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    all_logits, all_labels = [], []
+    for x, y in bdata.eval_batches(ds, batch_size, transform, device, rank=dinfo.rank, world_size=dinfo.world_size,
+                                   workers=workers, timeout=timeout):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(precision, device):
+            logits = model(x)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        hit = logits.topk(k, dim=1).indices.eq(y[:, None])
+        sums[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        sums[1] += hit[:, :1].sum()
+        sums[2] += hit.any(dim=1).sum()
+        sums[3] += y.numel()
+        if want_logits:
+            all_logits.append(logits.cpu())
+            all_labels.append(y.cpu())
+    bdist.all_reduce_sum(sums, dinfo)
+    model.train(was_training)
+    n = max(sums[3].item(), 1.0)
+    out = {"loss": sums[0].item() / n, "top1": 100.0 * sums[1].item() / n, "top5": 100.0 * sums[2].item() / n,
+           "images": int(sums[3].item())}
+    if want_logits:
+        out["logits"] = torch.cat(all_logits) if all_logits else torch.empty(0)
+        out["labels"] = torch.cat(all_labels) if all_labels else torch.empty(0, dtype=torch.long)
+    return out
+
+
+def _eval_recipe(state: dict, data_root: str | None, overrides) -> brecipe.Recipe:
+    """The checkpoint's recipe with the data.* changes evaluation allows."""
     r = brecipe.from_dict(state["recipe"])
     for item in overrides or ():
         if not item.split("=", 1)[0].strip().startswith("data."):
@@ -20,12 +70,27 @@ def evaluate_checkpoint(path, data_root: str | None = None, overrides=(), device
     r = brecipe.apply_overrides(r, overrides)
     if data_root:
         r = brecipe.from_dict({"data": {"root": data_root}}, r)
-    r = brecipe.validate(r)
+    return brecipe.validate(r)
+
+
+def evaluate_checkpoint(path: str | Path, data_root: str | None = None, overrides=(), device: str = "auto",
+                        use_ema: bool = False, want_logits: bool = False) -> dict:
+    """Rebuild a checkpoint's model and test data from its saved recipe and evaluate it.
+
+    `path` is a checkpoint file or a run folder (its newest valid checkpoint). `data_root` and
+    `overrides` (data.* only) point the evaluation at other data of the same classes. use_ema takes
+    the EMA weights (an error when the run had none). With want_logits the result also holds
+    "logits", "labels" and "classes" for the report's figures.
+    """
+    ckpt = resolve_checkpoint(path)
+    state = load_checkpoint(ckpt)
+    r = _eval_recipe(state, data_root, overrides)
     dev = resolve_device(device)
     data = build_data(r, dev, bdist.DistInfo(), train=False)
     if data.num_classes != state["num_classes"]:
-        raise UsageError(f"--data: {data.num_classes} classes, but {ckpt} was trained on {state['num_classes']}")
-    model = build_model(r, state["num_classes"], state.get("in_channels", data.in_channels))
+        raise UsageError(f"{data_root or r.data.root or r.data.name}: {data.num_classes} classes, but {ckpt} "
+                         f"was trained on {state['num_classes']}")
+    model = recipe_model(r, state["num_classes"], state.get("in_channels", data.in_channels))
     weights = state["model"]
     if use_ema:
         weights = ema_weights(state)
@@ -33,7 +98,11 @@ def evaluate_checkpoint(path, data_root: str | None = None, overrides=(), device
             raise UsageError(f"--ema: {ckpt} holds no EMA weights (tricks.ema_decay was 0)")
     model.load_state_dict(weights)
     model.to(dev)
-    bs = r.train.eval_batch_size or 2 * r.train.batch_size
-    res = evaluate(model, data.test, data.eval_transform, bs, dev, r.train.precision, False)
-    return {"checkpoint": str(ckpt), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
-            "images": res["images"], "data": r.data.name, "root": r.data.root}
+    res = evaluate(model, data.test, data.eval_transform, eval_batch_size(r), dev, r.train.precision, False,
+                   want_logits=want_logits)
+    out = {"checkpoint": str(ckpt), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
+           "images": res["images"], "data": r.data.name, "root": r.data.root}
+    if want_logits:
+        classes = list(state.get("classes") or data.classes) or [str(k) for k in range(state["num_classes"])]
+        out.update(logits=res["logits"].float(), labels=res["labels"].long(), classes=classes, recipe=r)
+    return out

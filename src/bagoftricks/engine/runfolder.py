@@ -6,6 +6,10 @@
     DIR/checkpoints/      step-N.pt (atomic) and the 'latest' pointer
     DIR/tb/               TensorBoard event files
     DIR/run.log           the human-readable log (also printed)
+    DIR/final.json        the last epoch's record and the wall time, once the run is complete
+
+Only rank 0 writes here. This module decides whether a folder is a new run or a continuation
+(`prepare_run_folder`), writes the log, the metrics and the environment record.
 """
 from __future__ import annotations
 
@@ -16,12 +20,17 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from bagoftricks import __version__
-from bagoftricks.engine.checkpoint import atomic_write_text
+from bagoftricks import recipe as brecipe
+from bagoftricks.engine import distributed as bdist
+from bagoftricks.engine.checkpoint import CKPT_DIR, newest_valid_checkpoint
+from bagoftricks.errors import UsageError
+from bagoftricks.files import append_jsonl, atomic_write_text, read_jsonl
 
 
 def git_sha() -> str:
@@ -76,23 +85,8 @@ def env_record(device: torch.device, seed: int, world_size: int, extra: dict | N
     return rec
 
 
-def write_json(path: Path, obj: dict) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def read_metrics(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a torn last line from a crash: everything before it is good
-    return out
+# --------------------------------------------------------------------------------------------- metrics
+read_metrics = read_jsonl  # metrics.jsonl: one record per epoch; a torn last line (a crash) is dropped
 
 
 def truncate_metrics(path: Path, keep_epochs: int) -> None:
@@ -101,15 +95,108 @@ def truncate_metrics(path: Path, keep_epochs: int) -> None:
     atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in recs))
 
 
-def append_metrics(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+append_metrics = append_jsonl
 
 
-def read_json_or_empty(path: Path) -> dict:
+class RunLog:
+    """The run's messages: printed and appended to DIR/run.log, on rank 0 only."""
+
+    def __init__(self, path: Path | None, dinfo: bdist.DistInfo):
+        self.path, self.on = path, dinfo.is_main
+
+    def _write(self, line: str) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+    def log(self, msg: str) -> None:
+        if self.on:
+            print(msg, flush=True)
+            self._write(msg)
+
+    def warn(self, msg: str) -> None:
+        if self.on:
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+            self._write(f"warning: {msg}")
+
+
+def tensorboard(path: Path):
+    """A SummaryWriter for DIR/tb, or None when tensorboard cannot be imported."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # tensorboard is a dependency, but a broken install must not kill training
+        return None
+    return SummaryWriter(str(path))
+
+
+# ------------------------------------------------------------------------------- new or continued run
+def check_same_recipe(requested: brecipe.Recipe, state: dict, out: Path) -> None:
+    """train.resume: auto continues a folder only if it holds a run of the same recipe."""
+    there = brecipe.from_dict(state["recipe"])
+    diff = brecipe.diff(there, requested, ignore=("train.resume",))
+    if diff:
+        shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in diff[:3])
+        raise UsageError(f"train.resume: auto: run folder {out} holds a run of another recipe ({shown}"
+                         f"{', ...' if len(diff) > 3 else ''}); continue it with --resume {out} "
+                         f"or choose another --out")
+
+
+def set_aside(path: Path) -> None:
+    """Rename an unreadable checkpoint to *.corrupt: kept for inspection, no longer listed or rotated."""
+    try:
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+    except OSError:
+        pass
+
+
+def _continue_from(out: Path, resume: bool, auto: bool, requested: brecipe.Recipe | None,
+                   skipped: list | None) -> tuple[Path | None, dict | None]:
+    bad: list = []
+    found = newest_valid_checkpoint(out, skipped=bad)
+    for path, msg in bad:
+        if skipped is None:
+            warnings.warn(f"{msg}; falling back to an older checkpoint", stacklevel=3)
+        else:
+            skipped.append((path, msg))
+    if found is not None:
+        if auto and not resume and requested is not None:
+            check_same_recipe(requested, found[1], out)
+        for path, _ in bad:
+            set_aside(path)
+        return found
+    what = "--resume" if resume else "train.resume: auto"
+    if bad:
+        more = f" (and {len(bad) - 1} more unreadable)" if len(bad) > 1 else ""
+        raise UsageError(f"{what}: no valid checkpoint in {out}: {bad[0][1]}{more}")
+    if resume:
+        if not (out / "recipe.yaml").is_file():
+            raise UsageError(f"--resume: {out} is not a run folder (no recipe.yaml)")
+        raise UsageError(f"--resume: no checkpoint in {out / CKPT_DIR}")
+    latest = out / CKPT_DIR / "latest"
+    if latest.is_file():
+        name = latest.read_text().strip()
+        raise UsageError(f"{what}: {latest} names {name}, which is missing; refusing to start over in {out}")
+    return None, None
+
+
+def prepare_run_folder(out: Path, resume: bool, auto: bool, requested: brecipe.Recipe | None = None,
+                       skipped: list | None = None) -> tuple[Path | None, dict | None]:
+    """Decide whether `out` is a fresh run or a continuation; never clobber an existing run.
+
+    resume (--resume DIR) or auto (train.resume: auto, or a torchrun restart) continue from the newest
+    checkpoint that loads. Newer unreadable ones are reported (appended to `skipped` as (path,
+    message), or warned about when skipped is None) and renamed to *.corrupt. Checkpoints that exist
+    but none loads, or a 'latest' pointer without checkpoints, are an error naming the file: never a
+    silent start from scratch. auto in a folder without any checkpoint (a first attempt that died
+    before its first one) starts afresh there. auto refuses a folder that holds another recipe's run.
+    Returns (checkpoint path, checkpoint state), or (None, None) for a fresh run.
+    """
+    out = Path(out)
+    if resume or auto:
+        return _continue_from(out, resume, auto, requested, skipped)
+    if out.exists() and (out / "recipe.yaml").exists():
+        raise UsageError(f"run folder {out} already holds a run; continue it with --resume {out} "
+                         f"or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a folder")
+    return None, None

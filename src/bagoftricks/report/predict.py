@@ -1,7 +1,7 @@
 """Test-set logits of a trained run, for the report's logit-gap (Figure 4) and confusion-matrix figures.
 
-Rebuilds the model and the evaluation data from the checkpoint's own recipe (as `bagoftricks eval`
-does) and keeps the logits that `engine.loop.evaluate(..., want_logits=True)` returns.
+The model and the evaluation data are rebuilt from the checkpoint's own recipe by the engine's
+checkpoint evaluator, the one `bagoftricks eval` uses.
 """
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bagoftricks import recipe as brecipe
-from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
-from bagoftricks.engine.loop import UsageError, build_data, build_model, evaluate, resolve_device
+from bagoftricks.engine.evaluate import evaluate_checkpoint
 
 
 def logits_on_test_set(run: str | Path, device: str = "cpu", use_ema: bool = False) -> dict:
@@ -21,22 +18,7 @@ def logits_on_test_set(run: str | Path, device: str = "cpu", use_ema: bool = Fal
     `run` is a run folder (its newest valid checkpoint, i.e. the final weights of a finished run) or
     a checkpoint file.
     """
-    ckpt = resolve_checkpoint(run)
-    state = load_checkpoint(ckpt)
-    r = brecipe.validate(brecipe.from_dict(state["recipe"]))
-    dev = resolve_device(device)
-    data = build_data(r, dev, bdist.DistInfo(), train=False)
-    if data.num_classes != state["num_classes"]:
-        raise UsageError(f"{ckpt}: trained on {state['num_classes']} classes, its test data has {data.num_classes}")
-    model = build_model(r, state["num_classes"], state.get("in_channels", data.in_channels))
-    weights = state.get("ema") if use_ema and state.get("ema") else state["model"]
-    model.load_state_dict(weights)
-    model.to(dev)
-    bs = r.train.eval_batch_size or 2 * r.train.batch_size
-    res = evaluate(model, data.test, data.eval_transform, bs, dev, r.train.precision, False, want_logits=True)
-    classes = list(state.get("classes") or data.classes) or [str(k) for k in range(state["num_classes"])]
-    return {"logits": res["logits"].float(), "labels": res["labels"].long(), "classes": classes, "recipe": r,
-            "top1": res["top1"], "checkpoint": str(ckpt)}
+    return evaluate_checkpoint(run, device=device, use_ema=use_ema, want_logits=True)
 
 
 def logit_gaps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
