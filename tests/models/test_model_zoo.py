@@ -75,3 +75,10 @@ def test_other_input_channels(arch, channels):
         assert model(torch.empty(2, channels, size, size)).shape == (2, 10)
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == channels
+
+
+def test_every_exported_name_resolves():
+    import bagoftricks.models as models
+
+    for name in models.__all__:
+        assert getattr(models, name) is not None, name

@@ -5,8 +5,9 @@ import torch
 import torchvision
 from torch import nn
 
-from bagoftricks.models import VARIANTS, build_model, residual_last_bns, zero_init_last_bn
+from bagoftricks.models import VARIANTS, build_model, residual_last_bns
 from bagoftricks.models.resnet import BasicBlock, Bottleneck, ResidualBlock
+from bagoftricks.tricks import zero_last_bn_gamma
 
 
 def meta(arch, *args, **kwargs):
@@ -118,7 +119,8 @@ def test_small_family_structure(variant):
         assert (model.conv1.kernel_size, model.conv1.stride, model.conv1.out_channels) == ((3, 3), (1, 1), 16)
     else:
         cs = convs(model.conv1)
-        assert [(c.kernel_size, c.stride[0], c.out_channels) for c in cs] == [((3, 3), 1, 8), ((3, 3), 1, 8), ((3, 3), 1, 16)]
+        deep_stem = [((3, 3), 1, 8), ((3, 3), 1, 8), ((3, 3), 1, 16)]
+        assert [(c.kernel_size, c.stride[0], c.out_channels) for c in cs] == deep_stem
     assert model.layer1[0].downsample is None
     for block in downsampling_blocks(model):
         kinds = [type(m) for m in block.downsample]
@@ -139,11 +141,13 @@ def test_width_override_scales_every_stage():
 
 
 def test_residual_last_bns_finds_the_last_bn_of_every_block():
-    for arch, blocks in [("resnet18", 8), ("resnet50", 16), ("resnet101", 33), ("resnet152", 50), ("resnet20", 9), ("resnet110", 54)]:
+    counts = {"resnet18": 8, "resnet50": 16, "resnet101": 33, "resnet152": 50, "resnet20": 9, "resnet110": 54}
+    for arch, blocks in counts.items():
         model = meta(arch)
         found = residual_last_bns(model)
         assert len(found) == blocks
-        expected = [b.bn3 if isinstance(b, Bottleneck) else b.bn2 for b in model.modules() if isinstance(b, ResidualBlock)]
+        residual = [b for b in model.modules() if isinstance(b, ResidualBlock)]
+        expected = [b.bn3 if isinstance(b, Bottleneck) else b.bn2 for b in residual]
         assert all(f is e for f, e in zip(found, expected, strict=True))
     assert residual_last_bns(meta("mobilenet_v1")) == [] and residual_last_bns(meta("inception_v3")) == []
     with torch.device("meta"):
@@ -163,7 +167,7 @@ def test_zero_gamma_makes_every_block_the_identity(arch, kwargs, size):
     torch.manual_seed(0)
     model = build_model(arch, 10, **kwargs)
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
-    assert zero_init_last_bn(model) == len(blocks)
+    assert zero_last_bn_gamma(model) == len(blocks)
     assert all(torch.count_nonzero(b.last_bn.weight) == 0 for b in blocks)
     model.eval()
     # Feed each block a non-negative input of its own shape (as a ReLU network would).

@@ -4,29 +4,30 @@ Inception-V3, plus parameter/MAC counting and the zero-γ lookup.
     build_model("resnet50", variant="D")            # the paper's ResNet-50-D
     build_model("resnet20", 10, in_channels=1)      # Fashion-MNIST
     count_params_macs(model, (3, 224, 224))         # ResNet-50-D: (25_576_264, 4_328_824_832)
+
+The names are loaded on first use, so that importing the torch-free ``catalog`` (preset names,
+variants, activations) does not import torch.
 """
+from __future__ import annotations
 
-from .analysis import count_params_macs, residual_last_bns, zero_init_last_bn
-from .layers import ACTIVATIONS, INITS, DropPath, SqueezeExcite, init_weights, make_activation
-from .registry import MODELS, ModelSpec, build_model, default_image_size, list_models
-from .resnet import FAMILIES, VARIANTS, ResNet
+import importlib
+from typing import Any
 
-__all__ = [
-    "ACTIVATIONS",
-    "FAMILIES",
-    "INITS",
-    "MODELS",
-    "VARIANTS",
-    "DropPath",
-    "ModelSpec",
-    "ResNet",
-    "SqueezeExcite",
-    "build_model",
-    "count_params_macs",
-    "default_image_size",
-    "init_weights",
-    "list_models",
-    "make_activation",
-    "residual_last_bns",
-    "zero_init_last_bn",
-]
+# exported name -> the module that defines it
+_EXPORTS = {
+    "ACTIVATIONS": "catalog", "INITS": "catalog", "MODELS": "catalog", "VARIANTS": "catalog",
+    "ModelSpec": "catalog", "default_image_size": "catalog", "list_models": "catalog",
+    "count_params_macs": "analysis", "residual_last_bns": "analysis",
+    "DropPath": "layers", "SqueezeExcite": "layers", "init_weights": "layers", "make_activation": "layers",
+    "build_model": "registry",
+    "FAMILIES": "resnet", "ResNet": "resnet",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params_macs", "residual_last_bns", "zero_init_last_bn"]
+__all__ = ["count_params_macs", "residual_last_bns"]
 
 
 def _count_macs(model: nn.Module, x: torch.Tensor, tensors: dict | None) -> int:
@@ -73,14 +73,3 @@ def residual_last_bns(model: nn.Module) -> list[nn.BatchNorm2d]:
             found.append(bn)
     return found
 
-
-@torch.no_grad()
-def zero_init_last_bn(model: nn.Module) -> int:
-    """Set γ = 0 in the last BN of every residual branch (§3 "zero γ"); return how many were set.
-
-    Each block then starts as act(shortcut(x)), i.e. the identity for identity shortcuts.
-    """
-    bns = residual_last_bns(model)
-    for bn in bns:
-        nn.init.zeros_(bn.weight)
-    return len(bns)

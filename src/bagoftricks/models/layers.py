@@ -7,46 +7,25 @@ Everything here is a plain ``nn.Module`` or a pure function of a module; nothing
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from .catalog import ACTIVATIONS, INITS, check_choice
+
 __all__ = [
-    "ACTIVATIONS",
-    "INITS",
     "DropPath",
     "SqueezeExcite",
-    "check_choice",
     "init_weights",
     "make_activation",
 ]
 
 
-def check_choice(argument: str, value, choices) -> None:
-    """Raise ``ValueError`` naming the argument, the bad value and the valid ones."""
-    if value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"unknown {argument} {value!r}; valid {argument} values: {valid}")
-
-
-# Name -> factory of a fresh activation module. "swish" is the name Ramachandran et al. (2017) gave
-# to x·sigmoid(x), which torch calls SiLU; both names build the same module. In-place variants
-# are safe everywhere we use them: each activation consumes a tensor nobody else reads.
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "silu": lambda: nn.SiLU(inplace=True),
-    "swish": lambda: nn.SiLU(inplace=True),
-    "gelu": lambda: nn.GELU(),
-    "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),  # torch's default slope
-    "hardswish": lambda: nn.Hardswish(inplace=True),
-    "mish": lambda: nn.Mish(inplace=True),
-}
-
-
 def make_activation(name: str) -> nn.Module:
-    check_choice("activation", name, tuple(ACTIVATIONS))
-    return ACTIVATIONS[name]()
+    """A fresh module of the activation registered as ``name`` in :data:`catalog.ACTIVATIONS`."""
+    check_choice("activation", name, ACTIVATIONS)
+    cls, kwargs = ACTIVATIONS[name]
+    return getattr(nn, cls)(**kwargs)
 
 
 class SqueezeExcite(nn.Module):
@@ -96,9 +75,6 @@ class DropPath(nn.Module):
         return f"p={self.p:.4g}"
 
 
-INITS = ("xavier", "kaiming")
-
-
 @torch.no_grad()
 def init_weights(model: nn.Module, init: str = "xavier") -> nn.Module:
     """Initialise every conv, linear and BN layer of ``model`` in place and return it.
@@ -114,16 +90,11 @@ def init_weights(model: nn.Module, init: str = "xavier") -> nn.Module:
     """
     check_choice("init", init, INITS)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
             if init == "xavier":
                 nn.init.xavier_uniform_(m.weight)
-            else:
+            elif isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            if init == "xavier":
-                nn.init.xavier_uniform_(m.weight)
             else:
                 nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
             if m.bias is not None:

@@ -1,11 +1,11 @@
 """One ResNet for every variant of §4 and for both input sizes.
 
-The architecture tweaks of He et al. (2019, §4, Figure 2) are *data*: a row of :data:`VARIANTS` says
-where a downsampling bottleneck carries its stride, which stem the network starts with and how the
-shortcut of a downsampling block is built. The input-size families (ImageNet 224 px and the 28–32 px
-ResNets of He et al. 2016, §4.2) are rows of :data:`FAMILIES`. Nothing else differs.
+The architecture tweaks of He et al. (2019, §4, Figure 2) are *data*: a row of :data:`catalog.VARIANTS`
+says where a downsampling bottleneck carries its stride, which stem the network starts with and how
+the shortcut of a downsampling block is built. The input-size families (ImageNet 224 px and the
+28–32 px ResNets of He et al. 2016, §4.2) are rows of :data:`FAMILIES`. Nothing else differs.
 
-Decisions (see also the docstrings of :data:`VARIANTS` and :data:`FAMILIES`):
+Decisions (see also the comments on :data:`catalog.VARIANTS` and :data:`FAMILIES`):
 
 * **C is built on B.** The paper defines D = B + C + avg-pool shortcut, and Table 5 gives C the same
   cost as D (4.3 G MACs; the avg-pool shortcut adds parameters-free pooling and no MACs), which only
@@ -44,7 +44,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .layers import DropPath, SqueezeExcite, check_choice, make_activation
+from .catalog import VARIANTS, check_choice
+from .layers import DropPath, SqueezeExcite, make_activation
 
 __all__ = [
     "FAMILIES",
@@ -56,21 +57,6 @@ __all__ = [
     "resnet",
     "resnet_small",
 ]
-
-# The §4 tweaks, one row per variant.
-#   stride_on: which conv of a downsampling *bottleneck* carries stride 2 ("conv1x1": the first 1×1
-#              conv, ResNet-A; "conv3x3": the 3×3 conv, ResNet-B). Basic blocks ignore it.
-#   stem:      "single" = one conv (7×7/2 for ImageNet, 3×3/1 for small inputs);
-#              "deep"   = three 3×3 convs, widths (w/2, w/2, w), strides (2,1,1) ImageNet / (1,1,1) small.
-#   shortcut:  for a block whose shape changes: "conv" = 1×1 conv with the block's stride + BN;
-#              "avgpool+conv" = 2×2 avg-pool stride 2 then 1×1 conv stride 1 + BN when the block
-#              downsamples (a plain 1×1 conv + BN when only the width changes).
-VARIANTS: dict[str, dict[str, str]] = {
-    "A": dict(stride_on="conv1x1", stem="single", shortcut="conv"),
-    "B": dict(stride_on="conv3x3", stem="single", shortcut="conv"),
-    "C": dict(stride_on="conv3x3", stem="deep", shortcut="conv"),
-    "D": dict(stride_on="conv3x3", stem="deep", shortcut="avgpool+conv"),
-}
 
 # The input-size families. `width` is the base width w: the stem outputs w and stage s has
 # planes w·2^s (times the block's expansion at its output).
@@ -135,27 +121,41 @@ def _shortcut(cin: int, cout: int, stride: int, kind: str) -> nn.Module | None:
 
 
 class ResidualBlock(nn.Module):
-    """Base of the residual blocks: ``act(drop_path(se(branch(x))) + shortcut(x))``.
+    """A residual block: ``act(drop_path(se(branch(x))) + shortcut(x))``.
 
-    Subclasses set ``last_bn_name`` (the branch's last BN, the one zero-γ zeroes), define
-    :meth:`branch` and call :meth:`_add_tail` after building their convs.
+    Subclasses set ``expansion`` (output width / ``planes``) and ``last_bn_name`` (the branch's last
+    BN, the one zero-γ zeroes), and build their convs in :meth:`_build_branch`; the modules that
+    follow the branch are registered after them, so a block prints (and initialises) in forward order.
     """
 
+    expansion: int = 1
     last_bn_name: str = ""
 
-    def _add_tail(
+    def __init__(
         self,
-        out_channels: int,
-        downsample: nn.Module | None,
-        activation: str,
-        se_reduction: int,
-        drop_path: float,
+        inplanes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        stride_on: str = "conv3x3",
+        groups: int = 1,
+        width_per_group: int = 0,
+        activation: str = "relu",
+        se_reduction: int = 0,
+        drop_path: float = 0.0,
     ) -> None:
-        """Register what follows the branch's convs (after them, so modules print in forward order)."""
+        inner = _inner_width(planes, groups, width_per_group)
+        super().__init__()
+        self._build_branch(inplanes, planes, inner, stride, stride_on, groups)
+        out_channels = planes * self.expansion
         self.act = make_activation(activation)
         self.se = SqueezeExcite(out_channels, se_reduction, activation) if se_reduction > 0 else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.downsample = downsample
+
+    def _build_branch(self, inplanes: int, planes: int, inner: int, stride: int, stride_on: str, groups: int) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
 
     @property
     def last_bn(self) -> nn.BatchNorm2d:
@@ -176,33 +176,17 @@ class BasicBlock(ResidualBlock):
     expansion = 1
     last_bn_name = "bn2"
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        stride_on: str = "conv3x3",
-        groups: int = 1,
-        width_per_group: int = 0,
-        activation: str = "relu",
-        se_reduction: int = 0,
-        drop_path: float = 0.0,
-    ) -> None:
-        inner = _inner_width(planes, groups, width_per_group)
+    def _build_branch(self, inplanes: int, planes: int, inner: int, stride: int, stride_on: str, groups: int) -> None:
         for what, ch in (("input", inplanes), ("output", planes)):
             if ch % groups:
                 raise ValueError(
                     f"groups={groups} must divide the {what} width ({ch}) of every basic block; "
                     f"choose groups that divide the base width"
                 )
-        super().__init__()
         self.conv1 = _conv3x3(inplanes, inner, stride, groups)
         self.bn1 = _bn(inner)
         self.conv2 = _conv3x3(inner, planes, 1, groups)
         self.bn2 = _bn(planes)
-        self._add_tail(planes, downsample, activation, se_reduction, drop_path)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
@@ -215,37 +199,57 @@ class Bottleneck(ResidualBlock):
     expansion = 4
     last_bn_name = "bn3"
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        stride_on: str = "conv3x3",
-        groups: int = 1,
-        width_per_group: int = 0,
-        activation: str = "relu",
-        se_reduction: int = 0,
-        drop_path: float = 0.0,
-    ) -> None:
+    def _build_branch(self, inplanes: int, planes: int, inner: int, stride: int, stride_on: str, groups: int) -> None:
         check_choice("stride_on", stride_on, ("conv1x1", "conv3x3"))
-        inner = _inner_width(planes, groups, width_per_group)
-        out = planes * self.expansion
-        super().__init__()
         s1, s3 = (stride, 1) if stride_on == "conv1x1" else (1, stride)
         self.conv1 = _conv1x1(inplanes, inner, s1)
         self.bn1 = _bn(inner)
         self.conv2 = _conv3x3(inner, inner, s3, groups)
         self.bn2 = _bn(inner)
-        self.conv3 = _conv1x1(inner, out)
-        self.bn3 = _bn(out)
-        self._add_tail(out, downsample, activation, se_reduction, drop_path)
+        self.conv3 = _conv1x1(inner, planes * self.expansion)
+        self.bn3 = _bn(planes * self.expansion)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(self.conv1(x)))
         out = self.act(self.bn2(self.conv2(out)))
         return self.bn3(self.conv3(out))
+
+
+def _check_args(family: str, variant: str, layers: Sequence[int], width: int, se_reduction: int,
+                drop_path: float, num_classes: int, in_channels: int) -> dict:
+    """Validate :class:`ResNet`'s arguments before anything is built; return the family's row."""
+    check_choice("family", family, tuple(FAMILIES))
+    check_choice("variant", variant, tuple(VARIANTS))
+    fam = FAMILIES[family]
+    if len(layers) != len(fam["stage_strides"]):
+        raise ValueError(f"family {family!r} has {len(fam['stage_strides'])} stages, got layers={list(layers)}")
+    if width < 0:
+        raise ValueError(f"width must be >= 0 (0 = the family's default {fam['width']}), got {width}")
+    if se_reduction < 0:
+        raise ValueError(f"se_reduction must be >= 0 (0 = no SE), got {se_reduction}")
+    if not 0.0 <= drop_path < 1.0:
+        raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
+    if num_classes < 1 or in_channels < 1:
+        raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
+    return fam
+
+
+def _stem(kind: str, fam: dict, in_channels: int, w: int, activation: str) -> nn.Module:
+    """The stem's convs (§4, ResNet-C) up to, not including, its last BN (the network's ``bn1``)."""
+    if kind == "single":
+        k = fam["stem_kernel"]
+        return nn.Conv2d(in_channels, w, k, stride=fam["stem_stride"], padding=k // 2, bias=False)
+    half = max(w // 2, 1)
+    s0, s1, s2 = fam["deep_stem_strides"]
+    return nn.Sequential(
+        _conv3x3(in_channels, half, s0),
+        _bn(half),
+        make_activation(activation),
+        _conv3x3(half, half, s1),
+        _bn(half),
+        make_activation(activation),
+        _conv3x3(half, w, s2),
+    )
 
 
 class ResNet(nn.Module):
@@ -268,75 +272,43 @@ class ResNet(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        check_choice("family", family, tuple(FAMILIES))
-        check_choice("variant", variant, tuple(VARIANTS))
+        fam = _check_args(family, variant, layers, width, se_reduction, drop_path, num_classes, in_channels)
         make_activation(activation)  # validate before building anything
-        fam = FAMILIES[family]
-        if len(layers) != len(fam["stage_strides"]):
-            raise ValueError(f"family {family!r} has {len(fam['stage_strides'])} stages, got layers={list(layers)}")
-        if width < 0:
-            raise ValueError(f"width must be >= 0 (0 = the family's default {fam['width']}), got {width}")
-        if se_reduction < 0:
-            raise ValueError(f"se_reduction must be >= 0 (0 = no SE), got {se_reduction}")
-        if not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
-        if num_classes < 1 or in_channels < 1:
-            raise ValueError(f"num_classes and in_channels must be >= 1, got {num_classes}, {in_channels}")
-
         cfg = VARIANTS[variant]
         w = width or fam["width"]
         self.family, self.variant, self.base_width = family, variant, w
-
-        # Stem (§4, ResNet-C). The deep stem's last BN is the top-level bn1, as in the single stem.
-        if cfg["stem"] == "single":
-            k = fam["stem_kernel"]
-            self.conv1 = nn.Conv2d(in_channels, w, k, stride=fam["stem_stride"], padding=k // 2, bias=False)
-        else:
-            half = max(w // 2, 1)
-            s0, s1, s2 = fam["deep_stem_strides"]
-            self.conv1 = nn.Sequential(
-                _conv3x3(in_channels, half, s0),
-                _bn(half),
-                make_activation(activation),
-                _conv3x3(half, half, s1),
-                _bn(half),
-                make_activation(activation),
-                _conv3x3(half, w, s2),
-            )
+        self.conv1 = _stem(cfg["stem"], fam, in_channels, w, activation)
         self.bn1 = _bn(w)
         self.act = make_activation(activation)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if fam["maxpool"] else nn.Identity()
-
-        # Stochastic depth: block i of L (counted over the whole network) drops with p·i/(L-1).
-        total = sum(layers)
-        rates = [drop_path * i / max(total - 1, 1) for i in range(total)]
-        inplanes, idx = w, 0
-        for s, (n, stride) in enumerate(zip(layers, fam["stage_strides"])):
-            planes = w * 2**s
-            blocks = []
-            for b in range(n):
-                st = stride if b == 0 else 1
-                out = planes * block.expansion
-                blocks.append(
-                    block(
-                        inplanes,
-                        planes,
-                        st,
-                        _shortcut(inplanes, out, st, cfg["shortcut"]),
-                        stride_on=cfg["stride_on"],
-                        groups=groups,
-                        width_per_group=width_per_group,
-                        activation=activation,
-                        se_reduction=se_reduction,
-                        drop_path=rates[idx],
-                    )
-                )
-                inplanes, idx = out, idx + 1
-            self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
+        block_options = dict(stride_on=cfg["stride_on"], groups=groups, width_per_group=width_per_group,
+                             activation=activation, se_reduction=se_reduction)
+        inplanes = self._add_stages(block, layers, fam["stage_strides"], w, cfg["shortcut"], drop_path, block_options)
         self.num_stages = len(layers)
         self.num_features = inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes)
+
+    def _add_stages(self, block: type[ResidualBlock], layers: Sequence[int], strides: Sequence[int], w: int,
+                    shortcut: str, drop_path: float, block_options: dict) -> int:
+        """Register ``layer1``… and return the width of the last one's output.
+
+        Stochastic depth: block i of L (counted over the whole network) drops with p·i/(L-1).
+        """
+        total = sum(layers)
+        rates = [drop_path * i / max(total - 1, 1) for i in range(total)]
+        inplanes, idx = w, 0
+        for s, (n, stride) in enumerate(zip(layers, strides)):
+            planes = w * 2**s
+            out = planes * block.expansion
+            blocks = []
+            for b in range(n):
+                st = stride if b == 0 else 1
+                downsample = _shortcut(inplanes, out, st, shortcut)
+                blocks.append(block(inplanes, planes, st, downsample, drop_path=rates[idx], **block_options))
+                inplanes, idx = out, idx + 1
+            self.add_module(f"layer{s + 1}", nn.Sequential(*blocks))
+        return inplanes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
