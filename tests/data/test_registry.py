@@ -73,3 +73,10 @@ def test_synthetic_is_learnable_and_generalises():
     # ...and not a lookup table: samples of one class really differ (noise std 24, offsets +-20).
     same_class = tr.images[tr.labels == 0].float()
     assert 20 < same_class.std(0).mean().item() < 40
+
+
+def test_every_exported_name_resolves():
+    import bagoftricks.data as data
+
+    for name in data.__all__:
+        assert getattr(data, name) is not None, name

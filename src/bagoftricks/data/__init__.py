@@ -5,21 +5,35 @@
     download(name, root) -> verified official files
     BatchAugment / paper_train_transform / EvalTransform    (transforms.py)
     MemoryBatches / LoaderBatches / eval_batches            (batches.py)
+    DATASETS / DEFAULT_ROOTS / AUGMENTS                     (catalog.py, torch-free)
+
+The names are loaded on first use, so that importing the torch-free ``catalog`` does not import torch.
 """
+from __future__ import annotations
 
-from .batches import LoaderBatches, MemoryBatches, eval_batches
-from bagoftricks.errors import DataError
+import importlib
+from typing import Any
 
-from .common import TensorDataset, derive_seed
-from .fetch import download
-from .imagefolder import ImageFolderDataset
-from .registry import DATASETS, DEFAULT_ROOTS, MEMORY_LIMIT_BYTES, dataset_stats, load_split
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, BatchAugment, EvalTransform, paper_train_transform,
-                         sample_params)
+from bagoftricks.errors import DataError as DataError  # re-exported: the error every reader raises
 
-__all__ = [
-    "DATASETS", "DEFAULT_ROOTS", "MEMORY_LIMIT_BYTES", "IMAGENET_MEAN", "IMAGENET_STD",
-    "BatchAugment", "DataError", "EvalTransform", "ImageFolderDataset", "LoaderBatches", "MemoryBatches",
-    "TensorDataset", "dataset_stats", "derive_seed", "download", "eval_batches", "load_split",
-    "paper_train_transform", "sample_params",
-]
+# exported name -> the module that defines it
+_EXPORTS = {
+    "AUGMENTS": "catalog", "DATASETS": "catalog", "DEFAULT_ROOTS": "catalog",
+    "IMAGENET_MEAN": "catalog", "IMAGENET_STD": "catalog",
+    "LoaderBatches": "batches", "MemoryBatches": "batches", "eval_batches": "batches",
+    "TensorDataset": "common", "derive_seed": "common",
+    "download": "fetch",
+    "ImageFolderDataset": "imagefolder",
+    "MEMORY_LIMIT_BYTES": "registry", "dataset_stats": "registry", "load_split": "registry",
+    "BatchAugment": "transforms", "EvalTransform": "transforms", "paper_train_transform": "transforms",
+    "sample_params": "transforms",
+}
+__all__ = sorted([*_EXPORTS, "DataError"])
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

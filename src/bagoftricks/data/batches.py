@@ -11,8 +11,10 @@ yielding ``(x float [B, C, S, S], y int64 [B])`` on the target device:
 Determinism (what makes bit-exact resume possible):
 
 * the order of epoch e is ``randperm`` from a CPU generator seeded with derive_seed(seed, "order", e);
-* rank r of W takes the contiguous slice [r·m, (r+1)·m) of it, m = N // W: equal shards, so every rank
-  runs the same number of steps (the N mod W leftover samples, different each epoch, are dropped);
+* rank r of W takes positions r, r + W, r + 2W, ... of it, m = N // W of them (``shard``): equal shards,
+  so every rank runs the same number of steps (the N mod W samples at the end of the order, different
+  each epoch, are dropped), and step s of W ranks with batch b covers the images of step s of one
+  process with batch W·b;
 * memory path: the augmentation of step s is drawn from a generator on the device seeded with
   derive_seed(seed, "augment", e, s, r); per-image path: sample i of epoch e uses a CPU generator seeded
   with derive_seed(seed, "sample", e, i), whichever worker decodes it.
@@ -66,11 +68,15 @@ def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     return order[rank : m * world_size : world_size]
 
 
-def _check_dist(n: int, batch_size: int, rank: int, world_size: int, drop_last: bool) -> int:
+def _check_rank(rank: int, world_size: int, batch_size: int) -> None:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def _steps_per_epoch(n: int, batch_size: int, rank: int, world_size: int, drop_last: bool) -> int:
+    _check_rank(rank, world_size, batch_size)
     per_rank = n // world_size
     steps = per_rank // batch_size if drop_last else math.ceil(per_rank / batch_size)
     if steps == 0:
@@ -94,7 +100,7 @@ class MemoryBatches:
     def __init__(self, ds: TensorDataset, batch_size: int, augment, device, seed: int, rank: int = 0,
                  world_size: int = 1, drop_last: bool = True) -> None:
         self.device = torch.device(device)
-        self.steps_per_epoch = _check_dist(len(ds), batch_size, rank, world_size, drop_last)
+        self.steps_per_epoch = _steps_per_epoch(len(ds), batch_size, rank, world_size, drop_last)
         self.ds = ds
         self.images = ds.images.to(self.device)
         self.labels = ds.labels.to(self.device)
@@ -174,7 +180,7 @@ class LoaderBatches:
     def __init__(self, ds, batch_size: int, transform_per_image: Callable | None, device, seed: int, rank: int = 0,
                  world_size: int = 1, drop_last: bool = True, workers: int = 2, timeout: float = 0.0) -> None:
         self.device = torch.device(device)
-        self.steps_per_epoch = _check_dist(len(ds), batch_size, rank, world_size, drop_last)
+        self.steps_per_epoch = _steps_per_epoch(len(ds), batch_size, rank, world_size, drop_last)
         self.ds, self.n, self.batch_size = ds, len(ds), int(batch_size)
         self.seed, self.rank, self.world_size, self.drop_last = int(seed), rank, world_size, drop_last
         self.workers, self.timeout = int(workers), float(timeout)
@@ -224,10 +230,7 @@ def eval_batches(ds, batch_size: int, transform: Callable | None, device, rank: 
     A TensorDataset is sliced and transformed batch-wise on ``device`` (``transform(uint8 batch)``);
     any other dataset goes through DataLoader workers with ``transform(image)`` per image.
     """
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_rank(rank, world_size, batch_size)
     device = torch.device(device)
     n = len(ds)
     lo, hi = rank * n // world_size, (rank + 1) * n // world_size

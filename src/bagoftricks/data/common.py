@@ -1,4 +1,4 @@
-"""Types shared by every dataset reader: the in-memory split and seed derivation."""
+"""Shared by every dataset reader: the in-memory split, reading a file, and seed derivation."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import struct
 from dataclasses import dataclass, field
 
 import torch
+
+from bagoftricks.errors import DataError
 
 
 @dataclass
@@ -34,6 +36,15 @@ class TensorDataset:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         # Lets a TensorDataset also go through the per-image DataLoader path.
         return self.images[i], int(self.labels[i])
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole content of a file; one that cannot be read is a DataError naming it."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from e
 
 
 def derive_seed(*parts: int | str) -> int:

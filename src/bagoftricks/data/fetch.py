@@ -24,6 +24,8 @@ import zlib
 
 from bagoftricks.errors import DataError
 
+from .catalog import DEFAULT_ROOTS
+
 FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
 
@@ -39,6 +41,7 @@ CIFAR_TARBALLS = {
     "cifar10": ("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
     "cifar100": ("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
 }
+DOWNLOADS = ("fashion_mnist", *CIFAR_TARBALLS)
 _CHUNK = 1 << 20
 _PROGRESS_MIN_BYTES = 4 << 20  # smaller files download without a progress bar
 
@@ -136,10 +139,8 @@ def download(name: str, root: str, base_url: str | None = None) -> list[str]:
     root '' means the dataset's default root. base_url replaces the official location (a folder URL,
     e.g. ``file:///tmp/mirror/``). Files already present and intact are not fetched again.
     """
-    from .registry import DEFAULT_ROOTS  # local import: registry imports this module
-
-    if name not in ("fashion_mnist", "cifar10", "cifar100"):
-        raise DataError(f"download: {name!r} has no official download (choose fashion_mnist, cifar10, cifar100)")
+    if name not in DOWNLOADS:
+        raise DataError(f"download: {name!r} has no official download (choose {', '.join(DOWNLOADS)})")
     root = os.path.expanduser(root or DEFAULT_ROOTS[name])
     try:
         os.makedirs(root, exist_ok=True)

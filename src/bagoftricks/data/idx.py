@@ -18,7 +18,7 @@ import torch
 
 from bagoftricks.errors import DataError
 
-from .common import TensorDataset
+from .common import TensorDataset, read_bytes
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -45,11 +45,7 @@ def _partial_gunzip(raw: bytes) -> bytes:
 
 def read_idx_bytes(path: str) -> bytes:
     """The decompressed bytes of an IDX file; a damaged gzip is a DataError naming the file."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
+    raw = read_bytes(path)
     if raw[:2] != b"\x1f\x8b":
         return raw
     try:

@@ -32,7 +32,7 @@ from PIL import Image, ImageFile
 
 from bagoftricks.errors import DataError
 
-from .common import TensorDataset, derive_seed
+from .common import TensorDataset, derive_seed, read_bytes
 
 _CHUNK = 64
 
@@ -117,11 +117,7 @@ def _torchvision_can(data: bytes) -> bool:
 
 def decode_rgb(path: str) -> torch.Tensor:
     """uint8 [3, H, W] at the stored size; DataError naming the file if it cannot be decoded."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e})") from e
+    data = read_bytes(path)
     if _torchvision_can(data):
         try:
             from torchvision.io import ImageReadMode, decode_image
@@ -134,6 +130,51 @@ def decode_rgb(path: str) -> torch.Tensor:
         return _decode_pil(data)
     except Exception as e:
         raise DataError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+
+
+def _classes(root: str, d: str) -> list[str]:
+    """The sorted class folders of root/train (of ``d`` when there is no train split); ``d`` may not
+    name a class that they lack."""
+    train_dir = os.path.join(root, "train")
+    source = train_dir if os.path.isdir(train_dir) else d
+    classes = _class_dirs(source)
+    if not classes:
+        raise DataError(f"imagefolder: no class folders in {source}")
+    known = set(classes)
+    extra = [c for c in _class_dirs(d) if c not in known]
+    if extra:
+        raise DataError(f"imagefolder: {d} has class folders missing from {train_dir}: {extra[:5]}")
+    return classes
+
+
+def _list_images(d: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Every file PIL can open under d/<class>/ (recursively, hidden ones skipped), in sorted order."""
+    exts = image_extensions()
+    paths, labels = [], []
+    for label, c in enumerate(classes):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(d, c), followlinks=True):
+            dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
+            for fn in sorted(filenames):
+                if not fn.startswith(".") and os.path.splitext(fn)[1].lower() in exts:
+                    paths.append(os.path.join(dirpath, fn))
+                    labels.append(label)
+    if not paths:
+        raise DataError(f"imagefolder: no image files under {d}/<class>/ (classes: {classes[:5]})")
+    return paths, labels
+
+
+def _threads(workers: int | None) -> int:
+    return workers or min(32, (os.cpu_count() or 1) + 4)
+
+
+def _probe_all(paths: list[str], verify: bool, workers: int | None) -> list[tuple[tuple[int, int] | None, str | None]]:
+    """:func:`_probe` of every path, in order, in chunks over a thread pool."""
+    chunks = [(paths[i : i + _CHUNK], verify) for i in range(0, len(paths), _CHUNK)]
+    n_workers = _threads(workers)
+    if len(chunks) == 1 or n_workers == 1:
+        return [r for ch in chunks for r in _probe_chunk(ch)]
+    with ThreadPoolExecutor(max_workers=n_workers) as ex:
+        return [r for rs in ex.map(_probe_chunk, chunks) for r in rs]
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
@@ -151,54 +192,31 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         if not os.path.isdir(root):
             raise DataError(f"imagefolder: root folder {root} does not exist")
         d = _split_dir(root, split)
-        train_dir = os.path.join(root, "train")
-        self.classes = _class_dirs(train_dir if os.path.isdir(train_dir) else d)
-        if not self.classes:
-            raise DataError(f"imagefolder: no class folders in {train_dir if os.path.isdir(train_dir) else d}")
-        index = {c: i for i, c in enumerate(self.classes)}
-        extra = [c for c in _class_dirs(d) if c not in index]
-        if extra:
-            raise DataError(f"imagefolder: {d} has class folders missing from {train_dir}: {extra[:5]}")
-        exts = image_extensions()
-        paths, labels = [], []
-        for c in self.classes:
-            cdir = os.path.join(d, c)
-            for dirpath, dirnames, filenames in os.walk(cdir, followlinks=True):
-                dirnames[:] = sorted(n for n in dirnames if not n.startswith("."))
-                for fn in sorted(filenames):
-                    if not fn.startswith(".") and os.path.splitext(fn)[1].lower() in exts:
-                        paths.append(os.path.join(dirpath, fn))
-                        labels.append(index[c])
-        if not paths:
-            raise DataError(f"imagefolder: no image files under {d}/<class>/ (classes: {self.classes[:5]})")
+        self.classes = _classes(root, d)
+        paths, labels = _list_images(d, self.classes)
         if limit > 0 and limit < len(paths):
             # A seeded subset, kept in folder order: the first N sorted files would be whole classes.
             g = torch.Generator().manual_seed(derive_seed(seed, "imagefolder-subset"))
             keep = torch.randperm(len(paths), generator=g)[:limit].sort().values.tolist()
             paths, labels = [paths[i] for i in keep], [labels[i] for i in keep]
         if verify and ImageFile.LOAD_TRUNCATED_IMAGES:
-            warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected")
-        chunks = [(paths[i : i + _CHUNK], verify) for i in range(0, len(paths), _CHUNK)]
-        n_workers = workers or min(32, (os.cpu_count() or 1) + 4)
-        if len(chunks) == 1 or n_workers == 1:
-            results = [r for ch in chunks for r in _probe_chunk(ch)]
-        else:
-            with ThreadPoolExecutor(max_workers=n_workers) as ex:
-                results = [r for rs in ex.map(_probe_chunk, chunks) for r in rs]
+            warnings.warn("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True: truncated images will not be detected",
+                          stacklevel=2)
+        results = _probe_all(paths, verify, workers)
         self.paths: list[str] = []
         self.sizes: list[tuple[int, int]] = []
-        good_labels: list[int] = []
         self.skipped: list[tuple[str, str]] = []
+        good_labels: list[int] = []
+        bad = sum(reason is not None for _, reason in results)
         for p, lab, (size, reason) in zip(paths, labels, results):
-            if reason is not None:
-                if strict:
-                    raise DataError(f"{p}: {reason} (strict mode; {sum(r is not None for _, r in results)} "
-                                    f"bad file(s) under {d})")
-                self.skipped.append((p, reason))
-            else:
+            if reason is None:
                 self.paths.append(p)
                 self.sizes.append(size)
                 good_labels.append(lab)
+            elif strict:
+                raise DataError(f"{p}: {reason} (strict mode; {bad} bad file(s) under {d})")
+            else:
+                self.skipped.append((p, reason))
         if not self.paths:
             raise DataError(f"imagefolder: none of the {len(paths)} files under {d} could be read "
                             f"(first: {self.skipped[0][0]}: {self.skipped[0][1]})")
@@ -234,8 +252,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
                 return x
             return resize_shorter_center_crop(x, size, size).round_().clamp_(0, 255).to(torch.uint8)
 
-        n_workers = workers or min(32, (os.cpu_count() or 1) + 4)
-        with ThreadPoolExecutor(max_workers=n_workers) as ex:
+        with ThreadPoolExecutor(max_workers=_threads(workers)) as ex:
             imgs = list(ex.map(load, range(len(self))))
         return TensorDataset(torch.stack(imgs).contiguous(), self.labels.clone(), list(self.classes),
                              list(self.skipped))

@@ -1,4 +1,4 @@
-"""One entry point over every dataset: ``load_split``, ``dataset_stats``, the default roots."""
+"""One entry point over every dataset: ``load_split`` and ``dataset_stats``."""
 
 from __future__ import annotations
 
@@ -6,32 +6,16 @@ import os
 
 from bagoftricks.errors import DataError
 
+from .catalog import DATASETS, DEFAULT_ROOTS, STATS
 from .common import TensorDataset
 
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
-DEFAULT_ROOTS = {
-    "fashion_mnist": "/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
-    "cifar10": "~/.cache/bagoftricks/cifar10",
-    "cifar100": "~/.cache/bagoftricks/cifar100",
-}
+__all__ = ["DATASETS", "DEFAULT_ROOTS", "MEMORY_LIMIT_BYTES", "dataset_stats", "load_split"]
+
 # An ImageFolder split is decoded into one in-memory TensorDataset (fast, batched augmentation on the
 # device) when it takes at most this many bytes both at its stored sizes and after the resize to one
 # size; larger folders are read per image through DataLoader workers. 2 GiB is ~10k ImageNet-size
 # images, and fits next to a ResNet-50 on any 16 GB accelerator.
 MEMORY_LIMIT_BYTES = 2 << 30
-
-# Mean and std per channel on the 0..255 scale.
-IMAGENET_STATS = ((123.68, 116.779, 103.939), (58.393, 57.12, 57.375))  # the paper's §2 values
-_STATS = {
-    # Computed over the 60000 training images (population std over all pixels).
-    "fashion_mnist": ((72.9404,), (90.0212,)),
-    # Over the 50000 training images, per channel, population std over all pixels (not the
-    # often-quoted mean of per-image stds 0.2023/0.1994/0.2010).
-    "cifar10": ((125.3069, 122.9504, 113.8654), (62.9932, 62.0887, 66.7049)),
-    "cifar100": ((129.3042, 124.0700, 112.4341), (68.1702, 65.3918, 70.4184)),
-    "imagefolder": IMAGENET_STATS,
-    "synthetic": IMAGENET_STATS,
-}
 
 
 def _check_name(name: str) -> None:
@@ -46,7 +30,7 @@ def dataset_stats(name: str, channels: int | None = None) -> tuple[tuple[float, 
     synthetic set): RGB stats are averaged to one value, one value is repeated.
     """
     _check_name(name)
-    mean, std = _STATS[name]
+    mean, std = STATS[name]
     if channels is None or channels == len(mean):
         return tuple(mean), tuple(std)
     if channels == 1:

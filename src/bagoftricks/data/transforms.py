@@ -61,8 +61,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (123.68, 116.779, 103.939)
-IMAGENET_STD = (58.393, 57.12, 57.375)
+from .catalog import AUGMENTS, IMAGENET_MEAN, IMAGENET_STD
 
 # AlexNet's eigen-decomposition of the ImageNet RGB covariance (pixels on the 0..1 scale); column j of
 # EIGVEC is the eigenvector of EIGVAL[j].
@@ -78,7 +77,6 @@ RGB2YIQ = (
     (0.596, -0.274, -0.322),
     (0.211, -0.523, 0.312),
 )
-MODES = ("paper", "small", "none")
 TRIES = 10
 
 
@@ -149,6 +147,11 @@ def resize_shorter_center_crop(x: torch.Tensor, shorter: int, crop: int) -> torc
 # Parameters
 
 
+def _check_mode(mode: str) -> None:
+    if mode not in AUGMENTS:
+        raise ValueError(f"mode must be one of {AUGMENTS}, got {mode!r}")
+
+
 def sample_params(batch: int, H: int, W: int, generator: torch.Generator | None = None, *,
                   mode: str = "paper", area: tuple[float, float] = (0.08, 1.0),
                   ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: float = 0.5, jitter: float = 0.4,
@@ -162,60 +165,77 @@ def sample_params(batch: int, H: int, W: int, generator: torch.Generator | None 
     The draws always happen in the same order and number for a given mode, whatever the strengths
     (a zero strength just gives neutral values).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_mode(mode)
     dev = generator.device if generator is not None else torch.device("cpu")
+    if mode == "none":
+        return _neutral_params(batch, H, W, dev)
     kw = dict(generator=generator, device=dev)
     f64 = torch.float32 if dev.type == "mps" else torch.float64  # exact integer box arithmetic; MPS lacks fp64
-    B = batch
     if mode == "paper":
-        a0, a1 = area
-        r0, r1 = ratio
-        if not (0 < a0 <= a1 <= 1) or not (0 < r0 <= r1):
-            raise ValueError(f"need 0 < area0 <= area1 <= 1 and 0 < ratio0 <= ratio1, got {area}, {ratio}")
-        u_area = torch.rand(B, TRIES, dtype=f64, **kw)
-        u_ratio = torch.rand(B, TRIES, dtype=f64, **kw)
-        u_pos = torch.rand(B, 2, dtype=f64, **kw)
-        hw = float(H * W)
-        target = hw * (a0 + (a1 - a0) * u_area)
-        aspect = torch.exp(math.log(r0) + (math.log(r1) - math.log(r0)) * u_ratio)
-        w = torch.round(torch.sqrt(target * aspect))
-        h = torch.round(torch.sqrt(target / aspect))
-        eps = 1e-9 if f64 == torch.float64 else 1e-6
-        valid = ((w >= 1) & (h >= 1) & (w <= W) & (h <= H)
-                 & (w * h >= a0 * hw * (1 - eps)) & (w * h <= a1 * hw * (1 + eps))
-                 & (w >= r0 * h * (1 - eps)) & (w <= r1 * h * (1 + eps)))
-        first = valid.int().argmax(dim=1, keepdim=True)  # index of the first accepted try
-        ok = valid.any(dim=1)
-        w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
-        # Fallback: the whole image, narrowed to the ratio range (torchvision's rule).
-        if r0 > W / H:
-            fw, fh = W, min(H, round(W / r0))
-        elif r1 < W / H:
-            fw, fh = min(W, round(H * r1)), H
-        else:
-            fw, fh = W, H
-        w = torch.where(ok, w, torch.full_like(w, fw))
-        h = torch.where(ok, h, torch.full_like(h, fh))
-        top = torch.floor(u_pos[:, 0] * (H - h + 1)).clamp_(max=H - h)
-        left = torch.floor(u_pos[:, 1] * (W - w + 1)).clamp_(max=W - w)
-        top = torch.where(ok, top, torch.full_like(top, (H - fh) // 2))
-        left = torch.where(ok, left, torch.full_like(left, (W - fw) // 2))
-        crop = torch.stack([top, left, h, w], dim=1).long()
-    elif mode == "small":
-        u_pos = torch.rand(B, 2, dtype=f64, **kw)
-        off = torch.floor(u_pos * (2 * pad + 1)).clamp_(max=2 * pad).long()
-        crop = torch.stack([off[:, 0], off[:, 1], torch.full_like(off[:, 0], H), torch.full_like(off[:, 0], W)], 1)
+        crop = _random_resized_crops(batch, H, W, area, ratio, f64, kw)
     else:
-        z = torch.zeros(B, dtype=torch.long, device=dev)
-        return {"crop": torch.stack([z, z, z + H, z + W], 1), "flip": torch.zeros(B, dtype=torch.bool, device=dev),
-                "brightness": torch.ones(B, device=dev), "saturation": torch.ones(B, device=dev),
-                "hue": torch.ones(B, device=dev), "alpha": torch.zeros(B, 3, device=dev)}
-    flips = torch.rand(B, **kw) < flip
-    factors = 1 + jitter * (2 * torch.rand(B, 3, **kw) - 1)
-    alpha = torch.randn(B, 3, **kw) * lighting
+        crop = _padded_crops(batch, H, W, pad, f64, kw)
+    flips = torch.rand(batch, **kw) < flip
+    factors = 1 + jitter * (2 * torch.rand(batch, 3, **kw) - 1)
+    alpha = torch.randn(batch, 3, **kw) * lighting
     return {"crop": crop, "flip": flips, "brightness": factors[:, 0].contiguous(),
             "saturation": factors[:, 1].contiguous(), "hue": factors[:, 2].contiguous(), "alpha": alpha}
+
+
+def _neutral_params(B: int, H: int, W: int, dev: torch.device) -> dict[str, torch.Tensor]:
+    """Mode "none": the whole image, no flip, neutral factors; nothing is drawn."""
+    z = torch.zeros(B, dtype=torch.long, device=dev)
+    return {"crop": torch.stack([z, z, z + H, z + W], 1), "flip": torch.zeros(B, dtype=torch.bool, device=dev),
+            "brightness": torch.ones(B, device=dev), "saturation": torch.ones(B, device=dev),
+            "hue": torch.ones(B, device=dev), "alpha": torch.zeros(B, 3, device=dev)}
+
+
+def _padded_crops(B: int, H: int, W: int, pad: int, f64: torch.dtype, kw: dict) -> torch.Tensor:
+    """Mode "small": an H x W window at a uniform offset in the image zero-padded by ``pad``."""
+    u_pos = torch.rand(B, 2, dtype=f64, **kw)
+    off = torch.floor(u_pos * (2 * pad + 1)).clamp_(max=2 * pad).long()
+    return torch.stack([off[:, 0], off[:, 1], torch.full_like(off[:, 0], H), torch.full_like(off[:, 0], W)], 1)
+
+
+def _random_resized_crops(B: int, H: int, W: int, area: tuple[float, float], ratio: tuple[float, float],
+                          f64: torch.dtype, kw: dict) -> torch.Tensor:
+    """Mode "paper": step 1 of the module docstring, TRIES tries per sample drawn at once."""
+    a0, a1 = area
+    r0, r1 = ratio
+    if not (0 < a0 <= a1 <= 1) or not (0 < r0 <= r1):
+        raise ValueError(f"need 0 < area0 <= area1 <= 1 and 0 < ratio0 <= ratio1, got {area}, {ratio}")
+    u_area = torch.rand(B, TRIES, dtype=f64, **kw)
+    u_ratio = torch.rand(B, TRIES, dtype=f64, **kw)
+    u_pos = torch.rand(B, 2, dtype=f64, **kw)
+    hw = float(H * W)
+    target = hw * (a0 + (a1 - a0) * u_area)
+    aspect = torch.exp(math.log(r0) + (math.log(r1) - math.log(r0)) * u_ratio)
+    w = torch.round(torch.sqrt(target * aspect))
+    h = torch.round(torch.sqrt(target / aspect))
+    eps = 1e-9 if f64 == torch.float64 else 1e-6
+    valid = ((w >= 1) & (h >= 1) & (w <= W) & (h <= H)
+             & (w * h >= a0 * hw * (1 - eps)) & (w * h <= a1 * hw * (1 + eps))
+             & (w >= r0 * h * (1 - eps)) & (w <= r1 * h * (1 + eps)))
+    first = valid.int().argmax(dim=1, keepdim=True)  # index of the first accepted try
+    ok = valid.any(dim=1)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    fw, fh = _fallback_box(H, W, r0, r1)
+    w = torch.where(ok, w, torch.full_like(w, fw))
+    h = torch.where(ok, h, torch.full_like(h, fh))
+    top = torch.floor(u_pos[:, 0] * (H - h + 1)).clamp_(max=H - h)
+    left = torch.floor(u_pos[:, 1] * (W - w + 1)).clamp_(max=W - w)
+    top = torch.where(ok, top, torch.full_like(top, (H - fh) // 2))
+    left = torch.where(ok, left, torch.full_like(left, (W - fw) // 2))
+    return torch.stack([top, left, h, w], dim=1).long()
+
+
+def _fallback_box(H: int, W: int, r0: float, r1: float) -> tuple[int, int]:
+    """(width, height) after TRIES failures: the whole image, narrowed to the ratio range (torchvision's rule)."""
+    if r0 > W / H:
+        return W, min(H, round(W / r0))
+    if r1 < W / H:
+        return min(W, round(H * r1)), H
+    return W, H
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -321,8 +341,7 @@ class BatchAugment:
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: float = 0.5, jitter: float | None = None,
                  lighting: float | None = None, pad: int = 4, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        _check_mode(mode)
         if not 0 <= flip <= 1:
             raise ValueError(f"flip must be a probability, got {flip}")
         self.out_size, self.mode = int(out_size), mode
