@@ -1,23 +1,54 @@
 """The tricks of He et al. (CVPR 2019) and a few later ones, as pure functions.
 
 One module per trick; nothing here reads the recipe — the engine maps recipe fields to these calls.
+The names below are loaded on first use, so that importing a torch-free module of this package
+(``catalog``, ``schedule``) does not import torch.
 """
-from .cutmix import choose_mix, cutmix, cutmix_box, mix_batch
-from .cutout import cutout, random_erasing
-from .distillation import distillation_loss
-from .ema import ModelEMA, unwrap
-from .fp16 import grads_nonfinite, loss_scaler, prepare_momentum, skips_on_device, step_with_scaler
-from .label_smoothing import optimal_logit_gap, smoothed_targets
-from .loss import soft_cross_entropy
-from .mixup import batch_permutation, mix, sample_lambda
-from .param_groups import param_groups
-from .randaugment import randaugment
-from .schedule import lr_at, lr_curve, scaled_lr, warmup_steps
-from .zero_gamma import zero_last_bn_gamma
+from __future__ import annotations
 
-__all__ = [
-    "batch_permutation", "choose_mix", "cutmix", "cutmix_box", "cutout", "distillation_loss",
-    "grads_nonfinite", "loss_scaler", "lr_at", "lr_curve", "mix", "mix_batch", "ModelEMA", "optimal_logit_gap",
-    "param_groups", "prepare_momentum", "random_erasing", "randaugment", "sample_lambda", "scaled_lr", "smoothed_targets",
-    "skips_on_device", "soft_cross_entropy", "step_with_scaler", "unwrap", "warmup_steps", "zero_last_bn_gamma",
-]
+import importlib
+import sys
+import types
+from typing import Any
+
+# exported name -> the module that defines it
+_EXPORTS = {
+    "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix", "mix_batch": "cutmix",
+    "cutout": "cutout", "random_erasing": "cutout",
+    "distillation_loss": "distillation",
+    "ModelEMA": "ema", "unwrap": "ema",
+    "grads_nonfinite": "guarded_step", "loss_scaler": "guarded_step", "prepare_momentum": "guarded_step",
+    "skips_on_device": "guarded_step", "step_with_scaler": "guarded_step",
+    "optimal_logit_gap": "label_smoothing", "smoothed_targets": "label_smoothing",
+    "soft_cross_entropy": "loss",
+    "batch_permutation": "mixup", "mix": "mixup", "sample_lambda": "mixup",
+    "param_groups": "param_groups",
+    "randaugment": "randaugment",
+    "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
+    "zero_last_bn_gamma": "zero_gamma",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """``tricks.cutmix`` (likewise cutout, param_groups, randaugment) is the function, not its module.
+
+    Loading a submodule binds it on the package under its own name; where an exported function has
+    that name, the function is bound instead, whichever of the two is loaded first.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

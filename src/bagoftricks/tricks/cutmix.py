@@ -1,4 +1,4 @@
-"""CutMix (seed notes; Yun et al. 2019): paste a box of another image, mix labels by its area.
+"""CutMix (Yun et al. 2019): paste a box of another image, mix labels by its area.
 
 Unlike mixup the pasted pixels stay natural images, and unlike cutout the removed region is used
 for learning. The label weight must be the area that was actually pasted, which differs from the
@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .mixup import batch_permutation, mix, sample_lambda
+from .mixup import batch_permutation, mix, mix_targets, sample_lambda
 
 
 def cutmix_box(lam: float, H: int, W: int, generator: torch.Generator) -> tuple[int, int, int, int]:
@@ -43,9 +43,7 @@ def cutmix(
     perm = perm.to(x.device)
     x_mixed = x.clone()
     x_mixed[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
-    t = soft_targets.to(torch.float32)
-    t_mixed = t * lam_eff + t[perm.to(t.device)] * (1.0 - lam_eff)
-    return x_mixed, t_mixed, lam_eff
+    return x_mixed, mix_targets(soft_targets, lam_eff, perm), lam_eff
 
 
 def choose_mix(
@@ -80,11 +78,11 @@ def mix_batch(
     generator: torch.Generator,
     switch_prob: float = 0.5,
 ) -> tuple[torch.Tensor, torch.Tensor, str | None, float]:
-    """Convenience for the engine: choose, draw λ (from the chosen method's α), permutation, mix.
+    """A batch's mixing in one call: choose, draw the permutation and λ (from the chosen method's α), mix.
 
     Returns (x, targets, method, λ) where λ is the effective own-image weight (1.0 when off).
-    Draw order from `generator` (the same as the engine's loop): choice (only if both on),
-    permutation, λ, box (CutMix only).
+    Everything is drawn from `generator`, in the order: choice (only if both on), permutation, λ,
+    box (CutMix only).
     """
     method = choose_mix(mixup_alpha, cutmix_alpha, switch_prob, generator)
     if method is None:

@@ -1,4 +1,4 @@
-"""Cutout (seed notes; DeVries & Taylor 2017) and Random Erasing (Zhong et al. 2017).
+"""Cutout (DeVries & Taylor 2017) and Random Erasing (Zhong et al. 2017).
 
 Both hide a random rectangle of each training image, so the network cannot rely on a single
 discriminative region and must use the whole object — a regulariser in the same family as

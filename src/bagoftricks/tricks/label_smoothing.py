@@ -11,7 +11,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-FORMS = ("paper", "uniform")
+from .catalog import LABEL_SMOOTHING_FORMS
+
+
+def _check_form(form: str) -> None:
+    if form not in LABEL_SMOOTHING_FORMS:
+        raise ValueError(f"unknown label smoothing form {form!r}; valid forms: {', '.join(LABEL_SMOOTHING_FORMS)}")
 
 
 def smoothed_targets(labels: torch.Tensor, num_classes: int, eps: float, form: str = "paper") -> torch.Tensor:
@@ -22,8 +27,7 @@ def smoothed_targets(labels: torch.Tensor, num_classes: int, eps: float, form: s
         uniform distribution, q = (1 - ε)·onehot + ε/K, i.e. q_true = 1 - ε + ε/K, q_other = ε/K.
     The uniform form with ε' = ε·K/(K-1) equals the paper form with ε. ε = 0 gives exactly one-hot.
     """
-    if form not in FORMS:
-        raise ValueError(f"unknown label smoothing form {form!r}; valid forms: {', '.join(FORMS)}")
+    _check_form(form)
     if not 0.0 <= eps < 1.0:
         raise ValueError(f"label smoothing eps must be in [0, 1), got {eps}")
     if num_classes < 2:
@@ -45,8 +49,7 @@ def optimal_logit_gap(num_classes: int, eps: float, form: str = "paper") -> floa
       uniform form: log(1 + K(1-ε)/ε)      (≈ 9.1 as well for K = 1000, ε = 0.1: 9.105 vs 9.104)
     ε = 0 gives +inf (one-hot targets have no finite optimum).
     """
-    if form not in FORMS:
-        raise ValueError(f"unknown label smoothing form {form!r}; valid forms: {', '.join(FORMS)}")
+    _check_form(form)
     if eps == 0.0:
         return math.inf
     K = num_classes

@@ -32,7 +32,15 @@ def batch_permutation(batch_size: int, generator: torch.Generator) -> torch.Tens
     return torch.randperm(batch_size, generator=generator, device=generator.device)
 
 
-def mix(x: torch.Tensor, soft_targets: torch.Tensor, lam: float, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_targets(soft_targets: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """λ y + (1-λ) y[perm] in fp32: the labels of a mixed batch (mixup and CutMix alike)."""
+    t = soft_targets.to(torch.float32)
+    return t * lam + t[perm.to(t.device)] * (1.0 - lam)
+
+
+def mix(
+    x: torch.Tensor, soft_targets: torch.Tensor, lam: float, perm: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(λ x + (1-λ) x[perm],  λ y + (1-λ) y[perm]) with the same λ and perm for inputs and labels.
 
     Labels must already be soft ([B, K], e.g. from smoothed_targets) so smoothing and mixing compose.
@@ -42,6 +50,4 @@ def mix(x: torch.Tensor, soft_targets: torch.Tensor, lam: float, perm: torch.Ten
         raise ValueError(f"batch sizes differ: x {x.shape[0]}, targets {soft_targets.shape[0]}, perm {perm.shape[0]}")
     perm = perm.to(x.device)
     x_mixed = x * lam + x[perm] * (1.0 - lam)
-    t = soft_targets.to(torch.float32)
-    t_mixed = t * lam + t[perm.to(t.device)] * (1.0 - lam)
-    return x_mixed, t_mixed
+    return x_mixed, mix_targets(soft_targets, lam, perm)

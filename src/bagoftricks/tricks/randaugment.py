@@ -12,7 +12,7 @@ import math
 
 import torch
 
-NUM_BINS = 31  # magnitude m in [0, NUM_BINS - 1]; torchvision's default scale
+from .catalog import RANDAUGMENT_BINS
 OPS = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
     "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
@@ -25,7 +25,7 @@ def apply_op(img: torch.Tensor, op: str, m: int, negative: bool) -> torch.Tensor
     import torchvision.transforms.v2.functional as TF
     from torchvision.transforms import InterpolationMode
     _NEAREST = InterpolationMode.NEAREST
-    f = m / (NUM_BINS - 1)  # magnitude as a fraction of the op's maximum
+    f = m / (RANDAUGMENT_BINS - 1)  # magnitude as a fraction of the op's maximum
     sign = -1.0 if negative else 1.0
     H, W = img.shape[-2:]
     if op == "Identity":
@@ -71,10 +71,11 @@ def randaugment(images_uint8: torch.Tensor, num_ops: int, magnitude: int, genera
     """
     if num_ops < 0:
         raise ValueError(f"num_ops must be >= 0, got {num_ops}")
-    if not 0 <= magnitude < NUM_BINS:
-        raise ValueError(f"magnitude must be in [0, {NUM_BINS - 1}], got {magnitude}")
+    if not 0 <= magnitude < RANDAUGMENT_BINS:
+        raise ValueError(f"magnitude must be in [0, {RANDAUGMENT_BINS - 1}], got {magnitude}")
     if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4:
-        raise ValueError(f"randaugment expects uint8 [B, C, H, W], got {images_uint8.dtype} {tuple(images_uint8.shape)}")
+        raise ValueError(
+            f"randaugment expects uint8 [B, C, H, W], got {images_uint8.dtype} {tuple(images_uint8.shape)}")
     if num_ops == 0:
         return images_uint8
     B = images_uint8.shape[0]

@@ -7,6 +7,7 @@ the exact curve a recipe will use.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 KINDS = ("step", "cosine", "linear")
 
@@ -78,18 +79,7 @@ def lr_at(
     return floor + (base_lr - floor) * (1.0 - frac)  # linear
 
 
-def lr_curve(
-    *,
-    base_lr: float,
-    steps_per_epoch: int,
-    epochs: int,
-    warmup_epochs: float = 0.0,
-    kind: str = "step",
-    milestones: tuple[float, ...] = (30, 60, 90),
-    gamma: float = 0.1,
-    floor: float = 0.0,
-) -> list[float]:
-    """lr_at for every iteration 0 .. epochs·steps_per_epoch - 1 (for plots and wiring tests)."""
-    kw = dict(base_lr=base_lr, steps_per_epoch=steps_per_epoch, epochs=epochs,
-              warmup_epochs=warmup_epochs, kind=kind, milestones=milestones, gamma=gamma, floor=floor)
-    return [lr_at(s, **kw) for s in range(epochs * steps_per_epoch)]
+def lr_curve(**schedule: Any) -> list[float]:
+    """lr_at for every iteration 0 .. epochs·steps_per_epoch - 1; takes lr_at's keyword arguments."""
+    total = schedule["epochs"] * schedule["steps_per_epoch"]
+    return [lr_at(s, **schedule) for s in range(total)]

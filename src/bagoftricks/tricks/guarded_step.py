@@ -1,10 +1,12 @@
-"""Low-precision training with loss scaling (§3.2).
+"""The guarded optimizer step every precision trains with, and the loss scaler of fp16 (§3.2).
 
-In fp16 small gradients underflow to 0; multiplying the loss by a scale S before backward keeps
-them representable, and the gradients are divided by S (in fp32, on the fp32 master weights) before
-the update. A dynamic scale is halved whenever an overflow (inf/nan gradient) is found — that step
-is skipped — and grown again after a run of good steps. bf16 has fp32's exponent range and needs
-no scaling: pass enabled=False for it and for fp32.
+A step whose gradients (or, without loss scaling, whose loss) are not finite is skipped, leaving the
+weights and the momentum untouched, in fp32, bf16 and fp16 alike. In fp16 small gradients also
+underflow to 0; multiplying the loss by a scale S before backward keeps them representable, and the
+gradients are divided by S (in fp32, on the fp32 master weights) before the update. A dynamic scale
+is halved whenever an overflow (inf/nan gradient) is found — that step is skipped — and grown again
+after a run of good steps. bf16 has fp32's exponent range and needs no scaling: pass enabled=False
+for it and for fp32.
 """
 from __future__ import annotations
 
@@ -71,8 +73,8 @@ def step_with_scaler(
         _clip(optimizer, max_grad_norm)
     bad = grads_nonfinite(optimizer)
     if scaler.is_enabled():
-        # the scaler's own flag (set by unscale_) is exactly "some unscaled gradient is inf/nan",
-        # which is `bad`; DDP's averaged gradients make it the same on every rank
+        # the scaler skips on its own flag (set by unscale_), which is exactly `bad`; DDP's averaged
+        # gradients make it the same on every rank
         scaler.step(optimizer)
         scaler.update()
         return bad

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from bagoftricks.tricks.fp16 import loss_scaler, step_with_scaler
+from bagoftricks.tricks.guarded_step import loss_scaler, step_with_scaler
 
 
 def _setup():
@@ -56,12 +56,12 @@ def test_disabled_scaler_is_plain_backward_and_step():
 
 
 def _fused(p):
-    from bagoftricks.tricks.fp16 import prepare_momentum
+    from bagoftricks.tricks.guarded_step import prepare_momentum
     return prepare_momentum(torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, fused=True))
 
 
 def test_grads_nonfinite_flags_nan_and_inf_not_huge_values():
-    from bagoftricks.tricks.fp16 import grads_nonfinite
+    from bagoftricks.tricks.guarded_step import grads_nonfinite
     p = torch.nn.Parameter(torch.ones(4))
     opt = torch.optim.SGD([p], lr=0.1)
     for value, flagged in [(1e30, False), (3e38, False), (float("inf"), True), (float("nan"), True), (-1.0, False)]:
@@ -72,7 +72,7 @@ def test_grads_nonfinite_flags_nan_and_inf_not_huge_values():
 def test_fused_sgd_skips_a_non_finite_first_step_on_the_device():
     """No loss scaling: a nan loss is skipped by the fused kernel; the momentum buffer stays zero
     (a fused kernel skipping the very first step would otherwise leave it uninitialised)."""
-    from bagoftricks.tricks.fp16 import skips_on_device
+    from bagoftricks.tricks.guarded_step import skips_on_device
     p = torch.nn.Parameter(torch.ones(3))
     opt = _fused(p)
     assert skips_on_device(opt)
