@@ -1,6 +1,10 @@
 """The recipe: defaults are the paper's §2 baseline, YAML round-trips, overrides are typed, bad values
 are rejected with the field's name."""
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +19,8 @@ def test_default_is_paper_baseline():
     assert (r.optim.lr, r.optim.momentum, r.optim.nesterov, r.optim.weight_decay) == (0.1, 0.9, True, 1e-4)
     assert (r.train.epochs, r.train.batch_size) == (120, 256)
     assert r.schedule.kind == "step" and r.schedule.milestones == (30, 60, 90) and r.schedule.gamma == 0.1
-    assert (r.data.image_size, r.data.crop_area_min, r.data.flip, r.data.jitter, r.data.lighting) == (224, 0.08, 0.5, 0.4, 0.1)
+    d = r.data
+    assert (d.image_size, d.crop_area_min, d.flip, d.jitter, d.lighting) == (224, 0.08, 0.5, 0.4, 0.1)
     assert r.data.crop_ratio == pytest.approx(224 / 256)
     # every trick is off by default
     t = r.tricks
@@ -127,3 +132,20 @@ def test_dump_is_plain_yaml():
     d = yaml.safe_load(recipe.dump(Recipe()))
     assert set(d) == {"model", "data", "optim", "schedule", "tricks", "train"}
     assert d["schedule"]["milestones"] == [30.0, 60.0, 90.0]
+
+
+def test_loading_and_validating_does_not_import_torch(tmp_path):
+    """The choice lists come from the torch-free catalogues of data/models/tricks, so checking a
+    recipe (`bagoftricks show`) stays fast."""
+    p = tmp_path / "r.yaml"
+    p.write_text("model:\n  arch: resnet20\n  variant: D\ndata:\n  name: cifar10\n  augment: small\n")
+    code = ("import sys; from bagoftricks import recipe; "
+            f"r = recipe.load({str(p)!r}, ['tricks.label_smoothing_form=uniform', 'schedule.kind=cosine']); "
+            "recipe.validate(recipe.Recipe()); "
+            "assert r.model.variant == 'D', r; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    src = str(Path(recipe.__file__).resolve().parents[1])  # this checkout, not an installed copy
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+

@@ -20,12 +20,16 @@ from typing import Any
 
 import yaml
 
+from bagoftricks.data.catalog import AUGMENTS, DATASETS
 from bagoftricks.errors import RecipeError
+from bagoftricks.models.catalog import ACTIVATIONS, INITS, VARIANTS, list_models
+from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS
+from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "resnet50"          # registry name: resnet18..152, resnet20..110 (28-32 px), mobilenet_v1, inception_v3, ...
+    arch: str = "resnet50"          # preset: resnet18..152, resnet20..110 (28-32 px), mobilenet_v1, inception_v3, ...
     variant: str = "A"              # ResNet tweak of §4: A (original) | B | C | D
     width: int = 0                  # base width in channels; 0 = the arch's own (64 ImageNet family, 16 small family)
     init: str = "xavier"            # xavier (paper §2) | kaiming
@@ -44,7 +48,7 @@ class DataConfig:
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
-    crop_ratio: float = 0.875       # evaluation: resize shorter edge to image_size/crop_ratio, centre-crop; paper: 224/256
+    crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop; paper: 224/256
     augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
@@ -132,17 +136,22 @@ _SECTION_TYPES = {
     "schedule": ScheduleConfig, "tricks": TricksConfig, "train": TrainConfig,
 }
 
-CHOICES = {
-    "data.name": ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic"),
-    "data.augment": ("paper", "small", "none"),
-    "data.in_memory": ("auto", "always", "never"),
-    "model.variant": ("A", "B", "C", "D"),
-    "model.init": ("xavier", "kaiming"),
-    "model.activation": ("relu", "silu", "swish", "gelu", "leaky_relu", "hardswish", "mish"),
-    "schedule.kind": ("step", "cosine", "linear"),
-    "tricks.label_smoothing_form": ("paper", "uniform"),
-    "train.precision": ("fp32", "fp16", "bf16"),
-    "train.resume": ("", "auto"),
+# The recipe's own choices; every other list is owned by the package that implements it.
+PRECISIONS = ("fp32", "fp16", "bf16")  # train.precision
+IN_MEMORY = ("auto", "always", "never")  # data.in_memory
+RESUME = ("", "auto")  # train.resume
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.name": DATASETS,
+    "data.augment": AUGMENTS,
+    "data.in_memory": IN_MEMORY,
+    "model.variant": tuple(VARIANTS),
+    "model.init": INITS,
+    "model.activation": tuple(ACTIVATIONS),
+    "schedule.kind": SCHEDULE_KINDS,
+    "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
+    "train.precision": PRECISIONS,
+    "train.resume": RESUME,
 }
 
 
@@ -195,7 +204,10 @@ def _coerce(key: str, typ, value: Any) -> Any:
             return str(value)
         if origin is tuple:
             if isinstance(value, str):
-                value = yaml.safe_load(value) if value.strip().startswith("[") else [v for v in value.split(",") if v.strip()]
+                if value.strip().startswith("["):
+                    value = yaml.safe_load(value)
+                else:
+                    value = [v for v in value.split(",") if v.strip()]
             if not isinstance(value, (list, tuple)):
                 value = [value]
             (elem, _) = typing.get_args(typ)
@@ -285,28 +297,38 @@ def apply_overrides(recipe: Recipe, overrides) -> Recipe:
     return recipe
 
 
-def _check(cond: bool, key: str, value, what: str):
+def _check(cond: bool, key: str, value: Any, what: str) -> None:
     if not cond:
         raise RecipeError(f"{key}: {what}, got {value!r}")
 
 
 def validate(r: Recipe) -> Recipe:
-    """Check every value; raise RecipeError naming the first bad field."""
+    """Check every value; raise RecipeError naming the first bad field. Does not import torch."""
     for key, options in CHOICES.items():
         s, f = key.split(".")
         v = getattr(getattr(r, s), f)
         _check(v in options, key, v, f"must be one of {', '.join(repr(o) for o in options)}")
-    from bagoftricks.models import list_models  # deferred: models import torch
+    _validate_model(r.model)
+    _validate_data(r.data)
+    _validate_optim(r.optim, r.schedule)
+    _validate_tricks(r.tricks, r.train.epochs)
+    _validate_train(r.train)
+    return r
+
+
+def _validate_model(m: ModelConfig) -> None:
     archs = list_models()
-    _check(r.model.arch in archs, "model.arch", r.model.arch,
-           f"unknown model{_suggest(r.model.arch, archs) or ''}; known: {', '.join(archs)}")
-    _check(r.model.width >= 0, "model.width", r.model.width, "must be >= 0")
-    _check(r.model.se_reduction >= 0, "model.se_reduction", r.model.se_reduction, "must be >= 0")
-    _check(r.model.groups >= 1, "model.groups", r.model.groups, "must be >= 1")
-    _check(r.model.width_per_group >= 0, "model.width_per_group", r.model.width_per_group, "must be >= 0")
-    _check(0.0 <= r.model.drop_path < 1.0, "model.drop_path", r.model.drop_path, "must be in [0, 1)")
-    _check(0.0 < r.model.width_mult <= 4.0, "model.width_mult", r.model.width_mult, "must be in (0, 4]")
-    d = r.data
+    _check(m.arch in archs, "model.arch", m.arch,
+           f"unknown model{_suggest(m.arch, archs) or ''}; known: {', '.join(archs)}")
+    _check(m.width >= 0, "model.width", m.width, "must be >= 0")
+    _check(m.se_reduction >= 0, "model.se_reduction", m.se_reduction, "must be >= 0")
+    _check(m.groups >= 1, "model.groups", m.groups, "must be >= 1")
+    _check(m.width_per_group >= 0, "model.width_per_group", m.width_per_group, "must be >= 0")
+    _check(0.0 <= m.drop_path < 1.0, "model.drop_path", m.drop_path, "must be in [0, 1)")
+    _check(0.0 < m.width_mult <= 4.0, "model.width_mult", m.width_mult, "must be in (0, 4]")
+
+
+def _validate_data(d: DataConfig) -> None:
     _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
     _check(8 <= d.image_size <= 1024, "data.image_size", d.image_size, "must be in [8, 1024]")
     _check(0.0 < d.crop_ratio <= 1.0, "data.crop_ratio", d.crop_ratio, "must be in (0, 1]")
@@ -319,30 +341,38 @@ def validate(r: Recipe) -> Recipe:
     _check(d.synthetic_samples >= 1, "data.synthetic_samples", d.synthetic_samples, "must be >= 1")
     _check(d.workers >= 0, "data.workers", d.workers, "must be >= 0")
     _check(d.timeout >= 0, "data.timeout", d.timeout, "must be >= 0")
-    o = r.optim
+
+
+def _validate_optim(o: OptimConfig, s: ScheduleConfig) -> None:
     _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "must be > 0")
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "must be in [0, 1)")
     _check(not (o.nesterov and o.momentum == 0), "optim.nesterov", o.nesterov, "needs optim.momentum > 0")
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
-    s = r.schedule
     _check(all(m > 0 for m in s.milestones), "schedule.milestones", list(s.milestones), "must be positive epochs")
     _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", list(s.milestones), "must be increasing")
     _check(0.0 < s.gamma <= 1.0, "schedule.gamma", s.gamma, "must be in (0, 1]")
     _check(0.0 <= s.floor < o.lr, "schedule.floor", s.floor, "must be in [0, optim.lr)")
-    t = r.tricks
-    _check(0.0 <= t.warmup_epochs < r.train.epochs, "tricks.warmup_epochs", t.warmup_epochs, "must be in [0, train.epochs)")
+
+
+def _validate_tricks(t: TricksConfig, epochs: int) -> None:
+    _check(0.0 <= t.warmup_epochs < epochs, "tricks.warmup_epochs", t.warmup_epochs, "must be in [0, train.epochs)")
     _check(0.0 <= t.label_smoothing < 1.0, "tricks.label_smoothing", t.label_smoothing, "must be in [0, 1)")
     _check(t.mixup_alpha >= 0, "tricks.mixup_alpha", t.mixup_alpha, "must be >= 0 (0 = off)")
     _check(t.cutmix_alpha >= 0, "tricks.cutmix_alpha", t.cutmix_alpha, "must be >= 0 (0 = off)")
-    _check(0 <= t.mix_off_epochs <= r.train.epochs, "tricks.mix_off_epochs", t.mix_off_epochs, "must be in [0, train.epochs]")
+    _check(0 <= t.mix_off_epochs <= epochs, "tricks.mix_off_epochs", t.mix_off_epochs, "must be in [0, train.epochs]")
     _check(t.cutout >= 0, "tricks.cutout", t.cutout, "must be >= 0 pixels")
-    _check(0.0 <= t.random_erasing <= 1.0, "tricks.random_erasing", t.random_erasing, "must be a probability in [0, 1]")
+    _check(0.0 <= t.random_erasing <= 1.0, "tricks.random_erasing", t.random_erasing,
+           "must be a probability in [0, 1]")
     _check(t.distill_temperature > 0, "tricks.distill_temperature", t.distill_temperature, "must be > 0")
     _check(t.distill_hard_weight >= 0, "tricks.distill_hard_weight", t.distill_hard_weight, "must be >= 0")
     _check(0.0 <= t.ema_decay < 1.0, "tricks.ema_decay", t.ema_decay, "must be in [0, 1)")
     _check(t.randaugment_ops >= 0, "tricks.randaugment_ops", t.randaugment_ops, "must be >= 0")
-    _check(0 <= t.randaugment_magnitude <= 30, "tricks.randaugment_magnitude", t.randaugment_magnitude, "must be in [0, 30]")
-    tr = r.train
+    top = RANDAUGMENT_BINS - 1
+    _check(0 <= t.randaugment_magnitude <= top, "tricks.randaugment_magnitude", t.randaugment_magnitude,
+           f"must be in [0, {top}]")
+
+
+def _validate_train(tr: TrainConfig) -> None:
     _check(tr.epochs > 0, "train.epochs", tr.epochs, "must be > 0")
     _check(tr.batch_size > 0, "train.batch_size", tr.batch_size, "must be > 0")
     _check(tr.seed >= 0, "train.seed", tr.seed, "must be >= 0")
@@ -356,4 +386,3 @@ def validate(r: Recipe) -> Recipe:
     dev = tr.device
     _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
            "train.device", dev, "must be auto, cpu, cuda or cuda:N")
-    return r
