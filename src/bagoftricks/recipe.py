@@ -283,7 +283,7 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     return recipe
 
 
-def apply_overrides(recipe: Recipe, overrides) -> Recipe:
+def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...] | None) -> Recipe:
     for item in overrides or ():
         if "=" not in item:
             raise RecipeError(f"override '{item}': expected section.field=value")

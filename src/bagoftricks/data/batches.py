@@ -97,8 +97,8 @@ class MemoryBatches:
     the raw pixels as float (0..255, not normalised).
     """
 
-    def __init__(self, ds: TensorDataset, batch_size: int, augment, device, seed: int, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True) -> None:
+    def __init__(self, ds: TensorDataset, batch_size: int, augment: Callable | None, device: torch.device | str,
+                 seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
         self.device = torch.device(device)
         self.steps_per_epoch = _steps_per_epoch(len(ds), batch_size, rank, world_size, drop_last)
         self.ds = ds
@@ -133,13 +133,13 @@ class MemoryBatches:
 class _SeededView(Dataset):
     """ds[(epoch, i)] -> (transform(image_i, generator seeded by (seed, epoch, i)), label_i)."""
 
-    def __init__(self, ds, transform: Callable | None, seed: int) -> None:
+    def __init__(self, ds: Dataset, transform: Callable | None, seed: int) -> None:
         self.ds, self.transform, self.seed = ds, transform, seed
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, key: tuple[int, int]):
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, i = key
         img, label = self.ds[i]
         if self.transform is None:
@@ -177,8 +177,9 @@ class LoaderBatches:
     Workers persist across epochs.
     """
 
-    def __init__(self, ds, batch_size: int, transform_per_image: Callable | None, device, seed: int, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = True, workers: int = 2, timeout: float = 0.0) -> None:
+    def __init__(self, ds: Dataset, batch_size: int, transform_per_image: Callable | None, device: torch.device | str,
+                 seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = True, workers: int = 2,
+                 timeout: float = 0.0) -> None:
         self.device = torch.device(device)
         self.steps_per_epoch = _steps_per_epoch(len(ds), batch_size, rank, world_size, drop_last)
         self.ds, self.n, self.batch_size = ds, len(ds), int(batch_size)
@@ -219,8 +220,9 @@ class LoaderBatches:
             step += 1
 
 
-def eval_batches(ds, batch_size: int, transform: Callable | None, device, rank: int = 0, world_size: int = 1,
-                 workers: int = 2, timeout: float = 0.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def eval_batches(ds: Dataset, batch_size: int, transform: Callable | None, device: torch.device | str, rank: int = 0,
+                 world_size: int = 1, workers: int = 2,
+                 timeout: float = 0.0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Every sample exactly once over all ranks, in dataset order, no padding duplicates.
 
     ``timeout`` > 0 (seconds) makes a hung evaluation worker a DataTimeoutError, as in training.
@@ -255,12 +257,12 @@ def eval_batches(ds, batch_size: int, transform: Callable | None, device, rank: 
 
 
 class _PlainView(Dataset):
-    def __init__(self, ds, transform: Callable | None) -> None:
+    def __init__(self, ds: Dataset, transform: Callable | None) -> None:
         self.ds, self.transform = ds, transform
 
     def __len__(self) -> int:
         return len(self.ds)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img, label = self.ds[i]
         return (img.float() if self.transform is None else self.transform(img)), label

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from bagoftricks.errors import DataError
 
 from .catalog import DATASETS, DEFAULT_ROOTS, STATS
 from .common import TensorDataset
+
+if TYPE_CHECKING:
+    from .imagefolder import ImageFolderDataset
 
 __all__ = ["DATASETS", "DEFAULT_ROOTS", "MEMORY_LIMIT_BYTES", "dataset_stats", "load_split"]
 
@@ -42,7 +46,8 @@ def dataset_stats(name: str, channels: int | None = None) -> tuple[tuple[float, 
 
 def load_split(name: str, root: str, split: str, *, train_limit: int = 0, strict: bool = False,
                download: bool = False, image_size: int = 32, num_classes: int = 10, synthetic_samples: int = 512,
-               in_channels: int = 3, seed: int = 0, memory_limit_bytes: int = MEMORY_LIMIT_BYTES):
+               in_channels: int = 3, seed: int = 0,
+               memory_limit_bytes: int = MEMORY_LIMIT_BYTES) -> TensorDataset | ImageFolderDataset:
     """Load one split ('train' or 'test') of a dataset, checking it fully before returning.
 
     root '' means DEFAULT_ROOTS[name]. train_limit > 0 keeps the first N training images (for

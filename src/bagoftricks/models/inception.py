@@ -35,7 +35,8 @@ _BN_EPS = 1e-3
 
 
 class ConvBN(nn.Sequential):
-    def __init__(self, cin: int, cout: int, kernel, stride: int = 1, padding=0, *, activation: str) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int | tuple[int, int], stride: int = 1,
+                 padding: int | tuple[int, int] = 0, *, activation: str) -> None:
         super().__init__(
             nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(cout, eps=_BN_EPS),

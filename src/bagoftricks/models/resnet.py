@@ -40,11 +40,12 @@ Module names follow torchvision's ResNet (``conv1``, ``bn1``, ``layer1``… ``fc
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from .catalog import VARIANTS, check_choice
+from .catalog import ACTIVATIONS, VARIANTS, check_choice
 from .layers import DropPath, SqueezeExcite, make_activation
 
 __all__ = [
@@ -215,11 +216,12 @@ class Bottleneck(ResidualBlock):
         return self.bn3(self.conv3(out))
 
 
-def _check_args(family: str, variant: str, layers: Sequence[int], width: int, se_reduction: int,
+def _check_args(family: str, variant: str, activation: str, layers: Sequence[int], width: int, se_reduction: int,
                 drop_path: float, num_classes: int, in_channels: int) -> dict:
     """Validate :class:`ResNet`'s arguments before anything is built; return the family's row."""
     check_choice("family", family, tuple(FAMILIES))
     check_choice("variant", variant, tuple(VARIANTS))
+    check_choice("activation", activation, ACTIVATIONS)
     fam = FAMILIES[family]
     if len(layers) != len(fam["stage_strides"]):
         raise ValueError(f"family {family!r} has {len(fam['stage_strides'])} stages, got layers={list(layers)}")
@@ -272,8 +274,7 @@ class ResNet(nn.Module):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        fam = _check_args(family, variant, layers, width, se_reduction, drop_path, num_classes, in_channels)
-        make_activation(activation)  # validate before building anything
+        fam = _check_args(family, variant, activation, layers, width, se_reduction, drop_path, num_classes, in_channels)
         cfg = VARIANTS[variant]
         w = width or fam["width"]
         self.family, self.variant, self.base_width = family, variant, w
@@ -331,14 +332,14 @@ IMAGENET_DEPTHS: dict[int, tuple[type[ResidualBlock], tuple[int, ...]]] = {
 }
 
 
-def resnet(depth: int, **kwargs) -> ResNet:
+def resnet(depth: int, **kwargs: Any) -> ResNet:
     """ImageNet ResNet (224 px) of depth 18/34/50/101/152; kwargs go to :class:`ResNet`."""
     check_choice("depth", depth, tuple(IMAGENET_DEPTHS))
     block, layers = IMAGENET_DEPTHS[depth]
     return ResNet(block, layers, family="imagenet", **kwargs)
 
 
-def resnet_small(depth: int, **kwargs) -> ResNet:
+def resnet_small(depth: int, **kwargs: Any) -> ResNet:
     """Small-input ResNet (He et al. 2016 §4.2): depth 6n+2, three stages of n basic blocks."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"small-input ResNet depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110…), got {depth}")

@@ -34,7 +34,7 @@ class ModelEMA:
     ExponentialMovingAverage `num_updates` rule). Default off: update() then uses `decay` as given.
     """
 
-    def __init__(self, model: nn.Module, warmup: bool = False, device: torch.device | str | None = None):
+    def __init__(self, model: nn.Module, warmup: bool = False, device: torch.device | str | None = None) -> None:
         model = unwrap(model)
         self.warmup = warmup
         self.num_updates = 0
