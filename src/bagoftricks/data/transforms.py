@@ -90,12 +90,17 @@ def _t(values, device) -> torch.Tensor:
     return _const(tuple(values), torch.device(device))
 
 
-# The exact inverse (not the rounded textbook one), so a zero rotation is the identity.
-YIQ2RGB = tuple(map(tuple, torch.linalg.inv(torch.tensor(RGB2YIQ, dtype=torch.float64)).tolist()))
+def _yiq(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return _t(RGB2YIQ, device), _yiq2rgb(torch.device(device))
 
 
-def _yiq(device) -> tuple[torch.Tensor, torch.Tensor]:
-    return _t(RGB2YIQ, device), _t(YIQ2RGB, device)
+@functools.lru_cache(maxsize=16)
+def _yiq2rgb(device: torch.device) -> torch.Tensor:
+    """The exact inverse of RGB2YIQ (not the rounded textbook one), so a zero rotation is the identity.
+
+    Computed on first use, in float64 on the CPU, then rounded to float32 once."""
+    inv = torch.linalg.inv(torch.tensor(RGB2YIQ, dtype=torch.float64))
+    return inv.to(torch.float32).to(device)
 
 
 def _mix(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
