@@ -17,7 +17,8 @@ def test_bench_prints_table_and_json(capsys):
     assert len(res["train_windows_s"]) == 3 and len(res["reference_windows_s"]) == 3
     assert res["ratio"] == res["train_img_s"] / res["reference_img_s"]
     assert 0 < res["mfu"] < 1
-    assert res["mfu"] * res["matmul_peak_flops"] == __import__("pytest").approx(6 * res["macs_per_image"] * res["train_img_s"])
+    flops = 6 * res["macs_per_image"] * res["train_img_s"]
+    assert res["mfu"] * res["matmul_peak_flops"] == __import__("pytest").approx(flops)
     assert any(line.startswith("ratio") and line.rstrip().endswith("x") for line in out)
 
 

@@ -107,7 +107,7 @@ def test_loader_matches_memory_order_and_resumes(ds):
 
 def test_loader_per_sample_seed_contract(ds):
     """Sample i of epoch e is augmented with a generator seeded by derive_seed(seed, "sample", e, i)."""
-    from bagoftricks.data import derive_seed
+    from bagoftricks.seeds import derive_seed
 
     lb = LoaderBatches(ds, 8, AUG.per_image, "cpu", seed=9, workers=0)
     seen = {}

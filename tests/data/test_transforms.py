@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bagoftricks.data import derive_seed
+from bagoftricks.seeds import derive_seed
 from bagoftricks.data.transforms import (EIGVAL, EIGVEC, IMAGENET_MEAN, IMAGENET_STD, RGB2YIQ, BatchAugment,
                                          EvalTransform, color_matrix, normalize, paper_train_transform,
                                          reference_apply, sample_params)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "AUGMENTS": "catalog", "DATASETS": "catalog", "DEFAULT_ROOTS": "catalog",
     "IMAGENET_MEAN": "catalog", "IMAGENET_STD": "catalog",
     "LoaderBatches": "batches", "MemoryBatches": "batches", "eval_batches": "batches",
-    "TensorDataset": "common", "derive_seed": "common",
+    "TensorDataset": "common",
     "download": "fetch",
     "ImageFolderDataset": "imagefolder",
     "MEMORY_LIMIT_BYTES": "registry", "dataset_stats": "registry", "load_split": "registry",

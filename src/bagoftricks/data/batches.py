@@ -31,7 +31,9 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .common import TensorDataset, derive_seed
+from bagoftricks.seeds import derive_seed
+
+from .common import TensorDataset
 
 
 class DataTimeoutError(RuntimeError):

@@ -1,9 +1,7 @@
-"""Shared by every dataset reader: the in-memory split, reading a file, and seed derivation."""
+"""Shared by every dataset reader: the in-memory split and reading a file."""
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from dataclasses import dataclass, field
 
 import torch
@@ -45,19 +43,3 @@ def read_bytes(path: str) -> bytes:
             return f.read()
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e})") from e
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from a tuple of ints/strings, stable across processes, machines and Python runs.
-
-    ``hash()`` is salted per process for strings, so it cannot be used: a DataLoader worker and the main
-    process must derive the same seed for the same (seed, epoch, index).
-    """
-    h = hashlib.blake2b(digest_size=8)
-    for p in parts:
-        if isinstance(p, str):
-            b = p.encode()
-            h.update(b"s" + struct.pack("<I", len(b)) + b)
-        else:
-            h.update(b"i" + int(p).to_bytes(16, "little", signed=True))
-    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)

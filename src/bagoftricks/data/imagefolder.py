@@ -32,7 +32,9 @@ from PIL import Image, ImageFile
 
 from bagoftricks.errors import DataError
 
-from .common import TensorDataset, derive_seed, read_bytes
+from bagoftricks.seeds import derive_seed
+
+from .common import TensorDataset, read_bytes
 
 _CHUNK = 64
 

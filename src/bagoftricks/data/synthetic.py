@@ -13,7 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import TensorDataset, derive_seed
+from bagoftricks.seeds import derive_seed
+
+from .common import TensorDataset
 
 
 def make_synthetic(split: str, *, samples: int = 512, image_size: int = 32, num_classes: int = 10,

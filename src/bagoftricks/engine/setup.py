@@ -24,7 +24,7 @@ from bagoftricks.engine.checkpoint import ema_weights, load_checkpoint, resolve_
 from bagoftricks.errors import CheckpointError, RecipeError, UsageError
 from bagoftricks.recipe import Recipe, from_dict
 
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # fp32: no autocast
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # recipe.PRECISIONS; fp32: no autocast
 
 
 def resolve_device(spec: str, dinfo: bdist.DistInfo | None = None) -> torch.device:

@@ -23,19 +23,7 @@ from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.setup import Training, autocast, scheduled_lr
 from bagoftricks.errors import NonFiniteLoss
 from bagoftricks.recipe import Recipe
-
-
-def derive_seed(*parts: int) -> int:
-    """Mix integers into one 63-bit seed (splitmix64 rounds); stable across runs and platforms."""
-    x = 0x9E3779B97F4A7C15
-    for p in parts:
-        x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) & 0xFFFFFFFFFFFFFFFF
-        x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-        z = x
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-        x = z ^ (z >> 31)
-    return x & 0x7FFFFFFFFFFFFFFF
+from bagoftricks.seeds import derive_seed
 
 
 def make_targets(r: Recipe, y: torch.Tensor, num_classes: int, soft: bool) -> torch.Tensor | None:
@@ -113,9 +101,9 @@ class TrainStep:
     def generators(self, epoch: int, s: int) -> tuple[torch.Generator, torch.Generator]:
         """Seed the global generator and return the device and host generators of step s of epoch `epoch`."""
         seed, rank, device = self.t.recipe.train.seed, self.t.dinfo.rank, self.t.device
-        torch.manual_seed(derive_seed(seed, 1, epoch, s, rank))  # dropout, drop-path
-        g = torch.Generator(device=device).manual_seed(derive_seed(seed, 2, epoch, s, rank))
-        gh = torch.Generator().manual_seed(derive_seed(seed, 3, epoch, s, rank))
+        torch.manual_seed(derive_seed(seed, "step-global", epoch, s, rank))  # dropout, drop-path
+        g = torch.Generator(device=device).manual_seed(derive_seed(seed, "step-device", epoch, s, rank))
+        gh = torch.Generator().manual_seed(derive_seed(seed, "step-host", epoch, s, rank))
         return g, gh
 
     def set_lr(self, epoch: int, s: int) -> float:
