@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from bagoftricks.tricks.cutmix import choose_mix, cutmix, cutmix_box, mix_batch
-from bagoftricks.tricks.mixup import batch_permutation, mix, sample_lambda
+from bagoftricks.tricks.cutmix import choose_mix, cutmix, cutmix_box
 
 H = W = 10
 
@@ -15,7 +14,6 @@ def _expected_box(g, lam):
     y0, x0 = cy - side // 2, cx - side // 2
     return max(0, y0), min(H, y0 + side), max(0, x0), min(W, x0 + side)
 
-
 def _clipped_seed(lam):
     for seed in range(100):
         y0, y1, x0, x1 = cutmix_box(lam, H, W, torch.Generator().manual_seed(seed))
@@ -23,12 +21,10 @@ def _clipped_seed(lam):
             return seed
     raise AssertionError("no clipped box in 100 seeds")
 
-
 def test_box_matches_hand_computation():
     for seed in range(20):
         assert cutmix_box(0.64, H, W, torch.Generator().manual_seed(seed)) == \
             _expected_box(torch.Generator().manual_seed(seed), 0.64)
-
 
 def test_label_weight_is_pasted_area_after_clipping():
     lam = 0.64                        # unclipped box 6×6 = 36 % of the image
@@ -50,12 +46,10 @@ def test_label_weight_is_pasted_area_after_clipping():
         # label weight equals the fraction of pixels that are still the image's own
         assert (xm[i, 0] == float(i)).float().mean().item() == pytest.approx(lam_eff)
 
-
 def test_lambda_one_pastes_nothing():
     x = torch.randn(2, 3, H, W)
     xm, ym, lam_eff = cutmix(x, torch.eye(2), 1.0, torch.tensor([1, 0]), torch.Generator().manual_seed(0))
     assert lam_eff == 1.0 and torch.equal(xm, x) and torch.equal(ym, torch.eye(2))
-
 
 def test_choose_mix_off_single_and_both():
     g = torch.Generator().manual_seed(0)
@@ -67,16 +61,3 @@ def test_choose_mix_off_single_and_both():
     picks = [choose_mix(0.2, 1.0, 0.3, g) for _ in range(4000)]
     assert picks.count("cutmix") / 4000 == pytest.approx(0.3, abs=0.03)
     assert set(picks) == {"mixup", "cutmix"}
-
-
-def test_mix_batch_off_is_identity_and_mixup_branch_matches_parts():
-    x, y = torch.randn(4, 1, H, W), torch.eye(4)
-    out = mix_batch(x, y, mixup_alpha=0.0, cutmix_alpha=0.0, generator=torch.Generator().manual_seed(0))
-    assert out[0] is x and out[1] is y and out[2] is None and out[3] == 1.0
-    xm, ym, method, lam = mix_batch(x, y, mixup_alpha=0.2, cutmix_alpha=0.0,
-                                    generator=torch.Generator().manual_seed(7))
-    g = torch.Generator().manual_seed(7)
-    perm = batch_permutation(4, g)
-    lam2 = sample_lambda(0.2, g)
-    xe, ye = mix(x, y, lam2, perm)
-    assert method == "mixup" and lam == lam2 and torch.equal(xm, xe) and torch.equal(ym, ye)

@@ -11,10 +11,8 @@ The names are loaded on first use, so that importing the torch-free ``catalog`` 
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from bagoftricks.errors import DataError as DataError  # re-exported: the error every reader raises
+from bagoftricks.lazy import lazy_exports
 
 # exported name -> the module that defines it
 _EXPORTS = {
@@ -31,9 +29,4 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "DataError"])
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -10,8 +10,8 @@ variants, activations) does not import torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from bagoftricks.lazy import lazy_exports
 
 # exported name -> the module that defines it
 _EXPORTS = {
@@ -25,9 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

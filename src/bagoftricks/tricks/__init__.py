@@ -6,14 +6,14 @@ The names below are loaded on first use, so that importing a torch-free module o
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import types
-from typing import Any
+
+from bagoftricks.lazy import lazy_exports
 
 # exported name -> the module that defines it
 _EXPORTS = {
-    "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix", "mix_batch": "cutmix",
+    "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix",
     "cutout": "cutout", "random_erasing": "cutout",
     "distillation_loss": "distillation",
     "ModelEMA": "ema", "unwrap": "ema",
@@ -30,12 +30,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 class _Package(types.ModuleType):

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .mixup import batch_permutation, mix, mix_targets, sample_lambda
+from .mixup import mix_targets
 
 
 def cutmix_box(lam: float, H: int, W: int, generator: torch.Generator) -> tuple[int, int, int, int]:
@@ -67,30 +67,3 @@ def choose_mix(
     if use_mixup:
         return "mixup"
     return None
-
-
-def mix_batch(
-    x: torch.Tensor,
-    soft_targets: torch.Tensor,
-    *,
-    mixup_alpha: float,
-    cutmix_alpha: float,
-    generator: torch.Generator,
-    switch_prob: float = 0.5,
-) -> tuple[torch.Tensor, torch.Tensor, str | None, float]:
-    """A batch's mixing in one call: choose, draw the permutation and λ (from the chosen method's α), mix.
-
-    Returns (x, targets, method, λ) where λ is the effective own-image weight (1.0 when off).
-    Everything is drawn from `generator`, in the order: choice (only if both on), permutation, λ,
-    box (CutMix only).
-    """
-    method = choose_mix(mixup_alpha, cutmix_alpha, switch_prob, generator)
-    if method is None:
-        return x, soft_targets, None, 1.0
-    perm = batch_permutation(x.shape[0], generator)
-    lam = sample_lambda(mixup_alpha if method == "mixup" else cutmix_alpha, generator)
-    if method == "mixup":
-        xm, tm = mix(x, soft_targets, lam, perm)
-        return xm, tm, method, lam
-    xm, tm, lam_eff = cutmix(x, soft_targets, lam, perm, generator)
-    return xm, tm, method, lam_eff
