@@ -35,7 +35,8 @@ def test_ladder_is_cumulative_and_later_values_win(tmp_path):
     spec = ablate.parse_spec({
         "base": TINY_BASE, "set": {"optim.weight_decay": 0.0005}, "seeds": 2,
         "ladder": [{"name": "baseline"},
-                   {"name": "+ linear scaling (4x batch)", "set": {"train.batch_size": 64, "tricks.linear_scaling": True}},
+                   {"name": "+ linear scaling (4x batch)",
+                    "set": {"train.batch_size": 64, "tricks.linear_scaling": True}},
                    {"name": "+ warmup", "set": {"tricks.warmup_epochs": 0.5}},
                    {"name": "+ zero γ", "set": {"tricks.zero_gamma": True, "train.batch_size": 16}}]})
     assert [s.overrides for s in spec.steps] == [
@@ -46,10 +47,12 @@ def test_ladder_is_cumulative_and_later_values_win(tmp_path):
     ]
     cells = ablate.expand(spec, tmp_path / "out")
     assert [c.key for c in cells] == [
-        "00-baseline/seed0", "00-baseline/seed1", "01-linear-scaling-4x-batch/seed0", "01-linear-scaling-4x-batch/seed1",
+        "00-baseline/seed0", "00-baseline/seed1",
+        "01-linear-scaling-4x-batch/seed0", "01-linear-scaling-4x-batch/seed1",
         "02-warmup/seed0", "02-warmup/seed1", "03-zero-gamma/seed0", "03-zero-gamma/seed1"]
     r = ablate.cell_recipe(spec, cells[-1])
-    assert (r.train.batch_size, r.tricks.linear_scaling, r.tricks.warmup_epochs, r.tricks.zero_gamma) == (16, True, 0.5, True)
+    got = (r.train.batch_size, r.tricks.linear_scaling, r.tricks.warmup_epochs, r.tricks.zero_gamma)
+    assert got == (16, True, 0.5, True)
     assert (r.optim.weight_decay, r.train.seed, r.model.width) == (0.0005, 1, 4)
     assert cells[-1].rel_dir == "runs/03-zero-gamma/seed1"
 
@@ -178,7 +181,8 @@ def _tree_mtimes(d: Path) -> dict:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """base -> + cosine (left partial beforehand) -> + diverge, one seed, --jobs 2."""
-    from bagoftricks.engine.loop import TrainingInterrupted, train
+    from bagoftricks.engine.loop import train
+    from bagoftricks.errors import TrainingInterrupted
     tmp = tmp_path_factory.mktemp("ablate")
     p = write_spec(tmp, {"name": "tiny", "base": TINY_BASE, "seeds": [0], "ladder": [
         {"name": "baseline"},
@@ -260,7 +264,7 @@ def test_job_env_shares_cores_and_gives_one_gpu_per_job():
     env = ablate.job_env(3, 4, ["0", "1"], base={"PATH": "/bin"})
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "4" and env["PATH"] == "/bin"
     assert "CUDA_VISIBLE_DEVICES" not in ablate.job_env(0, 1, [], base={})
-    assert Path(env["PYTHONPATH"].split(os.pathsep)[0], "bagoftricks", "ablate.py").is_file()
+    assert Path(env["PYTHONPATH"].split(os.pathsep)[0], "bagoftricks", "ablate", "__init__.py").is_file()
     spec = ablate.parse_spec({"base": TINY_BASE, "ladder": ["a"]})
     (cell,) = ablate.expand(spec, "out", seeds=(0,))
     cmd = ablate.train_command(Path("out"), cell, 4, resume=False, python="py")

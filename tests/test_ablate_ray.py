@@ -46,7 +46,8 @@ def test_address_needs_the_ray_launcher(tmp_path, capsys):
 
 def test_an_unreachable_address_exits_2_before_anything_is_written(tmp_path, capsys):
     p = write_spec(tmp_path, {"base": TINY_BASE, "seeds": 1, "ladder": ["a"]})
-    assert main(["ablate", str(p), "--out", str(tmp_path / "out"), "--launcher", "ray", "--address", "127.0.0.1:1"]) == 2
+    argv = ["ablate", str(p), "--out", str(tmp_path / "out"), "--launcher", "ray", "--address", "127.0.0.1:1"]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--address 127.0.0.1:1: no Ray cluster answers there" in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
@@ -148,7 +149,8 @@ def _no_local_subprocess(self, cell, cmd, run_dir):
 def sweeps(tmp_path_factory, ray_instance):
     """The spec run with the local launcher and with the Ray one, each with 00-baseline/seed1 left
     partial (a checkpoint after its first step) beforehand; --jobs 2 on 2 CPUs."""
-    from bagoftricks.engine.loop import TrainingInterrupted, train
+    from bagoftricks.engine.loop import train
+    from bagoftricks.errors import TrainingInterrupted
     tmp = tmp_path_factory.mktemp("ablate_ray")
     p = write_spec(tmp, SPEC)
     spec = ablate.load_spec(p)
@@ -228,7 +230,8 @@ def test_ray_second_run_skips_finished_cells_untouched(sweeps, capsys):
     assert code == 1  # the failed cells are kept (not retried) and still count
     assert "] start" not in text and "2 finished, 0 partial, 2 failed, 0 new; 0 to run" in text
     assert "failed 01-diverge/seed0" in text
-    assert _written(out) == before  # nothing under OUT was written (but the lock), results.jsonl and cells.json included
+    # nothing under OUT was written (but the lock), results.jsonl and cells.json included
+    assert _written(out) == before
     assert (out / "results.jsonl").read_text() == results_before
     print(f"\nablate --jobs 2, 4 cells: local {sweeps['local']['seconds']:.1f} s, ray {sweeps['ray']['seconds']:.1f} s")
 
@@ -240,7 +243,8 @@ def test_ctrl_c_reaches_a_cell_running_in_a_ray_task(ray_instance, tmp_path):
     ex.open(lambda s: None)
     got, ready = tmp_path / "got", tmp_path / "ready"
     script = ("import pathlib, signal, sys, time\n"
-              "signal.signal(signal.SIGINT, lambda s, f: (pathlib.Path(sys.argv[1]).write_text(str(s)), sys.exit(130)))\n"
+              "signal.signal(signal.SIGINT,\n"
+              "              lambda s, f: (pathlib.Path(sys.argv[1]).write_text(str(s)), sys.exit(130)))\n"
               "pathlib.Path(sys.argv[2]).write_text('ready')\n"
               "time.sleep(60)\n")
     cell = ablate.expand(ablate.parse_spec({"base": TINY_BASE, "ladder": ["a"]}), tmp_path, seeds=(0,))[0]

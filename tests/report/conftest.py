@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bagoftricks import ablate
-from bagoftricks.engine.loop import NonFiniteLoss, train
+from bagoftricks.engine.loop import train
+from bagoftricks.errors import NonFiniteLoss
 
 TINY_BASE = {
     "model": {"arch": "resnet20", "width": 4},
@@ -32,7 +33,7 @@ def build_sweep(out: Path, spec_body: dict = SPEC, skip: tuple[str, ...] = ()) -
     spec = ablate.parse_spec(spec_body)
     cells = ablate.expand(spec, out)
     out.mkdir(parents=True, exist_ok=True)
-    ablate._write_plan(spec, out, cells, 1, 1, ["bagoftricks", "ablate", "spec.yaml", "--out", str(out)])
+    ablate.write_plan(spec, out, cells, 1, 1, ["bagoftricks", "ablate", "spec.yaml", "--out", str(out)])
     for cell in cells:
         if cell.key in skip:
             continue

@@ -16,27 +16,36 @@ there, its figures to FILE's folder/figures/, the HTML next to it (unless --no-h
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import shlex
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from collections.abc import Callable
+
+from bagoftricks.ablate.spec import slugify
+from bagoftricks.files import atomic_write_text
+from bagoftricks.report.render import to_html, to_markdown
+from bagoftricks.report.sweep import CellData, Sweep, load_sweep, summary_json
+
+# matplotlib (figures) and torch (predict) are imported only when a page is made: the command line
+# imports this module to build its parser.
 
 __all__ = ["add_cli", "make_report"]
 
 
-def _fmt_pm(m, s) -> str:
+def _fmt_pm(m: float | None, s: float | None) -> str:
     if m is None:
         return "—"
     return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
 
 
-def _fmt_d(d) -> str:
+def _fmt_d(d: float | None) -> str:
     return "—" if d is None else f"{d:+.2f}"
 
 
-def _fmt_si(v, unit: str = "") -> str:
+def _fmt_si(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
     v = float(v)
@@ -46,15 +55,16 @@ def _fmt_si(v, unit: str = "") -> str:
     return f"{v:.3g}{unit}"
 
 
-def _fmt_f(v, spec: str) -> str:
+def _fmt_f(v: float | None, spec: str) -> str:
     return "—" if v is None else format(float(v), spec)
 
 
-def _code(items) -> str:
+def _code(items: Iterable[str]) -> str:
     return ", ".join(f"`{o}`" for o in items) if items else "(none)"
 
 
-def table_block(sweep) -> tuple:
+def table_block(sweep: Sweep) -> tuple:
+    """The sweep's table: one row per step, seed means ± std, Δs, the paper's number, speed and size."""
     headers = ["#", "step", "top-1 (%)", "top-5 (%)", "Δ prev", "Δ base"]
     aligns = ["r", "l", "r", "r", "r", "r"]
     if sweep.has_paper:
@@ -81,26 +91,12 @@ def table_block(sweep) -> tuple:
     return ("table", headers, rows, aligns)
 
 
-def _slug(name: str) -> str:
-    from bagoftricks.ablate import slugify
-    return slugify(name)
-
-
-def _predictions(cache: dict, cell, device: str, echo: Callable[[str], None]):
-    from bagoftricks.report.predict import logits_on_test_set
-    if cell.key not in cache:
-        echo(f"report: test-set logits of {cell.run_dir}")
-        cache[cell.key] = logits_on_test_set(cell.run_dir, device=device)
-    return cache[cell.key]
-
-
-def _best(cells):
+def _best(cells: list[CellData]) -> CellData | None:
     cells = [c for c in cells if c.status == "ok" and c.value("val_top1") is not None]
     return max(cells, key=lambda c: c.value("val_top1")) if cells else None
 
 
-def sweep_blocks(sweep, fig_dir: Path, predict: bool, device: str, echo: Callable[[str], None]) -> list[tuple]:
-    from bagoftricks.report import figures
+def _intro_blocks(sweep: Sweep) -> list[tuple]:
     blocks: list[tuple] = [("h2", f"{sweep.name}")]
     if sweep.description:
         blocks.append(("p", sweep.description))
@@ -108,7 +104,11 @@ def sweep_blocks(sweep, fig_dir: Path, predict: bool, device: str, echo: Callabl
            else "Grid: each row is the base recipe plus its own overrides only.")
     seeds = sweep.plan.get("seeds") or sorted({c.seed for c in sweep.cells})
     blocks.append(("p", f"{how} Seeds: {', '.join(str(s) for s in seeds)}. Sweep folder: `{sweep.dir}`."))
-    blocks.append(table_block(sweep))
+    return blocks
+
+
+def _changes_blocks(sweep: Sweep) -> list[tuple]:
+    """What each row changes: the overrides common to every row, then each row's own."""
     steps = {s["index"]: s for s in sweep.plan.get("steps", [])}
     common = sweep.plan.get("set") or []
     items = [f"every row: {_code(common)}"] if common else []
@@ -116,15 +116,19 @@ def sweep_blocks(sweep, fig_dir: Path, predict: bool, device: str, echo: Callabl
         own = steps.get(r.index, {}).get("set", [])
         note = f" — {r.note}" if r.note else ""
         items.append(f"**{r.name}**: {_code(own)}{note}")
-    blocks.append(("p", "What each row changes:"))
-    blocks.append(("list", items))
-    failed = [c for r in sweep.rows for c in r.failed]
+    return [("p", "What each row changes:"), ("list", items)]
+
+
+def _status_blocks(sweep: Sweep) -> list[tuple]:
+    """The teacher's result, the failed cells with their reasons, the cells not run yet."""
+    blocks: list[tuple] = []
     if sweep.teacher is not None:
         t = sweep.teacher
         top = t.value("val_top1")
         blocks.append(("p", f"Distillation teacher (`{t.run_dir.relative_to(sweep.dir)}`): {t.status}"
                             + (f", top-1 {top:.2f} %, top-5 {t.value('val_top5'):.2f} %" if top is not None else "")
                             + (f" — {(t.result or {}).get('reason')}" if t.status == "failed" else "") + "."))
+    failed = [c for r in sweep.rows for c in r.failed]
     if failed:
         blocks.append(("p", f"Failed cells ({len(failed)}; not in the means above):"))
         blocks.append(("list", [f"`{c.key}`: {(c.result or {}).get('reason') or 'unknown reason'}" for c in failed]))
@@ -132,66 +136,105 @@ def sweep_blocks(sweep, fig_dir: Path, predict: bool, device: str, echo: Callabl
     if pending:
         blocks.append(("p", f"Not run yet ({len(pending)}): {', '.join(f'`{k}`' for k in pending[:12])}"
                             + (" …" if len(pending) > 12 else "")))
-
-    slug = _slug(sweep.name)
-    made = []
-
-    def add(path, caption):
-        if path is not None:
-            made.append(("figure", str(path), caption))
-
-    add(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
-        f"{sweep.name}: learning rate of every iteration of each step (from the cell's recipe).")
-    add(figures.val_curves(sweep, fig_dir / f"{slug}-val-top1.png"),
-        f"{sweep.name}: validation top-1 per epoch, mean over seeds, shaded min–max.")
-    add(figures.delta_bars(sweep, fig_dir / f"{slug}-delta.png"),
-        f"{sweep.name}: Δ top-1 vs '{sweep.rows[0].name if sweep.rows else ''}', error bars = std over seeds of "
-        f"the per-seed difference.")
-    notes = []
-    if predict:
-        cache: dict = {}
-        ok = [c for c in sweep.cells if c.status == "ok" and c.recipe is not None]
-        with_ls = _best([c for c in ok if c.recipe.tricks.label_smoothing > 0])
-        without = _best([c for c in ok if c.recipe.tricks.label_smoothing == 0])
-        if with_ls is not None and without is not None:
-            try:
-                from bagoftricks.report.predict import logit_gaps
-                from bagoftricks.tricks import optimal_logit_gap
-                pairs = []
-                eps_label = f"label smoothing ε={with_ls.recipe.tricks.label_smoothing:g}"
-                for c, label in ((without, "no label smoothing"), (with_ls, eps_label)):
-                    p = _predictions(cache, c, device, echo)
-                    pairs.append((f"{label}: {c.step}/seed{c.seed}", logit_gaps(p["logits"], p["labels"]), p["top1"]))
-                k = int(cache[with_ls.key]["logits"].shape[1])
-                eps, form = with_ls.recipe.tricks.label_smoothing, with_ls.recipe.tricks.label_smoothing_form
-                opt = optimal_logit_gap(k, eps, form)
-                add(figures.logit_gap(pairs, opt, eps, fig_dir / f"{slug}-logit-gap.png"),
-                    f"{sweep.name}: distribution of the test-set gap between the true-class logit and the largest "
-                    f"other logit, for the best cell with label smoothing and the best without; dashed: the optimum "
-                    + ("log((K−1)(1−ε)/ε)" if form == "paper" else "log(1 + K(1−ε)/ε) (uniform form)")
-                    + f" = {opt:.2f} for K = {k}, ε = {eps:g} (Figure 4).")
-            except Exception as e:  # noqa: BLE001 - a figure must not sink the report
-                notes.append(f"logit-gap figure skipped: {type(e).__name__}: {e}")
-        best = _best(sweep.cells)
-        if best is not None:
-            try:
-                from bagoftricks.report.predict import confusion_matrix
-                p = _predictions(cache, best, device, echo)
-                k = int(p["logits"].shape[1])
-                counts = confusion_matrix(p["logits"], p["labels"], k)
-                add(figures.confusion(counts, p["classes"], f"{sweep.name}: {best.key} (top-1 {p['top1']:.2f} %)",
-                                      fig_dir / f"{slug}-confusion.png"),
-                    f"{sweep.name}: confusion matrix of the best cell, `{best.key}` (row-normalised colour, "
-                    f"counts in the cells).")
-            except Exception as e:  # noqa: BLE001
-                notes.append(f"confusion matrix skipped: {type(e).__name__}: {e}")
-    blocks += made
-    if notes:
-        blocks.append(("list", notes))
     return blocks
 
 
-def _env_line(sweeps) -> str:
+def _figure(path: Path | None, caption: str) -> list[tuple]:
+    """The block of a figure that was drawn (none when there was nothing to draw)."""
+    return [] if path is None else [("figure", str(path), caption)]
+
+
+def _curve_figures(sweep: Sweep, fig_dir: Path, slug: str) -> list[tuple]:
+    from bagoftricks.report import figures
+    first = sweep.rows[0].name if sweep.rows else ""
+    return (_figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
+                    f"{sweep.name}: learning rate of every iteration of each step (from the cell's recipe).")
+            + _figure(figures.val_curves(sweep, fig_dir / f"{slug}-val-top1.png"),
+                      f"{sweep.name}: validation top-1 per epoch, mean over seeds, shaded min–max.")
+            + _figure(figures.delta_bars(sweep, fig_dir / f"{slug}-delta.png"),
+                      f"{sweep.name}: Δ top-1 vs '{first}', error bars = std over seeds of the per-seed difference."))
+
+
+Predicted = Callable[[CellData], dict]
+
+
+def _logit_gap_figure(sweep: Sweep, fig_dir: Path, slug: str, predicted: Predicted) -> list[tuple]:
+    """Figure 4: the logit gaps of the best cell with label smoothing and the best without (none unless
+    the sweep has both)."""
+    from bagoftricks.report import figures
+    from bagoftricks.report.predict import logit_gaps
+    from bagoftricks.tricks import optimal_logit_gap
+    ok = [c for c in sweep.cells if c.status == "ok" and c.recipe is not None]
+    with_ls = _best([c for c in ok if c.recipe.tricks.label_smoothing > 0])
+    without = _best([c for c in ok if c.recipe.tricks.label_smoothing == 0])
+    if with_ls is None or without is None:
+        return []
+    eps, form = with_ls.recipe.tricks.label_smoothing, with_ls.recipe.tricks.label_smoothing_form
+    pairs = []
+    for c, label in ((without, "no label smoothing"), (with_ls, f"label smoothing ε={eps:g}")):
+        p = predicted(c)
+        pairs.append((f"{label}: {c.step}/seed{c.seed}", logit_gaps(p["logits"], p["labels"]), p["top1"]))
+    k = int(predicted(with_ls)["logits"].shape[1])
+    opt = optimal_logit_gap(k, eps, form)
+    return _figure(figures.logit_gap(pairs, opt, eps, fig_dir / f"{slug}-logit-gap.png"),
+                   f"{sweep.name}: distribution of the test-set gap between the true-class logit and the largest "
+                   f"other logit, for the best cell with label smoothing and the best without; dashed: the optimum "
+                   + ("log((K−1)(1−ε)/ε)" if form == "paper" else "log(1 + K(1−ε)/ε) (uniform form)")
+                   + f" = {opt:.2f} for K = {k}, ε = {eps:g} (Figure 4).")
+
+
+def _confusion_figure(sweep: Sweep, fig_dir: Path, slug: str, predicted: Predicted) -> list[tuple]:
+    """The confusion matrix of the best cell on the test set."""
+    from bagoftricks.report import figures
+    from bagoftricks.report.predict import confusion_matrix
+    best = _best(sweep.cells)
+    if best is None:
+        return []
+    p = predicted(best)
+    counts = confusion_matrix(p["logits"], p["labels"], int(p["logits"].shape[1]))
+    return _figure(figures.confusion(counts, p["classes"], f"{sweep.name}: {best.key} (top-1 {p['top1']:.2f} %)",
+                                     fig_dir / f"{slug}-confusion.png"),
+                   f"{sweep.name}: confusion matrix of the best cell, `{best.key}` (row-normalised colour, "
+                   f"counts in the cells).")
+
+
+def _prediction_figures(sweep: Sweep, fig_dir: Path, slug: str, device: str,
+                        echo: Callable[[str], None]) -> tuple[list[tuple], list[str]]:
+    """The figures that evaluate checkpoints on the test set (each cell once), and a note for each
+    figure that could not be made."""
+    cache: dict[str, dict] = {}
+
+    def predicted(cell: CellData) -> dict:
+        if cell.key not in cache:
+            from bagoftricks.report.predict import logits_on_test_set
+            echo(f"report: test-set logits of {cell.run_dir}")
+            cache[cell.key] = logits_on_test_set(cell.run_dir, device=device)
+        return cache[cell.key]
+
+    blocks: list[tuple] = []
+    notes: list[str] = []
+    for make, what in ((_logit_gap_figure, "logit-gap figure"), (_confusion_figure, "confusion matrix")):
+        try:
+            blocks += make(sweep, fig_dir, slug, predicted)
+        except Exception as e:  # noqa: BLE001 - a figure must not sink the report
+            notes.append(f"{what} skipped: {type(e).__name__}: {e}")
+    return blocks, notes
+
+
+def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: Callable[[str], None]) -> list[tuple]:
+    """The section of one sweep: its table, what each row changes, the cells that did not finish, figures."""
+    slug = slugify(sweep.name)
+    blocks = _intro_blocks(sweep) + [table_block(sweep)] + _changes_blocks(sweep) + _status_blocks(sweep)
+    blocks += _curve_figures(sweep, fig_dir, slug)
+    if predict:
+        figs, notes = _prediction_figures(sweep, fig_dir, slug, device, echo)
+        blocks += figs
+        if notes:
+            blocks.append(("list", notes))
+    return blocks
+
+
+def _env_line(sweeps: list[Sweep]) -> str:
     for s in sweeps:
         for c in s.cells:
             e = c.env
@@ -203,7 +246,7 @@ def _env_line(sweeps) -> str:
     return ""
 
 
-def _reproduce(sweeps, report_argv: list[str] | None) -> list[tuple]:
+def _reproduce(sweeps: list[Sweep], report_argv: list[str] | None) -> list[tuple]:
     lines = []
     total = 0.0
     for s in sweeps:
@@ -212,7 +255,8 @@ def _reproduce(sweeps, report_argv: list[str] | None) -> list[tuple]:
             lines.append(shlex.join(argv))
         else:
             lines.append(f"bagoftricks ablate {s.plan.get('spec') or 'SPEC.yaml'} --out {s.dir}")
-        total += sum((c.result or {}).get("elapsed_seconds") or 0.0 for c in s.cells + ([s.teacher] if s.teacher else []))
+        cells = s.cells + ([s.teacher] if s.teacher else [])
+        total += sum((c.result or {}).get("elapsed_seconds") or 0.0 for c in cells)
     if report_argv:
         lines.append(shlex.join(report_argv))
     blocks = [("h2", "How to reproduce"),
@@ -230,46 +274,51 @@ def _reproduce(sweeps, report_argv: list[str] | None) -> list[tuple]:
     return blocks
 
 
-def make_report(dirs, out: str | Path | None = None, title: str | None = None, predict: bool = True,
-                html: bool = True, device: str = "cpu", echo: Callable[[str], None] = print,
-                argv: list[str] | None = None) -> dict:
-    """Write the report; returns {"markdown", "html", "json", "figures"} paths."""
-    from bagoftricks.report.render import to_html, to_markdown
-    from bagoftricks.report.sweep import load_sweep, summary_json
-    sweeps = [load_sweep(d) for d in dirs]
+def _page_path(dirs: list[str | Path], out: str | Path | None) -> Path:
+    """Where the Markdown page goes: DIR/report.md by default; --out FILE.md, or a folder for its report.md."""
     if out is None:
-        md_path = Path(dirs[0]) / "report.md"
-    else:
-        md_path = Path(out)
-        if md_path.suffix.lower() != ".md":
-            md_path = md_path / "report.md" if md_path.is_dir() or not md_path.suffix else md_path.with_suffix(".md")
-    fig_dir = md_path.parent / "figures"
-    title = title or (f"Ablation: {sweeps[0].name}" if len(sweeps) == 1 else "Ablations: " + ", ".join(s.name for s in sweeps))
+        return Path(dirs[0]) / "report.md"
+    md_path = Path(out)
+    if md_path.suffix.lower() != ".md":
+        md_path = md_path / "report.md" if md_path.is_dir() or not md_path.suffix else md_path.with_suffix(".md")
+    return md_path
+
+
+def _header_blocks(title: str) -> list[tuple]:
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    blocks: list[tuple] = [
-        ("h1", title),
-        ("p", f"Generated by `bagoftricks report` on {now}. Top-1/top-5: test accuracy (%) of each cell's final "
-              f"epoch, mean ± sample std (n−1) over the seeds that finished; Δ in points between row means. "
-              f"img/s: training images per second, s/epoch: wall seconds per epoch including evaluation, both "
-              f"averaged over epochs and seeds. params and MACs (multiply-accumulates per image at the training "
-              f"resolution) of the step's model.")]
+    return [("h1", title),
+            ("p", f"Generated by `bagoftricks report` on {now}. Top-1/top-5: test accuracy (%) of each cell's final "
+                  f"epoch, mean ± sample std (n−1) over the seeds that finished; Δ in points between row means. "
+                  f"img/s: training images per second, s/epoch: wall seconds per epoch including evaluation, both "
+                  f"averaged over epochs and seeds. params and MACs (multiply-accumulates per image at the training "
+                  f"resolution) of the step's model.")]
+
+
+def make_report(dirs: list[str | Path], out: str | Path | None = None, title: str | None = None,
+                predict: bool = True, html: bool = True, device: str = "cpu",
+                echo: Callable[[str], None] = print, argv: list[str] | None = None) -> dict:
+    """Write the report; returns {"markdown", "html", "json", "figures"} paths."""
+    sweeps = [load_sweep(d) for d in dirs]
+    md_path = _page_path(dirs, out)
+    fig_dir = md_path.parent / "figures"
+    if not title:
+        title = f"Ablation: {sweeps[0].name}" if len(sweeps) == 1 else "Ablations: " + ", ".join(s.name for s in sweeps)
+    blocks = _header_blocks(title)
     for s in sweeps:
         blocks += sweep_blocks(s, fig_dir, predict, device, echo)
     blocks += _reproduce(sweeps, argv)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(to_markdown(blocks, md_path))
+    atomic_write_text(md_path, to_markdown(blocks, md_path))
     paths = {"markdown": str(md_path), "figures": [b[1] for b in blocks if b[0] == "figure"]}
     if html:
-        html_path = md_path.with_suffix(".html")
-        html_path.write_text(to_html(blocks, title))
-        paths["html"] = str(html_path)
-    json_path = md_path.with_suffix(".json")
-    json_path.write_text(json.dumps({"title": title, "sweeps": [summary_json(s) for s in sweeps]}, indent=2) + "\n")
-    paths["json"] = str(json_path)
+        paths["html"] = str(md_path.with_suffix(".html"))
+        atomic_write_text(paths["html"], to_html(blocks, title))
+    paths["json"] = str(md_path.with_suffix(".json"))
+    atomic_write_text(paths["json"], json.dumps({"title": title, "sweeps": [summary_json(s) for s in sweeps]},
+                                                indent=2) + "\n")
     return paths
 
 
-def cmd_report(args) -> int:
+def cmd_report(args: argparse.Namespace) -> int:
     argv = ["bagoftricks", "report", *args.dirs]
     if args.title:
         argv += ["--title", args.title]
@@ -285,7 +334,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def add_cli(subparsers) -> None:
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="tables and figures of ablation sweeps (Markdown + HTML)",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folder(s) written by `bagoftricks ablate`")

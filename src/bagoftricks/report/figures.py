@@ -10,12 +10,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg", force=False)
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from bagoftricks.report.sweep import CellData, Row, Sweep  # noqa: E402
 
 DPI = 110
 
@@ -27,8 +32,15 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _finish_per_epoch(fig: Figure, ax, ylabel: str, title: str, path: Path) -> Path:
-    """Labels, grid and legend of a curve-per-row plot against epochs, then save it."""
+def _per_row_curves(sweep: Sweep, figsize: tuple[float, float], draw: Callable[[Axes, int, Row], bool],
+                    ylabel: str, title: str, path: Path) -> Path | None:
+    """A plot against epochs with a curve per row, drawn by draw(ax, k, row) (False: that row has none);
+    None when no row has one."""
+    fig = Figure(figsize=figsize)
+    ax = fig.subplots()
+    drawn = [draw(ax, k, row) for k, row in enumerate(sweep.rows)]
+    if not any(drawn):
+        return None
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -37,7 +49,7 @@ def _finish_per_epoch(fig: Figure, ax, ylabel: str, title: str, path: Path) -> P
     return _save(fig, path)
 
 
-def _lr_points(cell, max_points: int = 1500):
+def _lr_points(cell: CellData, max_points: int = 1500) -> tuple[list[float], list[float]]:
     """(epochs, lrs) per iteration from the cell's recipe and steps per epoch; per epoch as a fallback."""
     from bagoftricks.engine.loop import lr_at
     r, env = cell.recipe, cell.env
@@ -57,36 +69,32 @@ def _lr_points(cell, max_points: int = 1500):
     return [m["epoch"] for m in recs], [m["lr"] for m in recs]
 
 
-def lr_schedule(sweep, path: Path) -> Path | None:
-    fig = Figure(figsize=(7.0, 3.8))
-    ax = fig.subplots()
-    drawn = 0
-    for k, row in enumerate(sweep.rows):
+def lr_schedule(sweep: Sweep, path: Path) -> Path | None:
+    def draw(ax: Axes, k: int, row: Row) -> bool:
         cell = next((c for c in row.ok + row.cells if c.recipe is not None or c.metrics), None)
-        if cell is None:
-            continue
-        x, y = _lr_points(cell)
-        if not x:
-            continue
-        ax.plot(x, y, label=row.name, lw=1.6, ls=("-", "--", ":", "-.")[k % 4])
-        drawn += 1
-    if not drawn:
-        return None
-    return _finish_per_epoch(fig, ax, "learning rate", f"{sweep.name}: learning rate per iteration (Figure 3a)", path)
+        x, y = _lr_points(cell) if cell is not None else ([], [])
+        if x:
+            ax.plot(x, y, label=row.name, lw=1.6, ls=("-", "--", ":", "-.")[k % 4])
+        return bool(x)
+    return _per_row_curves(sweep, (7.0, 3.8), draw, "learning rate",
+                           f"{sweep.name}: learning rate per iteration (Figure 3a)", path)
 
 
-def val_curves(sweep, path: Path) -> Path | None:
-    fig = Figure(figsize=(7.0, 4.2))
-    ax = fig.subplots()
-    drawn = 0
-    for row in sweep.rows:
-        per_epoch: dict[int, list[float]] = {}
-        for c in row.ok:
-            for m in c.metrics:
-                if isinstance(m.get("val_top1"), (int, float)):
-                    per_epoch.setdefault(int(m["epoch"]), []).append(float(m["val_top1"]))
+def _val_top1_per_epoch(row: Row) -> dict[int, list[float]]:
+    """Validation top-1 of every finished seed, by epoch."""
+    per_epoch: dict[int, list[float]] = {}
+    for c in row.ok:
+        for m in c.metrics:
+            if isinstance(m.get("val_top1"), (int, float)):
+                per_epoch.setdefault(int(m["epoch"]), []).append(float(m["val_top1"]))
+    return per_epoch
+
+
+def val_curves(sweep: Sweep, path: Path) -> Path | None:
+    def draw(ax: Axes, k: int, row: Row) -> bool:
+        per_epoch = _val_top1_per_epoch(row)
         if not per_epoch:
-            continue
+            return False
         ep = sorted(per_epoch)
         mean = [sum(per_epoch[e]) / len(per_epoch[e]) for e in ep]
         (line,) = ax.plot(ep, mean, marker="o" if len(ep) < 15 else None, ms=3, lw=1.6,
@@ -94,14 +102,12 @@ def val_curves(sweep, path: Path) -> Path | None:
         if len(row.ok) > 1:
             ax.fill_between(ep, [min(per_epoch[e]) for e in ep], [max(per_epoch[e]) for e in ep],
                             color=line.get_color(), alpha=0.18, lw=0)
-        drawn += 1
-    if not drawn:
-        return None
-    return _finish_per_epoch(fig, ax, "validation top-1 (%)",
-                             f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)", path)
+        return True
+    return _per_row_curves(sweep, (7.0, 4.2), draw, "validation top-1 (%)",
+                           f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)", path)
 
 
-def delta_bars(sweep, path: Path) -> Path | None:
+def delta_bars(sweep: Sweep, path: Path) -> Path | None:
     rows = [r for r in sweep.rows[1:] if r.d_base is not None]
     if not rows or sweep.rows[0].top1_mean is None:
         return None
@@ -110,7 +116,8 @@ def delta_bars(sweep, path: Path) -> Path | None:
     x = list(range(len(rows)))
     err = [r.d_base_err or 0.0 for r in rows]
     colors = ["tab:green" if r.d_base >= 0 else "tab:red" for r in rows]
-    ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75, label="measured (mean over seeds)")
+    ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75,
+           label="measured (mean over seeds)")
     paper = [(i, r.paper_d_base) for i, r in enumerate(rows) if r.paper_d_base is not None]
     if paper:
         ax.plot([i for i, _ in paper], [v for _, v in paper], "kD", ms=6, label="paper")
@@ -124,7 +131,7 @@ def delta_bars(sweep, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def logit_gap(pairs: list[tuple[str, object, float | None]], optimum: float, eps: float, path: Path) -> Path:
+def logit_gap(pairs: list[tuple[str, Any, float | None]], optimum: float, eps: float, path: Path) -> Path:
     """pairs: (label, gaps tensor, top1); optimum: the label-smoothing optimum gap."""
     fig = Figure(figsize=(7.0, 4.0))
     ax = fig.subplots()
@@ -132,7 +139,7 @@ def logit_gap(pairs: list[tuple[str, object, float | None]], optimum: float, eps
     lo = min(float(v.min()) for v in values)
     hi = max(max(float(v.max()) for v in values), optimum if math.isfinite(optimum) else -math.inf)
     bins = [lo + (hi - lo) * i / 60 for i in range(61)] if hi > lo else 30
-    for (label, g, top1), v in zip(pairs, values):
+    for (label, _, top1), v in zip(pairs, values):
         med = float(sorted(v)[len(v) // 2])
         ax.hist(v, bins=bins, density=True, alpha=0.5, label=f"{label} (top-1 {top1:.2f} %, median gap {med:.2f})")
     if math.isfinite(optimum):
@@ -145,7 +152,7 @@ def logit_gap(pairs: list[tuple[str, object, float | None]], optimum: float, eps
     return _save(fig, path)
 
 
-def confusion(counts, classes: list[str], title: str, path: Path) -> Path:
+def confusion(counts: Any, classes: list[str], title: str, path: Path) -> Path:
     k = counts.shape[0]
     rows = counts.sum(dim=1, keepdim=True).clamp(min=1)
     frac = (100.0 * counts / rows).numpy()

@@ -71,7 +71,8 @@ def to_html(blocks: list[tuple], title: str) -> str:
             headers, rows, aligns = b[1], b[2], b[3]
             t = ["<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
             for row in rows:
-                t.append("<tr>" + "".join(f"<td class=\"{a}\">{_inline(str(c))}</td>" for c, a in zip(row, aligns)) + "</tr>")
+                cells = "".join(f"<td class=\"{a}\">{_inline(str(c))}</td>" for c, a in zip(row, aligns))
+                t.append(f"<tr>{cells}</tr>")
             out.append("".join(t) + "</tbody></table>")
         elif kind == "figure":
             data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from bagoftricks import recipe as brecipe
-from bagoftricks.ablate import CELLS, RESULTS, read_json_dict, read_results
-from bagoftricks.engine.loop import UsageError
+from bagoftricks.ablate.folder import CELLS, RESULTS, read_results
+from bagoftricks.errors import RecipeError, UsageError
+from bagoftricks.files import read_json_object, read_jsonl
 
 
 @dataclass
@@ -40,9 +43,9 @@ class CellData:
 
     @cached_property
     def final(self) -> dict:
-        return read_json_dict(self.run_dir / "final.json")
+        return read_json_object(self.run_dir / "final.json")
 
-    def value(self, name: str):
+    def value(self, name: str) -> Any:
         v = (self.result or {}).get(name)
         if v is None and name in ("val_top1", "val_top5"):
             v = self.final.get(name)
@@ -50,18 +53,17 @@ class CellData:
 
     @cached_property
     def metrics(self) -> list[dict]:
-        from bagoftricks.engine.runfolder import read_metrics
-        return read_metrics(self.run_dir / "metrics.jsonl")
+        return read_jsonl(self.run_dir / "metrics.jsonl")
 
     @cached_property
     def env(self) -> dict:
-        return read_json_dict(self.run_dir / "env.json")
+        return read_json_object(self.run_dir / "env.json")
 
     @cached_property
     def recipe(self) -> brecipe.Recipe | None:
         try:
             return brecipe.from_dict(yaml.safe_load((self.run_dir / "recipe.yaml").read_text()))
-        except (OSError, yaml.YAMLError, brecipe.RecipeError):
+        except (OSError, yaml.YAMLError, RecipeError):
             return None
 
 
@@ -99,25 +101,25 @@ class Row:
         return len(self.top1)
 
     @property
-    def top1_mean(self):
+    def top1_mean(self) -> float | None:
         return mean(self.top1)
 
     @property
-    def top1_std(self):
+    def top1_std(self) -> float | None:
         return std(self.top1)
 
     @property
-    def top5_mean(self):
+    def top5_mean(self) -> float | None:
         return mean(self.top5)
 
     @property
-    def top5_std(self):
+    def top5_std(self) -> float | None:
         return std(self.top5)
 
-    def avg(self, name: str):
+    def avg(self, name: str) -> float | None:
         return mean([c.value(name) for c in self.ok])
 
-    def first(self, name: str):
+    def first(self, name: str) -> Any:
         for c in self.ok + self.cells:
             v = c.value(name)
             if v is not None:
@@ -144,41 +146,27 @@ class Sweep:
         return any(r.paper.get("top1") is not None for r in self.rows)
 
 
-def mean(xs):
+def mean(xs: Iterable) -> float | None:
     xs = [float(x) for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else None
 
 
-def std(xs):
+def std(xs: Iterable) -> float | None:
     xs = [float(x) for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     return statistics.stdev(xs) if len(xs) >= 2 else None
 
 
 def load_sweep(path: str | Path) -> Sweep:
+    """The sweep in an ablation folder, summarised per step; a UsageError when the folder holds none."""
     d = Path(path)
-    plan = read_json_dict(d / CELLS)
+    plan = read_json_object(d / CELLS)
     results = read_results(d)
     if not plan and not results:
         raise UsageError(f"report: {d} is not an ablation folder (no {CELLS} or {RESULTS}); "
                          f"run `bagoftricks ablate SPEC --out {d}` first")
-    if not plan:  # rebuild the structure from the results alone
-        steps = {}
-        for rec in results.values():
-            if rec.get("index") is not None:
-                steps[rec["index"]] = {"index": rec["index"], "name": rec["step"],
-                                       "folder": Path(rec["run_dir"]).parent.name, "paper": {}, "note": ""}
-        plan = {"name": d.name, "kind": next((r["kind"] for r in results.values() if r.get("kind") != "teacher"), "ladder"),
-                "steps": [steps[i] for i in sorted(steps)],
-                "cells": [{"cell": r["cell"], "step": r["step"], "index": r.get("index"), "seed": r["seed"],
-                           "run_dir": r["run_dir"]} for r in results.values()]}
-    cells = [CellData(c["cell"], c["step"], c.get("index"), int(c.get("seed", 0)), d / c["run_dir"],
-                      results.get(c["cell"])) for c in plan.get("cells", [])]
-    # cells run by an earlier invocation with more seeds (the plan is the latest invocation's)
-    planned = {c.key for c in cells}
-    names = {s["index"]: s["name"] for s in plan.get("steps", [])}
-    for key, rec in results.items():
-        if key not in planned and rec.get("index") in names and rec.get("step") == names[rec["index"]]:
-            cells.append(CellData(key, rec["step"], rec["index"], int(rec.get("seed", 0)), d / rec["run_dir"], rec))
+    if not plan:
+        plan = _plan_from_results(d, results)
+    cells = _cells(d, plan, results)
     rows = []
     for s in plan.get("steps", []):
         rc = sorted((c for c in cells if c.index == s["index"]), key=lambda c: c.seed)
@@ -190,7 +178,34 @@ def load_sweep(path: str | Path) -> Sweep:
     return sweep
 
 
+def _plan_from_results(d: Path, results: dict[str, dict]) -> dict:
+    """The steps and cells of a folder without cells.json, rebuilt from its results lines."""
+    steps = {}
+    for rec in results.values():
+        if rec.get("index") is not None:
+            steps[rec["index"]] = {"index": rec["index"], "name": rec["step"],
+                                   "folder": Path(rec["run_dir"]).parent.name, "paper": {}, "note": ""}
+    kind = next((r["kind"] for r in results.values() if r.get("kind") != "teacher"), "ladder")
+    return {"name": d.name, "kind": kind, "steps": [steps[i] for i in sorted(steps)],
+            "cells": [{"cell": r["cell"], "step": r["step"], "index": r.get("index"), "seed": r["seed"],
+                       "run_dir": r["run_dir"]} for r in results.values()]}
+
+
+def _cells(d: Path, plan: dict, results: dict[str, dict]) -> list[CellData]:
+    """The plan's cells, and the cells of the plan's steps that an earlier run with more seeds left in
+    results.jsonl (the plan is the latest run's)."""
+    cells = [CellData(c["cell"], c["step"], c.get("index"), int(c.get("seed", 0)), d / c["run_dir"],
+                      results.get(c["cell"])) for c in plan.get("cells", [])]
+    planned = {c.key for c in cells}
+    names = {s["index"]: s["name"] for s in plan.get("steps", [])}
+    for key, rec in results.items():
+        if key not in planned and rec.get("index") in names and rec.get("step") == names[rec["index"]]:
+            cells.append(CellData(key, rec["step"], rec["index"], int(rec.get("seed", 0)), d / rec["run_dir"], rec))
+    return cells
+
+
 def summarise(sweep: Sweep) -> None:
+    """Each row's per-seed numbers, and its Δ to the previous row and to the first (measured and paper)."""
     rows = sweep.rows
     for r in rows:
         r.top1 = [float(c.value("val_top1")) for c in r.ok if c.value("val_top1") is not None]
