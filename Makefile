@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 FMNIST ?= /usr/share/datasets/fashion-mnist
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data demo lint test bench clean
 
 setup: $(STAMP)
 
@@ -30,7 +30,10 @@ data: setup
 demo: data
 	$(BIN)/bagoftricks train --recipe recipes/fmnist/all.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
-test: data
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: data lint
 	$(BIN)/python -m pytest
 
 bench: data

@@ -181,7 +181,7 @@ def _tree_mtimes(d: Path) -> dict:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """base -> + cosine (left partial beforehand) -> + diverge, one seed, --jobs 2."""
-    from bagoftricks.engine.loop import train
+    from bagoftricks.engine import train
     from bagoftricks.errors import TrainingInterrupted
     tmp = tmp_path_factory.mktemp("ablate")
     p = write_spec(tmp, {"name": "tiny", "base": TINY_BASE, "seeds": [0], "ladder": [

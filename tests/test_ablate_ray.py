@@ -149,7 +149,7 @@ def _no_local_subprocess(self, cell, cmd, run_dir):
 def sweeps(tmp_path_factory, ray_instance):
     """The spec run with the local launcher and with the Ray one, each with 00-baseline/seed1 left
     partial (a checkpoint after its first step) beforehand; --jobs 2 on 2 CPUs."""
-    from bagoftricks.engine.loop import train
+    from bagoftricks.engine import train
     from bagoftricks.errors import TrainingInterrupted
     tmp = tmp_path_factory.mktemp("ablate_ray")
     p = write_spec(tmp, SPEC)

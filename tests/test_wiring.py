@@ -15,7 +15,7 @@ from bagoftricks.data import DataError
 from bagoftricks.engine import loop, setup, step
 from bagoftricks.engine.checkpoint import list_checkpoints
 from bagoftricks.engine.distributed import DistInfo
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from bagoftricks.errors import NonFiniteLoss, TrainingInterrupted, UsageError
 
 BASE = {
@@ -239,8 +239,8 @@ def test_workers_and_timeout_reach_the_loader(folder):
 def test_ema_is_evaluated_alongside(tmp_path):
     loop.train(make("train.epochs=1"), tmp_path / "off", progress=False)
     loop.train(make("train.epochs=1", "tricks.ema_decay=0.5"), tmp_path / "on", progress=False)
-    assert "ema_val_top1" not in read_metrics(tmp_path / "off" / "metrics.jsonl")[0]
-    assert "ema_val_top1" in read_metrics(tmp_path / "on" / "metrics.jsonl")[0]
+    assert "ema_val_top1" not in read_jsonl(tmp_path / "off" / "metrics.jsonl")[0]
+    assert "ema_val_top1" in read_jsonl(tmp_path / "on" / "metrics.jsonl")[0]
 
 
 def test_compile_wraps_the_model(tmp_path, monkeypatch):
@@ -282,7 +282,7 @@ def test_checkpoint_every_steps_and_keep(tmp_path):
 
 def test_eval_every(tmp_path):
     loop.train(make("train.eval_every=2", "train.epochs=3"), tmp_path / "r", progress=False)
-    recs = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    recs = read_jsonl(tmp_path / "r" / "metrics.jsonl")
     assert ["val_top1" in m for m in recs] == [False, True, True]
 
 

@@ -9,7 +9,7 @@
     RunFailure (exit 1): the input was fine, the run failed.
         NonFiniteLoss         the loss or the weights stopped being finite
         CheckpointWriteError  a checkpoint could not be written (disk full, I/O error)
-        LauncherError         an ablation launcher could not start or reach its workers
+        LauncherError         an ablation launcher failed after it started
     TrainingInterrupted (exit 128 + N): SIGINT/SIGTERM after a checkpoint was written.
 
 The command line maps the two families to their exit codes without listing the classes, so a new
@@ -62,7 +62,8 @@ class CheckpointWriteError(RunFailure):
 
 
 class LauncherError(RunFailure):
-    """An ablation launcher could not start (Ray missing) or reach its workers (cluster address)."""
+    """An ablation launcher failed after it was asked for: no local Ray instance, a cluster without
+    CPUs. (What the user typed wrong — Ray not installed, an unreachable --address — is a UsageError.)"""
 
 
 class TrainingInterrupted(Exception):

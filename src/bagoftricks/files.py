@@ -73,11 +73,12 @@ def read_json_object(path: str | Path) -> dict:
     return d if isinstance(d, dict) else {}
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path, skip_bad: bool = False) -> list:
     """The records of a JSON-lines file, up to the first line that does not parse.
 
-    A process killed while appending leaves a torn last line; everything before it is good. A
-    missing file is no records.
+    A process killed while appending leaves a torn last line; everything before it is good. With
+    skip_bad, a line that does not parse is skipped and the lines after it still count (a file that
+    was appended to again after a torn write). A missing or unreadable file is no records.
     """
     try:
         text = Path(path).read_text()
@@ -91,7 +92,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
-            break
+            if not skip_bad:
+                break
     return out
 
 

@@ -159,7 +159,8 @@ def all_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in _SECTION_TYPES.items() for f in fields(cls)]
 
 
-def _suggest(name: str, options: list[str]) -> str:
+def suggest(name: str, options: list[str]) -> str:
+    """' (did you mean a, b?)' with the options closest to `name`, or '' when none is close."""
     close = difflib.get_close_matches(name, options, n=3, cutoff=0.5)
     if not close:  # also try matching the last component only ("lr" -> "optim.lr")
         tail = {o.split(".")[-1]: o for o in options}
@@ -226,7 +227,7 @@ def from_dict(data: dict | None, base: Recipe | None = None, source: str = "reci
     sections = {}
     for sname, svalue in data.items():
         if sname not in _SECTION_TYPES:
-            raise RecipeError(f"{source}: unknown section '{sname}'{_suggest(str(sname), list(_SECTION_TYPES))}")
+            raise RecipeError(f"{source}: unknown section '{sname}'{suggest(str(sname), list(_SECTION_TYPES))}")
         if svalue is None:
             continue
         if not isinstance(svalue, dict):
@@ -237,7 +238,7 @@ def from_dict(data: dict | None, base: Recipe | None = None, source: str = "reci
         for k, v in svalue.items():
             key = f"{sname}.{k}"
             if k not in names:
-                raise RecipeError(f"{source}: unknown key '{key}'{_suggest(key, all_keys())}")
+                raise RecipeError(f"{source}: unknown key '{key}'{suggest(key, all_keys())}")
             updates[k] = _coerce(key, _field_type(cls, k), v)
         sections[sname] = replace(getattr(base, sname), **updates)
     return replace(base, **sections)
@@ -290,7 +291,7 @@ def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...] | Non
         key, raw = item.split("=", 1)
         key = key.strip()
         if key.count(".") != 1:
-            raise RecipeError(f"override '{item}': unknown key '{key}'{_suggest(key, all_keys())}")
+            raise RecipeError(f"override '{item}': unknown key '{key}'{suggest(key, all_keys())}")
         sname, fname = key.split(".")
         value = yaml.safe_load(raw) if raw.strip() else ""
         recipe = from_dict({sname: {fname: value}}, recipe, source="--set")
@@ -319,7 +320,7 @@ def validate(r: Recipe) -> Recipe:
 def _validate_model(m: ModelConfig) -> None:
     archs = list_models()
     _check(m.arch in archs, "model.arch", m.arch,
-           f"unknown model{_suggest(m.arch, archs) or ''}; known: {', '.join(archs)}")
+           f"unknown model{suggest(m.arch, archs) or ''}; known: {', '.join(archs)}")
     _check(m.width >= 0, "model.width", m.width, "must be >= 0")
     _check(m.se_reduction >= 0, "model.se_reduction", m.se_reduction, "must be >= 0")
     _check(m.groups >= 1, "model.groups", m.groups, "must be >= 1")

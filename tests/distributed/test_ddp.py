@@ -17,7 +17,7 @@ import torch
 from bagoftricks import recipe
 from bagoftricks.engine import loop, setup
 from bagoftricks.engine.distributed import DistInfo
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from tests.distributed.launch import FAULT_STEPS, final_state, reference_2rank, run, sets, torchrun_cmd
 
 EQ_SETS = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=260", "data.train_limit=32",
@@ -72,7 +72,7 @@ def test_sync_bn_two_ranks_equal_one_rank_with_double_batch(tmp_path, one_thread
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=1e-3, atol=1e-5, msg=k)
 
-    ma, mb = read_metrics(one / "metrics.jsonl"), read_metrics(two / "metrics.jsonl")
+    ma, mb = read_jsonl(one / "metrics.jsonl"), read_jsonl(two / "metrics.jsonl")
     assert [m["epoch"] for m in mb] == [1, 2, 3]
     for x, y in zip(ma, mb):
         assert y["train_loss"] == pytest.approx(x["train_loss"], rel=1e-5)  # reduced over both ranks
@@ -95,7 +95,7 @@ def test_two_nodes_by_rendezvous_with_uneven_data_run_to_the_end(tmp_path_factor
     images, batch 16: 35 per rank, 2 steps each, the rest dropped; no rank waits for another.
     (The fault tests compare their single-node runs with this one, bitwise.)"""
     ref = reference_2rank(tmp_path_factory.getbasetemp())
-    recs = read_metrics(ref / "metrics.jsonl")
+    recs = read_jsonl(ref / "metrics.jsonl")
     assert [m["epoch"] for m in recs] == [1, 2, 3, 4]
     assert all(m["val_images"] == 64 and m["skipped_steps"] == 0 for m in recs)
     env = json.loads((ref / "env.json").read_text())

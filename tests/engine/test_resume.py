@@ -6,7 +6,7 @@ import torch
 from bagoftricks.engine import train
 from bagoftricks.errors import TrainingInterrupted
 from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from tests.engine.conftest import tiny
 
 RANDOM_TRICKS = ("tricks.mixup_alpha=0.2", "tricks.cutmix_alpha=1.0", "tricks.random_erasing=0.5",
@@ -40,7 +40,7 @@ def test_mid_epoch_resume_is_bitwise(tmp_path, extra):
     assert_bitwise_equal(a["model"], b["model"])
     if a["ema"]:
         assert_bitwise_equal(a["ema"]["params"], b["ema"]["params"])
-    ma, mb = read_metrics(full / "metrics.jsonl"), read_metrics(part / "metrics.jsonl")
+    ma, mb = read_jsonl(full / "metrics.jsonl"), read_jsonl(part / "metrics.jsonl")
     assert [m["epoch"] for m in mb] == [1, 2, 3]
     for x, y in zip(ma, mb):
         assert x["val_top1"] == y["val_top1"] and x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-9)

@@ -21,7 +21,7 @@ from bagoftricks.cli import main
 from bagoftricks.engine import checkpoint as ckpt
 from bagoftricks.engine.checkpoint import (CheckpointWriteError, list_checkpoints, load_checkpoint,
                                            newest_valid_checkpoint, save_checkpoint)
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from tests.distributed.launch import assert_bitwise_equal, sets
 
 TINY = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=64", "data.num_classes=4",
@@ -193,7 +193,7 @@ def test_resume_falls_back_past_a_truncated_checkpoint_and_ends_bitwise(tmp_path
     assert "resumed from" in captured.out and names[-2] in captured.out  # mid-epoch: epoch 2, step 2
     assert (run / "checkpoints" / (names[-1] + ".corrupt")).exists()
     assert_bitwise_equal(full["model"], load_checkpoint(list_checkpoints(run)[-1])["model"])
-    assert [m["epoch"] for m in read_metrics(run / "metrics.jsonl")] == [1, 2]
+    assert [m["epoch"] for m in read_jsonl(run / "metrics.jsonl")] == [1, 2]
 
 
 @pytest.mark.parametrize("how", ["--resume", "auto"])

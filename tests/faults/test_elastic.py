@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from tests.distributed.launch import (FAULT_SETS, FAULT_STEPS, PACED, Proc, assert_bitwise_equal, final_state,
                                       has_checkpoint, reference_2rank, sets, stop_lines, torchrun_cmd, wait_for,
                                       worker_pid)
@@ -43,5 +43,5 @@ def test_sigterm_one_worker_then_sigkill_another_restart_and_resume_bitwise(tmp_
     assert b["global_step"] == FAULT_STEPS
     assert_bitwise_equal(a["model"], b["model"])
     assert_bitwise_equal(a["ema"]["params"], b["ema"]["params"])
-    assert [m["epoch"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4]
     assert not [q for q in (out / "checkpoints").iterdir() if q.name.endswith(".tmp")]

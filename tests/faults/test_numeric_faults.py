@@ -12,7 +12,7 @@ from bagoftricks.cli import main
 from bagoftricks import tricks
 from bagoftricks.engine import loop, step
 from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from tests.distributed.launch import sets
 
 TINY = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=64", "data.num_classes=4",
@@ -46,7 +46,7 @@ def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
     r = recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*TINY, "train.precision=fp16"]))
     loop.train(r, tmp_path / "run", progress=False)
     assert len(skips) == 8 and skips[5], skips  # the injected overflow was skipped
-    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    recs = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [m["skipped_steps"] for m in recs] == [sum(skips[:4]), sum(skips[4:])]
     assert recs[1]["skipped_steps"] >= 1
 

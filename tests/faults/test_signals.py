@@ -14,7 +14,7 @@ import torch
 from bagoftricks import recipe
 from bagoftricks.cli import main
 from bagoftricks.engine import loop
-from bagoftricks.engine.runfolder import read_metrics
+from bagoftricks.files import read_jsonl
 from tests.distributed.launch import (FAULT_SETS, FAULT_STEPS, PACED, PYTHON, Proc, assert_bitwise_equal,
                                       final_state, has_checkpoint, reference_2rank, run, sets, stop_lines,
                                       torchrun_cmd, wait_for)
@@ -66,7 +66,7 @@ def test_signal_checkpoints_exits_and_continues_bitwise(tmp_path, reference_1pro
     assert done["global_step"] == 12
     assert_bitwise_equal(reference_1proc["model"], done["model"])
     assert_bitwise_equal(reference_1proc["ema"]["params"], done["ema"]["params"])
-    assert [m["epoch"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert [m["epoch"] for m in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
 
 
 @pytest.mark.timeout(300)
@@ -94,4 +94,4 @@ def test_sigterm_to_torchrun_stops_all_ranks_at_one_step_then_resume_is_bitwise(
     assert b["global_step"] == FAULT_STEPS
     assert_bitwise_equal(a["model"], b["model"])
     assert_bitwise_equal(a["ema"]["params"], b["ema"]["params"])
-    assert [m["epoch"] for m in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3, 4]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bagoftricks import ablate
-from bagoftricks.engine.loop import train
+from bagoftricks.engine import train
 from bagoftricks.errors import NonFiniteLoss
 
 TINY_BASE = {

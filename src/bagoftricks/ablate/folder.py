@@ -76,19 +76,11 @@ def locked(out: Path) -> Iterator[None]:
 def read_results(out: str | Path) -> dict[str, dict]:
     """The last results line of each cell (keyed by cell key).
 
-    Unlike files.read_jsonl this skips a torn line instead of stopping there: a sweep that appends
-    after a failed write leaves good lines behind the torn one, and they must still count.
+    A torn line is skipped, not the end of the file: a sweep that appends after a failed write
+    leaves good lines behind the torn one, and they must still count.
     """
-    try:
-        text = (Path(out) / RESULTS).read_text()
-    except (OSError, UnicodeDecodeError):
-        return {}
     latest: dict[str, dict] = {}
-    for line in text.splitlines():
-        try:
-            rec = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            continue
+    for rec in read_jsonl(Path(out) / RESULTS, skip_bad=True):
         if isinstance(rec, dict) and "cell" in rec:
             latest[rec["cell"]] = rec
     return latest
@@ -160,9 +152,9 @@ def model_cost(run_dir: Path) -> tuple[int | None, int | None]:
         return None, None
     key = json.dumps([brecipe.to_dict(r)["model"], num_classes, in_channels, r.data.image_size], sort_keys=True)
     if key not in _COST_CACHE:
-        from bagoftricks.engine.loop import build_model
+        from bagoftricks.engine.setup import recipe_model
         from bagoftricks.models import count_params_macs
-        model = build_model(r, int(num_classes), int(in_channels))
+        model = recipe_model(r, int(num_classes), int(in_channels))
         size = (in_channels, r.data.image_size, r.data.image_size)
         _COST_CACHE[key] = tuple(int(x) for x in count_params_macs(model, size))
     return _COST_CACHE[key]

@@ -124,7 +124,7 @@ def _overrides(value: Any, where: str) -> tuple[str, ...]:
         out = []
         for k, v in flat.items():
             if not isinstance(k, str) or k.count(".") != 1:
-                hint = brecipe._suggest(str(k), brecipe.all_keys())
+                hint = brecipe.suggest(str(k), brecipe.all_keys())
                 raise SpecError(f"{where}: override key {k!r} must be section.field{hint}")
             out.append(f"{k}={format_value(v)}")
         return tuple(out)

@@ -32,7 +32,7 @@ from bagoftricks.engine.setup import (Training, base_lr, eval_batch_size, resolv
 from bagoftricks.engine.signals import StopFlag
 from bagoftricks.engine.step import StepMeter
 from bagoftricks.errors import CheckpointWriteError, NonFiniteLoss, TrainingInterrupted
-from bagoftricks.files import read_json_object, write_json
+from bagoftricks.files import append_jsonl, read_json_object, write_json
 from bagoftricks.recipe import Recipe
 
 
@@ -320,7 +320,7 @@ class _Run:
 
     def _write_record(self, record: dict, epoch: int) -> None:
         if self.dinfo.is_main:
-            runfolder.append_metrics(self.metrics_path, record)
+            append_jsonl(self.metrics_path, record)
             if self.writer is not None:
                 for k, v in record.items():
                     if k != "epoch" and isinstance(v, (int, float)):
@@ -383,8 +383,3 @@ class _Run:
                 raise CheckpointWriteError(f"on rank 0: {msg}")
         return path
 
-
-# old names, kept only while ablate/ and report/ move to the new ones
-from bagoftricks.engine.setup import recipe_model as build_model  # noqa: E402,F401
-from bagoftricks.engine.setup import scheduled_lr as lr_at  # noqa: E402,F401
-from bagoftricks.errors import UsageError  # noqa: E402,F401

@@ -30,7 +30,7 @@ from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.checkpoint import CKPT_DIR, newest_valid_checkpoint
 from bagoftricks.errors import UsageError
-from bagoftricks.files import append_jsonl, atomic_write_text, read_jsonl
+from bagoftricks.files import atomic_write_text, read_jsonl
 
 
 def git_sha() -> str:
@@ -86,16 +86,10 @@ def env_record(device: torch.device, seed: int, world_size: int, extra: dict | N
 
 
 # --------------------------------------------------------------------------------------------- metrics
-read_metrics = read_jsonl  # metrics.jsonl: one record per epoch; a torn last line (a crash) is dropped
-
-
 def truncate_metrics(path: Path, keep_epochs: int) -> None:
-    """Keep the records of epochs 1..keep_epochs (a resumed run rewrites the later ones)."""
-    recs = [r for r in read_metrics(path) if r.get("epoch", 0) <= keep_epochs]
+    """Keep the records of epochs 1..keep_epochs of metrics.jsonl (a resumed run rewrites the later ones)."""
+    recs = [r for r in read_jsonl(path) if r.get("epoch", 0) <= keep_epochs]
     atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in recs))
-
-
-append_metrics = append_jsonl
 
 
 class RunLog:

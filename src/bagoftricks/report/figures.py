@@ -51,7 +51,7 @@ def _per_row_curves(sweep: Sweep, figsize: tuple[float, float], draw: Callable[[
 
 def _lr_points(cell: CellData, max_points: int = 1500) -> tuple[list[float], list[float]]:
     """(epochs, lrs) per iteration from the cell's recipe and steps per epoch; per epoch as a fallback."""
-    from bagoftricks.engine.loop import lr_at
+    from bagoftricks.engine.setup import scheduled_lr
     r, env = cell.recipe, cell.env
     spe = env.get("steps_per_epoch")
     if r is not None and isinstance(spe, int) and spe > 0:
@@ -64,7 +64,7 @@ def _lr_points(cell: CellData, max_points: int = 1500) -> tuple[list[float], lis
             its = sorted(set(its) | {m, max(m - 1, 0)})
         if its[-1] != total - 1:
             its.append(total - 1)
-        return [i / spe for i in its], [lr_at(r, i, spe, world) for i in its]
+        return [i / spe for i in its], [scheduled_lr(r, i, spe, world) for i in its]
     recs = [m for m in cell.metrics if "lr" in m]
     return [m["epoch"] for m in recs], [m["lr"] for m in recs]
 
