@@ -149,3 +149,18 @@ def test_loading_and_validating_does_not_import_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
 
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model:\n  arch: resnet20\n   variant: D\n")
+    with pytest.raises(RecipeError) as e:
+        recipe.load(p)
+    assert str(e.value) == f"{p}: not valid YAML: line 3, column 11: mapping values are not allowed here"
+    p.write_text("model:\n  arch: resnet20\n  variant D\ntrain: {epochs: 2}\n")
+    with pytest.raises(RecipeError) as e:
+        recipe.load(p)
+    assert str(e.value) == (f"{p}: not valid YAML: line 4, column 1: could not find expected ':' "
+                            f"(while scanning a simple key at line 3, column 3)")
+    with pytest.raises(RecipeError, match=r"optim.lr=\[': the value is not valid YAML: line 1, column 2"):
+        recipe.apply_overrides(Recipe(), ["optim.lr=["])

@@ -78,6 +78,9 @@ class ScheduleConfig:
     milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: epochs after warmup where lr *= gamma
     gamma: float = 0.1              # step: decay factor; paper: 0.1
     floor: float = 0.0              # cosine/linear: final learning rate
+    extended_from: tuple[int, ...] = ()  # epochs of the shorter runs this one extends (train --resume RUN
+    #                                      --epochs N): up to epoch e the lr and tricks.mix_off_epochs follow an
+    #                                      e-epoch run, then the next length's; () = one schedule for train.epochs
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,7 @@ def _field_type(cls, name: str):
 def _coerce(key: str, typ, value: Any) -> Any:
     """Convert a YAML/CLI value to the field's type, or raise RecipeError naming the key."""
     origin = typing.get_origin(typ)
+    given = value
     try:
         if typ is bool:
             if isinstance(value, bool):
@@ -215,7 +219,12 @@ def _coerce(key: str, typ, value: Any) -> Any:
             return tuple(_coerce(key, elem, v) for v in value)
     except (TypeError, ValueError):
         pass
-    raise RecipeError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+    what = _TYPE_WORDS.get(typ, "a list of epochs, e.g. [30, 60, 90]")
+    raise RecipeError(f"{key}: expected {what}, got {given!r}")
+
+
+# How a value of each field type is described in an error (the tuple fields all hold epochs).
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
@@ -274,14 +283,37 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
         p = Path(path)
         if not p.is_file():
             raise RecipeError(f"recipe file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            raise RecipeError(f"{p}: not valid YAML: {e}".splitlines()[0]) from None
-        recipe = from_dict(data, recipe, source=str(p))
+        recipe = from_dict(read_yaml(p), recipe, source=str(p))
     recipe = apply_overrides(recipe, overrides)
-    validate(recipe)
+    validate(recipe, changed=override_keys(overrides))
     return recipe
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """What the YAML parser found wrong, and where: 'line L, column C: problem (context at line L2)'."""
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    if context and cmark is not None and cmark is not mark:
+        problem += f" ({context} at line {cmark.line + 1}, column {cmark.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    return where + problem
+
+
+def read_yaml(path: str | Path, error: type[Exception] = RecipeError) -> Any:
+    """A YAML file's content; `error` naming the file, line and column when it does not parse."""
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise error(f"{p}: not valid YAML: {yaml_problem(e)}") from None
+
+
+def override_keys(overrides: list[str] | tuple[str, ...] | None) -> frozenset[str]:
+    """The keys that `a.b=v` overrides set."""
+    return frozenset(item.split("=", 1)[0].strip() for item in overrides or () if "=" in item)
 
 
 def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...] | None) -> Recipe:
@@ -293,7 +325,10 @@ def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...] | Non
         if key.count(".") != 1:
             raise RecipeError(f"override '{item}': unknown key '{key}'{suggest(key, all_keys())}")
         sname, fname = key.split(".")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise RecipeError(f"override '{item}': the value is not valid YAML: {yaml_problem(e)}") from None
         recipe = from_dict({sname: {fname: value}}, recipe, source="--set")
     return recipe
 
@@ -303,17 +338,30 @@ def _check(cond: bool, key: str, value: Any, what: str) -> None:
         raise RecipeError(f"{key}: {what}, got {value!r}")
 
 
-def validate(r: Recipe) -> Recipe:
-    """Check every value; raise RecipeError naming the first bad field. Does not import torch."""
+def _check_pair(cond: bool, changed: frozenset[str], first: tuple[str, Any, str], second: tuple[str, Any, str]) -> None:
+    """A rule between two fields, reported on the one the user set: `second` when only it was
+    overridden, else `first`. Each is (key, value, what is wrong)."""
+    key, value, what = second if second[0] in changed and first[0] not in changed else first
+    _check(cond, key, value, what)
+
+
+def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Recipe:
+    """Check every value; raise RecipeError naming the first bad field. Does not import torch.
+
+    `changed`: the keys the user set on the command line; a rule between two fields names the one
+    the user set (``--set train.epochs=2`` against a recipe's 5 warmup epochs names train.epochs).
+    """
+    changed = frozenset(changed)
     for key, options in CHOICES.items():
         s, f = key.split(".")
         v = getattr(getattr(r, s), f)
         _check(v in options, key, v, f"must be one of {', '.join(repr(o) for o in options)}")
     _validate_model(r.model)
     _validate_data(r.data)
-    _validate_optim(r.optim, r.schedule)
-    _validate_tricks(r.tricks, r.train.epochs)
-    _validate_train(r.train)
+    _validate_train(r.train)  # before the rules that compare other fields with train.epochs
+    _validate_optim(r.optim, r.schedule, changed)
+    _validate_schedule_length(r.schedule, r.train.epochs, changed)
+    _validate_tricks(r.tricks, r.train.epochs, changed)
     return r
 
 
@@ -344,23 +392,43 @@ def _validate_data(d: DataConfig) -> None:
     _check(d.timeout >= 0, "data.timeout", d.timeout, "must be >= 0")
 
 
-def _validate_optim(o: OptimConfig, s: ScheduleConfig) -> None:
+def _validate_optim(o: OptimConfig, s: ScheduleConfig, changed: frozenset[str]) -> None:
     _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "must be > 0")
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "must be in [0, 1)")
-    _check(not (o.nesterov and o.momentum == 0), "optim.nesterov", o.nesterov, "needs optim.momentum > 0")
+    _check_pair(not (o.nesterov and o.momentum == 0), changed,
+                ("optim.nesterov", o.nesterov, "needs optim.momentum > 0"),
+                ("optim.momentum", o.momentum, "must be > 0 while optim.nesterov is true (set it to false too)"))
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
     _check(all(m > 0 for m in s.milestones), "schedule.milestones", list(s.milestones), "must be positive epochs")
     _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", list(s.milestones), "must be increasing")
     _check(0.0 < s.gamma <= 1.0, "schedule.gamma", s.gamma, "must be in (0, 1]")
-    _check(0.0 <= s.floor < o.lr, "schedule.floor", s.floor, "must be in [0, optim.lr)")
+    _check(s.floor >= 0.0, "schedule.floor", s.floor, "must be >= 0")
+    _check_pair(s.floor < o.lr, changed, ("schedule.floor", s.floor, f"must be below optim.lr ({o.lr:g})"),
+                ("optim.lr", o.lr, f"must be above schedule.floor ({s.floor:g})"))
 
 
-def _validate_tricks(t: TricksConfig, epochs: int) -> None:
-    _check(0.0 <= t.warmup_epochs < epochs, "tricks.warmup_epochs", t.warmup_epochs, "must be in [0, train.epochs)")
+def _validate_schedule_length(s: ScheduleConfig, epochs: int, changed: frozenset[str]) -> None:
+    ext = list(s.extended_from)
+    _check(all(e > 0 for e in ext) and ext == sorted(set(ext)), "schedule.extended_from", ext,
+           "must be increasing positive epochs")
+    _check_pair(not ext or ext[-1] < epochs, changed,
+                ("schedule.extended_from", ext, f"must be below train.epochs ({epochs})"),
+                ("train.epochs", epochs, f"must be more than the extended run's {ext[-1] if ext else 0} epochs "
+                                         f"(schedule.extended_from)"))
+
+
+def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> None:
+    _check(t.warmup_epochs >= 0.0, "tricks.warmup_epochs", t.warmup_epochs, "must be >= 0")
+    _check_pair(t.warmup_epochs < epochs, changed,
+                ("tricks.warmup_epochs", t.warmup_epochs, f"must be below train.epochs ({epochs})"),
+                ("train.epochs", epochs, f"must be more than tricks.warmup_epochs ({t.warmup_epochs:g})"))
     _check(0.0 <= t.label_smoothing < 1.0, "tricks.label_smoothing", t.label_smoothing, "must be in [0, 1)")
     _check(t.mixup_alpha >= 0, "tricks.mixup_alpha", t.mixup_alpha, "must be >= 0 (0 = off)")
     _check(t.cutmix_alpha >= 0, "tricks.cutmix_alpha", t.cutmix_alpha, "must be >= 0 (0 = off)")
-    _check(0 <= t.mix_off_epochs <= epochs, "tricks.mix_off_epochs", t.mix_off_epochs, "must be in [0, train.epochs]")
+    _check(t.mix_off_epochs >= 0, "tricks.mix_off_epochs", t.mix_off_epochs, "must be >= 0")
+    _check_pair(t.mix_off_epochs <= epochs, changed,
+                ("tricks.mix_off_epochs", t.mix_off_epochs, f"must be at most train.epochs ({epochs})"),
+                ("train.epochs", epochs, f"must be at least tricks.mix_off_epochs ({t.mix_off_epochs})"))
     _check(t.cutout >= 0, "tricks.cutout", t.cutout, "must be >= 0 pixels")
     _check(0.0 <= t.random_erasing <= 1.0, "tricks.random_erasing", t.random_erasing,
            "must be a probability in [0, 1]")

@@ -155,11 +155,7 @@ def _check_keys(d: dict, allowed: tuple[str, ...], where: str) -> None:
 
 def _read_yaml(p: Path) -> tuple[Any, str]:
     """(the parsed YAML, its text) of a file that exists; a SpecError that names it when it does not parse."""
-    text = p.read_text()
-    try:
-        return yaml.safe_load(text), text
-    except yaml.YAMLError as e:
-        raise SpecError(f"{p}: not valid YAML: {e}".splitlines()[0]) from None
+    return brecipe.read_yaml(p, SpecError), p.read_text()
 
 
 def _load_base(value: Any, spec_dir: Path, where: str) -> dict:
@@ -179,7 +175,7 @@ def _load_base(value: Any, spec_dir: Path, where: str) -> dict:
             p = spec_dir / p
         if not p.is_file():
             raise SpecError(f"{where}: recipe file not found: {p}")
-        r = brecipe.from_dict(_read_yaml(p)[0], r, source=str(p))
+        r = brecipe.from_dict(brecipe.read_yaml(p, SpecError), r, source=str(p))
     try:
         r = brecipe.from_dict(value, r, source=where)
     except RecipeError as e:
@@ -301,7 +297,7 @@ def expand(spec: Spec, out: str | Path, seeds: tuple[int, ...] | None = None,
         if any(TEACHER_TOKEN in o for o in ov):
             raise SpecError(f"{where}: teacher: the teacher cannot use {TEACHER_TOKEN}")
         cell = Cell("teacher", None, 0, TEACHER_DIR, ov)
-        _resolve(spec.teacher["base_dict"], cell, f"{where}: teacher")
+        _resolve(spec.teacher["base_dict"], cell, f"{where}: teacher", brecipe.override_keys(extra))
         cells.append(cell)
     teacher_dir = str(Path(out).resolve() / TEACHER_DIR)
     for step in spec.steps:
@@ -316,18 +312,19 @@ def _step_cell(spec: Spec, step: Step, seed: int, extra: tuple[str, ...], teache
     ov = merge(tuple(o.replace(TEACHER_TOKEN, teacher_dir) for o in ov), (f"train.seed={seed}",))
     cell = Cell(f"{step.folder}/seed{seed}", step, seed, f"runs/{step.folder}/seed{seed}", ov, needs)
     w = f"{where}: {spec.kind} step {step.index} '{step.name}'"
-    teacher = _resolve(spec.base_dict, cell, w).tricks.distill_teacher
+    teacher = _resolve(spec.base_dict, cell, w, brecipe.override_keys(extra)).tricks.distill_teacher
     if teacher and not needs and not Path(teacher).exists():
         raise SpecError(f"{w}: tricks.distill_teacher: {teacher} does not exist "
                         f"(train it first, or use a 'teacher' section and {TEACHER_TOKEN})")
     return cell
 
 
-def _resolve(base_dict: dict, cell: Cell, where: str) -> brecipe.Recipe:
+def _resolve(base_dict: dict, cell: Cell, where: str, changed: frozenset[str] = frozenset()) -> brecipe.Recipe:
+    """The cell's validated recipe; `changed` are the keys given on the command line (errors name them)."""
     try:
         r = brecipe.from_dict(base_dict)
         r = brecipe.apply_overrides(r, cell.overrides)
-        return brecipe.validate(r)
+        return brecipe.validate(r, changed)
     except RecipeError as e:
         raise SpecError(f"{where}: {e}") from None
 

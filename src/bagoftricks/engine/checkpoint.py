@@ -9,8 +9,10 @@ reads it.
 from __future__ import annotations
 
 import errno
+import pickle
 import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -64,15 +66,40 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def damage(path: Path) -> str | None:
+    """What is wrong with a checkpoint file, seen from its bytes alone (None: nothing visible)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head != ZIP_MAGIC:
+        return f"is not a checkpoint (not a file written by torch.save: it starts with {head!r})"
+    if not zipfile.is_zipfile(path):
+        return f"is truncated ({size} bytes, the end of the archive is missing)"
+    return None
+
+
 def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    """A checkpoint's state, read with weights_only=True; a CheckpointError that names the file and
+    says what is wrong with it (missing, empty, truncated, not a checkpoint) otherwise."""
     path = Path(path)
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # truncated zip, garbage bytes, pickle errors
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {first})") from None
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    wrong = damage(path)
+    if wrong is None:
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError:  # torch's own message advises weights_only=False: unsafe, not repeated
+            wrong = "is not a bagoftricks checkpoint (it holds Python objects other than tensors; not unpickled)"
+        except Exception as e:  # noqa: BLE001 - a damaged archive fails in many ways
+            first = str(e).splitlines()[0] if str(e) else ""
+            wrong = f"is damaged ({type(e).__name__}: {first})"
+    if wrong is not None:
+        raise CheckpointError(f"checkpoint {path} {wrong}")
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise CheckpointError(f"checkpoint {path} is not a bagoftricks checkpoint (no model/recipe entries)")
     return state
@@ -127,32 +154,42 @@ def save_checkpoint(run_dir: Path, state: dict, global_step: int, keep: int) -> 
 
 def newest_valid_checkpoint(run_dir: Path, map_location="cpu",
                             skipped: list | None = None) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads, warning about any newer one that does not.
+    """The newest checkpoint that loads, as (path, state), or None when none does.
 
-    With a `skipped` list, the unreadable ones are appended to it as (path, message) instead of
-    being warned about (the caller reports them).
+    The newer ones that do not load are appended to `skipped` as (path, message) when it is given
+    (the caller reports them); otherwise each is a warning that names the older file used instead.
     """
-    run_dir = Path(run_dir)
-    candidates = list_checkpoints(run_dir)  # complete by construction (rename after fsync)
-    for path in reversed(candidates):
+    bad: list = []
+    found = None
+    for path in reversed(list_checkpoints(run_dir)):  # complete by construction (rename after fsync)
         try:
-            return path, load_checkpoint(path, map_location)
+            found = path, load_checkpoint(path, map_location)
+            break
         except CheckpointError as e:
-            if skipped is not None:
-                skipped.append((path, str(e)))
-            else:
-                warnings.warn(f"{e}; falling back to an older checkpoint", stacklevel=2)
-    return None
+            bad.append((path, str(e)))
+    if skipped is not None:
+        skipped.extend(bad)
+    elif found is not None:
+        for _, msg in bad:
+            warnings.warn(f"{msg}; using the older {found[0].name}", stacklevel=2)
+    return found
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder meaning its newest valid checkpoint."""
+    """A checkpoint file, or a run folder meaning its newest valid checkpoint (a warning names each
+    newer one that does not load)."""
     p = Path(path)
-    if p.is_dir():
-        found = newest_valid_checkpoint(p)
-        if found is None:
-            raise CheckpointError(f"no valid checkpoint in run folder {p}")
-        return found[0]
     if not p.exists():
         raise CheckpointError(f"checkpoint not found: {p}")
-    return p
+    if not p.is_dir():
+        return p
+    bad: list = []
+    found = newest_valid_checkpoint(p, skipped=bad)
+    if found is None:
+        if not bad:
+            raise CheckpointError(f"no checkpoint in {p} (nothing in {p / CKPT_DIR}; is it a run folder?)")
+        more = f" (and {len(bad) - 1} older unreadable)" if len(bad) > 1 else ""
+        raise CheckpointError(f"no valid checkpoint in run folder {p}: {bad[0][1]}{more}")
+    for _, msg in bad:
+        warnings.warn(f"{msg}; using the older {found[0].name}", stacklevel=2)
+    return found[0]
