@@ -105,6 +105,7 @@ CASES = {
     "schedule.milestones": ([1, 2], [2, 3], "lr", ()),
     "schedule.gamma": (0.1, 0.5, "lr", ("schedule.milestones=[1]",)),
     "schedule.floor": (0.0, 0.01, "lr", ("schedule.kind=cosine",)),
+    "schedule.extended_from": ([], [2], "lr", ("schedule.kind=cosine",)),
     "tricks.linear_scaling": (False, True, "lr", ()),
     "tricks.warmup_epochs": (0.0, 1.5, "lr", ()),
     "tricks.zero_gamma": (False, True, "model", ()),

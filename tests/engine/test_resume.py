@@ -72,3 +72,17 @@ def test_resume_of_finished_run_is_a_no_op(tmp_path):
     before = (tmp_path / "r" / "metrics.jsonl").read_bytes()
     train(r, tmp_path / "r", resume=True, progress=False)
     assert (tmp_path / "r" / "metrics.jsonl").read_bytes() == before
+
+
+def test_resumed_epoch_seconds_count_both_attempts(tmp_path):
+    """metrics.jsonl `seconds` (the epoch's wall time, evaluation included) of an epoch stopped and
+    resumed adds the time before the stop, so it is never below its `train_seconds`."""
+    run = tmp_path / "r"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny(), run, progress=False, stop_after_steps=6)  # inside epoch 2
+    before = load_checkpoint(list_checkpoints(run)[-1])["epoch_acc"]
+    assert before["wall"] >= before["seconds"] > 0
+    train(tiny(), run, resume=True, progress=False)
+    resumed = read_jsonl(run / "metrics.jsonl")[1]
+    assert resumed["seconds"] >= resumed["train_seconds"] >= before["seconds"]
+    assert resumed["seconds"] > before["wall"]

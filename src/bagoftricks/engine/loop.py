@@ -17,12 +17,14 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from bagoftricks import errors
 from bagoftricks import recipe as brecipe
+from bagoftricks.console import warnings_to
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpoint import save_checkpoint
@@ -32,15 +34,16 @@ from bagoftricks.engine.setup import (Training, base_lr, eval_batch_size, resolv
 from bagoftricks.engine.signals import StopFlag
 from bagoftricks.engine.step import StepMeter
 from bagoftricks.errors import CheckpointWriteError, NonFiniteLoss, TrainingInterrupted
-from bagoftricks.files import append_jsonl, read_json_object, write_json
+from bagoftricks.files import append_jsonl, atomic_write_text, read_json_object, write_json
 from bagoftricks.recipe import Recipe
 
 
 def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: bool | None = None,
-          stop_after_steps: int = 0) -> dict:
+          stop_after_steps: int = 0, extends: Extends | None = None) -> dict:
     """Train `r` into run folder `out_dir`; returns the final metrics record.
 
     resume=True continues from the newest valid checkpoint in out_dir (the folder's recipe is used).
+    extends: a new run folder starts from another run's checkpoint (`engine.extend.extend_run`).
     progress: None = a progress bar on a terminal only, False = never. stop_after_steps (testing aid)
     stops the process's loop after that many global steps, with a checkpoint, as a signal would.
 
@@ -55,7 +58,7 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
     try:
         if dinfo.enabled:
             bdist.init(dinfo, resolve_device(r.train.device, dinfo))
-        plan = _plan_run(out, resume, auto, r, dinfo)
+        plan = _plan_run(out, resume, auto, r, dinfo, extends)
         if plan["final"] is not None:
             if dinfo.is_main:
                 print(f"run folder {out} is already complete ({plan['epochs']} epochs)", flush=True)
@@ -68,13 +71,22 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
         device = resolve_device(r.train.device, dinfo)
         bdist.init(dinfo, device)
         run = _Run(r, out, dinfo, device, progress, stop_after_steps)
-        run.start(plan["ckpt"], state, plan["skipped"])
-        return run.loop()
+        with warnings_to(run.log.warning_line):  # library warnings go to run.log, one line each
+            run.start(plan["ckpt"], state, plan["skipped"], extends)
+            return run.loop()
     finally:
         bdist.shutdown()
 
 
-def _plan_run(out: Path, resume: bool, auto: bool, r: Recipe, dinfo: bdist.DistInfo) -> dict:
+class Extends(NamedTuple):
+    """A finished run that a new run folder continues past its end (see engine/extend.py)."""
+    run: Path          # the finished run folder (only read)
+    checkpoint: Path   # its final checkpoint
+    state: dict        # that checkpoint, its recipe replaced by the extended one
+
+
+def _plan_run(out: Path, resume: bool, auto: bool, r: Recipe, dinfo: bdist.DistInfo,
+              extends: Extends | None = None) -> dict:
     """Rank 0 reads the run folder and tells every rank what to do (no other rank touches it).
 
     Returns {"ckpt": path or None, "state": checkpoint or None, "skipped": [(path, msg)], "final":
@@ -86,6 +98,8 @@ def _plan_run(out: Path, resume: bool, auto: bool, r: Recipe, dinfo: bdist.DistI
         try:
             skipped: list = []
             ckpt, state = runfolder.prepare_run_folder(out, resume, auto, requested=r, skipped=skipped)
+            if extends is not None:  # a new folder (prepare_run_folder refused an existing run)
+                ckpt, state = extends.checkpoint, extends.state
             final, epochs = None, 0
             if state is not None:
                 epochs = brecipe.from_dict(state["recipe"]).train.epochs
@@ -138,7 +152,8 @@ def _progress(enabled: bool | None, total: int, initial: int, desc: str):
 
 
 def _new_acc() -> dict:
-    return {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0}
+    # seconds: training time of the epoch; wall: the epoch's wall time before this attempt (a resumed epoch)
+    return {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0, "wall": 0.0}
 
 
 class _Run:
@@ -160,19 +175,24 @@ class _Run:
         self.writer = None
 
     # ------------------------------------------------------------------------------------- set-up
-    def start(self, ckpt_path: Path | None, state: dict | None, skipped_ckpts) -> None:
+    def start(self, ckpt_path: Path | None, state: dict | None, skipped_ckpts, extends: Extends | None) -> None:
         """Load the checkpoint (if any), wrap the model, and prepare the run folder and its log."""
         if state is not None:
             self._load(state)
         wrap_for_training(self.t)
         if self.dinfo.is_main:
-            self._write_folder(fresh=state is None)
+            self._write_folder(fresh=state is None or extends is not None, extends=extends)
         bdist.barrier(self.dinfo)
         self.writer = runfolder.tensorboard(self.out / "tb") if self.dinfo.is_main else None
         self.log.log(f"run folder: {self.out}")
         for path, msg in skipped_ckpts:
-            self.log.warn(f"{msg}; set aside as {Path(path).name}.corrupt, falling back to an older checkpoint")
-        if state is not None:
+            self.log.warn(f"{msg}; set aside as {Path(path).name}.corrupt, resuming from {Path(ckpt_path).name}")
+        if extends is not None:
+            self.log.warn(f"extending the finished run {extends.run} ({self.start_epoch} epochs) to "
+                          f"{self.r.train.epochs} epochs: from epoch {self.start_epoch + 1} on the lr schedule is "
+                          f"recomputed for {self.r.train.epochs} epochs, so this is no longer a single-schedule run "
+                          f"(recipe.yaml: schedule.extended_from {list(self.r.schedule.extended_from)})")
+        elif state is not None:
             self.log.log(f"resumed from {ckpt_path} at epoch {self.start_epoch + 1}, step {self.start_step}")
         self._log_summary()
 
@@ -188,7 +208,7 @@ class _Run:
         self.acc = dict(state.get("epoch_acc", self.acc))
         torch.set_rng_state(state["rng"]["torch"])
 
-    def _write_folder(self, fresh: bool) -> None:
+    def _write_folder(self, fresh: bool, extends: Extends | None = None) -> None:
         out, r, tr, data = self.out, self.r, self.r.train, self.t.data
         out.mkdir(parents=True, exist_ok=True)
         if not fresh:
@@ -196,10 +216,14 @@ class _Run:
             return
         for stale in (self.metrics_path, out / "run.log", out / "final.json"):
             stale.unlink(missing_ok=True)
-        (out / "recipe.yaml").write_text(brecipe.dump(r))
+        atomic_write_text(out / "recipe.yaml", brecipe.dump(r))
         extra = {"base_lr": base_lr(r, self.dinfo.world_size), "global_batch": tr.batch_size * self.dinfo.world_size,
                  "steps_per_epoch": self.steps, "in_memory_data": data.in_memory, "num_classes": data.num_classes,
                  "skipped_files": data.skipped}
+        if extends is not None:  # its epochs so far are this run's first ones
+            extra["extends"] = {"run": str(extends.run), "checkpoint": str(extends.checkpoint),
+                                "epochs": self.start_epoch}
+            runfolder.copy_metrics(extends.run / "metrics.jsonl", self.metrics_path, self.start_epoch)
         write_json(out / "env.json", runfolder.env_record(self.device, tr.seed, self.dinfo.world_size, extra))
 
     def _log_summary(self) -> None:
@@ -217,9 +241,9 @@ class _Run:
         with StopFlag() as stop:
             self.stop = stop
             for epoch in range(self.start_epoch, self.r.train.epochs):
-                t_epoch = time.perf_counter()
+                self.t_epoch = time.perf_counter()
                 lr = self._train_epoch(epoch)
-                record = self._end_epoch(epoch, lr, t_epoch)
+                record = self._end_epoch(epoch, lr)
         if self.writer is not None:
             self.writer.close()
         record = dict(record, wall_seconds=time.perf_counter() - self.t_start)
@@ -236,6 +260,7 @@ class _Run:
         tr = self.r.train
         self.bar = _progress(self.progress if self.dinfo.is_main else False, self.steps, first,
                              f"epoch {epoch + 1}/{tr.epochs}")
+        self.bar_loss = "…"  # until the first read-back, train.log_every_steps steps in
         self.meter = StepMeter(self.device, self.meter)
         self.t_train = time.perf_counter()
         lr = scheduled_lr(self.r, 0, self.steps, self.dinfo.world_size)
@@ -258,12 +283,13 @@ class _Run:
         readback = (s + 1) % tr.log_every_steps == 0 or last
         if readback:  # the only host reads of the step metrics: every log_every_steps steps
             self.meter.raise_if_failed(self.steps)
-        if self.bar is not None:
-            self.bar.update(1)
+        if self.bar is not None:  # lr and img/s are known on the host; the loss only at a read-back
             if readback:
-                el = time.perf_counter() - self.t_train
-                self.bar.set_postfix(loss=f"{self.meter.mean_loss():.4f}", lr=f"{lr:.4g}", refresh=False,
-                                     img_s=f"{self.meter.images * self.dinfo.world_size / max(el, 1e-9):.0f}")
+                self.bar_loss = f"{self.meter.mean_loss():.4f}"
+            el = time.perf_counter() - self.t_train
+            self.bar.set_postfix(loss=self.bar_loss, lr=f"{lr:.4g}", refresh=False,
+                                 img_s=f"{self.meter.images * self.dinfo.world_size / max(el, 1e-9):.0f}")
+            self.bar.update(1)
         test_stop = self._test_stop()
         # ranks agree on a stop (a collective and a host read) every step on CPU, where a host read
         # costs nothing, and at the read-back steps on an accelerator; alone, every step
@@ -284,7 +310,7 @@ class _Run:
                 self.log.log(f"stopping at epoch {epoch + 1} step {s + 1}; checkpoint {path}")
                 raise TrainingInterrupted(stop_sig, path, epoch * self.steps + s + 1)
 
-    def _end_epoch(self, epoch: int, lr: float, t_epoch: float) -> dict:
+    def _end_epoch(self, epoch: int, lr: float) -> dict:
         """Evaluate, record and log the epoch, write its checkpoint, and stop here if a signal came."""
         tr = self.r.train
         acc = self.acc
@@ -292,7 +318,7 @@ class _Run:
         if (epoch + 1) % tr.eval_every == 0 or epoch + 1 == tr.epochs:
             record.update(self._evaluate())
         record.update(images_per_sec=acc["images"] / max(acc["seconds"], 1e-9), train_seconds=acc["seconds"],
-                      seconds=time.perf_counter() - t_epoch, skipped_steps=acc["skipped"])
+                      seconds=self._epoch_wall(), skipped_steps=acc["skipped"])
         self._write_record(record, epoch)
         path = self._checkpoint(epoch + 1, 0)
         if epoch + 1 < tr.epochs:
@@ -349,13 +375,17 @@ class _Run:
         self.acc["skipped"] += int(m.skipped)
         self.acc["seconds"] += time.perf_counter() - self.t_train
 
+    def _epoch_wall(self) -> float:
+        """Wall seconds of the current epoch so far, the attempts before a resume included."""
+        return self.acc.get("wall", 0.0) + time.perf_counter() - self.t_epoch
+
     def _state(self, epoch: int, step: int) -> dict:
         t = self.t
         return {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else {},
                 "ema": t.ema.state_dict() if t.ema is not None else {},
                 "epoch": epoch, "step": step, "global_step": epoch * self.steps + step,
-                "epoch_acc": dict(self.acc), "recipe": brecipe.to_dict(self.r),
+                "epoch_acc": dict(self.acc, wall=self._epoch_wall()), "recipe": brecipe.to_dict(self.r),
                 "num_classes": t.data.num_classes, "in_channels": t.data.in_channels,
                 "classes": list(t.data.classes), "rng": {"torch": torch.get_rng_state()}}
 

@@ -88,8 +88,13 @@ def env_record(device: torch.device, seed: int, world_size: int, extra: dict | N
 # --------------------------------------------------------------------------------------------- metrics
 def truncate_metrics(path: Path, keep_epochs: int) -> None:
     """Keep the records of epochs 1..keep_epochs of metrics.jsonl (a resumed run rewrites the later ones)."""
-    recs = [r for r in read_jsonl(path) if r.get("epoch", 0) <= keep_epochs]
-    atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in recs))
+    copy_metrics(path, path, keep_epochs)
+
+
+def copy_metrics(src: Path, dest: Path, keep_epochs: int) -> None:
+    """Write the records of epochs 1..keep_epochs of `src` (a metrics.jsonl) to `dest`."""
+    recs = [r for r in read_jsonl(src) if r.get("epoch", 0) <= keep_epochs]
+    atomic_write_text(Path(dest), "".join(json.dumps(r) + "\n" for r in recs))
 
 
 class RunLog:
@@ -109,9 +114,14 @@ class RunLog:
             self._write(msg)
 
     def warn(self, msg: str) -> None:
+        self.warning_line(f"warning: {msg}")
+
+    def warning_line(self, line: str) -> None:
+        """A ready-made 'warning: ...' line (the sink of console.warnings_to while the run goes)."""
         if self.on:
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
-            self._write(f"warning: {msg}")
+            print(line, file=sys.stderr, flush=True)
+            if self.path is not None and self.path.parent.is_dir():
+                self._write(line)
 
 
 def tensorboard(path: Path):
@@ -145,23 +155,24 @@ def set_aside(path: Path) -> None:
 
 def _continue_from(out: Path, resume: bool, auto: bool, requested: brecipe.Recipe | None,
                    skipped: list | None) -> tuple[Path | None, dict | None]:
+    what = "--resume" if resume else "train.resume: auto"
+    if resume and not out.exists():
+        raise UsageError(f"--resume: {out} does not exist")
     bad: list = []
     found = newest_valid_checkpoint(out, skipped=bad)
-    for path, msg in bad:
-        if skipped is None:
-            warnings.warn(f"{msg}; falling back to an older checkpoint", stacklevel=3)
-        else:
-            skipped.append((path, msg))
     if found is not None:
         if auto and not resume and requested is not None:
             check_same_recipe(requested, found[1], out)
-        for path, _ in bad:
+        for path, msg in bad:
             set_aside(path)
+            if skipped is None:
+                warnings.warn(f"{msg}; set aside as {path.name}.corrupt, resuming from {found[0].name}", stacklevel=3)
+            else:
+                skipped.append((path, msg))
         return found
-    what = "--resume" if resume else "train.resume: auto"
     if bad:
-        more = f" (and {len(bad) - 1} more unreadable)" if len(bad) > 1 else ""
-        raise UsageError(f"{what}: no valid checkpoint in {out}: {bad[0][1]}{more}")
+        more = f" (and {len(bad) - 1} older unreadable)" if len(bad) > 1 else ""
+        raise UsageError(f"{what}: no valid checkpoint in {out}: {bad[0][1]}{more}; nothing was changed")
     if resume:
         if not (out / "recipe.yaml").is_file():
             raise UsageError(f"--resume: {out} is not a run folder (no recipe.yaml)")

@@ -186,10 +186,18 @@ def base_lr(r: Recipe, world_size: int) -> float:
     return r.optim.lr
 
 
+def planned_epochs(r: Recipe, epoch: int) -> int:
+    """The length of the run that epoch `epoch` (0-based) was trained for: train.epochs or, in a run
+    extended from shorter ones (schedule.extended_from), the shorter run's length until it ended."""
+    return next((e for e in r.schedule.extended_from if epoch < e), r.train.epochs)
+
+
 def scheduled_lr(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> float:
-    """The learning rate of global step `step`: warmup, then the recipe's schedule."""
+    """The learning rate of global step `step`: warmup, then the recipe's schedule over the planned length
+    (recomputed where an extended run went on past a shorter one's end)."""
     s = r.schedule
-    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, epochs=r.train.epochs,
+    epochs = planned_epochs(r, step // steps_per_epoch)
+    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, epochs=epochs,
                         warmup_epochs=r.tricks.warmup_epochs, kind=s.kind, milestones=tuple(s.milestones),
                         gamma=s.gamma, floor=s.floor)
 

@@ -20,7 +20,7 @@ from torch.profiler import record_function
 
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.setup import Training, autocast, scheduled_lr
+from bagoftricks.engine.setup import Training, autocast, planned_epochs, scheduled_lr
 from bagoftricks.errors import NonFiniteLoss
 from bagoftricks.recipe import Recipe
 from bagoftricks.seeds import derive_seed
@@ -34,9 +34,9 @@ def make_targets(r: Recipe, y: torch.Tensor, num_classes: int, soft: bool) -> to
 
 
 def mixing_active(r: Recipe, epoch: int) -> bool:
-    """Mixup/CutMix are on and this epoch is not one of the last tricks.mix_off_epochs."""
+    """Mixup/CutMix are on and this epoch is not one of the last tricks.mix_off_epochs (of the planned length)."""
     t = r.tricks
-    return (t.mixup_alpha > 0 or t.cutmix_alpha > 0) and epoch < r.train.epochs - t.mix_off_epochs
+    return (t.mixup_alpha > 0 or t.cutmix_alpha > 0) and epoch < planned_epochs(r, epoch) - t.mix_off_epochs
 
 
 def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int, epoch: int, g: torch.Generator,
