@@ -321,18 +321,3 @@ def cmd_bench(args) -> int:
         print(format_profile(res["profile"]))
     print(json.dumps(res))
     return 0
-
-
-def add_cli(sub) -> None:
-    s = sub.add_parser("bench", help="training/eval/loader img/s, peak memory, MFU and speed-up over plain PyTorch")
-    s.add_argument("--recipe", metavar="FILE")
-    s.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
-    s.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    s.add_argument("--windows", type=int, default=5, help="timed windows; the median is reported")
-    s.add_argument("--steps", type=int, default=5, help="steps per window")
-    s.add_argument("--no-reference", action="store_true", help="skip the plain eager fp32 reference loop")
-    s.add_argument("--no-loader", action="store_true", help="skip the loader-only measurement")
-    s.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="also profile N training steps: time per phase and per operator category")
-    s.add_argument("--trace", default="", metavar="FILE", help="with --profile: write a Chrome trace to FILE")
-    s.set_defaults(func=cmd_bench)

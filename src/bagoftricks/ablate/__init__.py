@@ -12,7 +12,7 @@ failed ones (``--retry-failed`` starts them afresh).
     ray_launcher.py   --launcher ray: each command a Ray task (Ray is imported only then)
     cli.py            the command line, and `python -m bagoftricks.ablate`
 """
-from bagoftricks.ablate.cli import add_cli, cmd_ablate, main
+from bagoftricks.ablate.cli import add_arguments, cmd_ablate, main
 from bagoftricks.ablate.folder import (BASE, CELLS, EXEC_FIELDS, LOCK, RESULTS, TEACHER_BASE, append_result,
                                        cell_state, check_existing, model_cost, read_results, result_record)
 from bagoftricks.ablate.launchers import (LAUNCHERS, Executor, Finished, LocalExecutor, available_cores, job_env,
@@ -26,7 +26,7 @@ from bagoftricks.errors import LauncherError, SpecError
 __all__ = [
     "BASE", "CELLS", "EXEC_FIELDS", "LAUNCHERS", "LOCK", "RAY_HINT", "RESULTS", "TEACHER_BASE", "TEACHER_TOKEN",
     "Cell", "Executor", "Finished", "LauncherError", "LocalExecutor", "RayExecutor", "Spec", "SpecError", "Step",
-    "add_cli", "append_result", "available_cores", "cell_recipe", "cell_state", "check_existing", "cmd_ablate",
+    "add_arguments", "append_result", "available_cores", "cell_recipe", "cell_state", "check_existing", "cmd_ablate",
     "expand", "format_value", "import_ray", "job_env", "load_spec", "main", "make_executor", "merge", "model_cost",
     "parse_spec", "probe_address", "ray_plan", "read_results", "result_record", "run_cell_command", "run_sweep",
     "select_steps", "slugify", "train_command", "visible_gpus", "write_plan",

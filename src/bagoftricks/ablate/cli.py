@@ -1,4 +1,4 @@
-"""The `bagoftricks ablate` command line: its parser (add_cli), the command (cmd_ablate) and
+"""The `bagoftricks ablate` command line: its options (add_arguments), the command (cmd_ablate) and
 `python -m bagoftricks.ablate` (main)."""
 from __future__ import annotations
 
@@ -33,12 +33,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                      echo=lambda s: print(s, flush=True), launcher=args.launcher, address=args.address)
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "ablate", help="run a ladder or grid of recipe overrides x seeds (Tables 4-6) into run folders",
-        description="Run every cell (step x seed) of an ablation spec as its own run folder under OUT/runs/, "
-                    "appending each cell's final numbers to OUT/results.jsonl. Re-running skips finished cells, "
-                    "resumes partial ones and keeps failed ones (see --retry-failed). Exit 1 if any cell failed.")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `bagoftricks ablate` (this module imports no torch: the command line builds its
+    parser from here)."""
+    p.description = ("Run every cell (step x seed) of an ablation spec as its own run folder under OUT/runs/, "
+                     "appending each cell's final numbers to OUT/results.jsonl. Re-running skips finished cells, "
+                     "resumes partial ones and keeps failed ones (see --retry-failed). Exit 1 if any cell failed.")
     p.add_argument("spec", help="ablation spec (YAML: base, set, seeds, ladder | grid, teacher)")
     p.add_argument("--out", required=True, metavar="DIR", help="sweep folder (created; re-use it to continue)")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
@@ -58,10 +58,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the cells and what would happen; run nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="start failed cells afresh (their old folder is kept as seed<k>.failed-<n>)")
-    p.set_defaults(func=cmd_ablate)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bagoftricks.ablate ARGS` is `bagoftricks ablate ARGS`."""
-    from bagoftricks.cli import main as cli_main  # bagoftricks.cli imports this package to build its parser
+    from bagoftricks.cli import main as cli_main  # bagoftricks.cli imports this module to build its parser
     return cli_main(["ablate", *(argv if argv is not None else sys.argv[1:])])

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_params_macs", "residual_last_bns"]
+__all__ = ["count_params_macs", "residual_last_bns", "zoo_summary"]
 
 
 def _count_macs(model: nn.Module, x: torch.Tensor, tensors: dict | None) -> int:
@@ -52,6 +52,29 @@ def count_params_macs(model: nn.Module, input_shape: tuple) -> tuple[int, int]:
     finally:
         model.train(was_training)
     return params, macs
+
+
+def zoo_summary() -> list[dict]:
+    """Every registered model, in the catalogue's order: family, native size, parameters and MACs of
+    variant A there (3 input channels; 1000 classes, 10 for the 28–32 px family), the ResNet variants
+    that apply and the description.
+
+    Each model is built on the meta device, so nothing is allocated or initialised: counting the
+    whole zoo takes seconds, and nothing is cached that could go stale.
+    """
+    from bagoftricks.models.catalog import MODELS, VARIANTS
+    from bagoftricks.models.registry import build_model
+    rows = []
+    for name, spec in MODELS.items():
+        num_classes = 10 if spec.family == "resnet_small" else 1000
+        with torch.device("meta"):
+            model = build_model(name, num_classes, 3)
+        params, macs = count_params_macs(model, (3, spec.image_size, spec.image_size))
+        rows.append({"model": name, "family": spec.family, "image_size": spec.image_size, "num_classes": num_classes,
+                     "params": params, "macs": macs,
+                     "variants": list(VARIANTS) if spec.family.startswith("resnet") else [],
+                     "description": spec.description})
+    return rows
 
 
 # torchvision's blocks, so zero-γ also works on torchvision ResNets: class name -> last BN.

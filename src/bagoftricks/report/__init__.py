@@ -30,9 +30,9 @@ from bagoftricks.report.render import to_html, to_markdown
 from bagoftricks.report.sweep import CellData, Sweep, load_sweep, summary_json
 
 # matplotlib (figures) and torch (predict) are imported only when a page is made: the command line
-# imports this module to build its parser.
+# imports this package to build the parser of `bagoftricks report`.
 
-__all__ = ["add_cli", "make_report"]
+__all__ = ["add_arguments", "cmd_report", "make_report"]
 
 
 def _fmt_pm(m: float | None, s: float | None) -> str:
@@ -334,9 +334,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="tables and figures of ablation sweeps (Markdown + HTML)",
-                              description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `bagoftricks report` (this package imports no torch at import time)."""
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument("dirs", nargs="+", metavar="DIR", help="sweep folder(s) written by `bagoftricks ablate`")
     p.add_argument("--out", metavar="FILE.md", help="write the page here (default: DIR/report.md); figures go to "
                                                     "FILE's folder/figures/")
@@ -345,4 +345,3 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="skip the figures that evaluate checkpoints (logit gap, confusion matrix)")
     p.add_argument("--no-html", action="store_true", help="Markdown only")
     p.add_argument("--device", default="cpu", help="device for the checkpoint evaluations (default cpu)")
-    p.set_defaults(func=cmd_report)
