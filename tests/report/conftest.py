@@ -29,11 +29,14 @@ SPEC = {
 }
 
 
-def build_sweep(out: Path, spec_body: dict = SPEC, skip: tuple[str, ...] = ()) -> ablate.Spec:
+def build_sweep(out: Path, spec_body: dict = SPEC, skip: tuple[str, ...] = (),
+                extra: tuple[str, ...] = ()) -> ablate.Spec:
+    """`extra`: the overrides `ablate --set` would add to every cell."""
     spec = ablate.parse_spec(spec_body)
-    cells = ablate.expand(spec, out)
+    cells = ablate.expand(spec, out, extra=extra)
     out.mkdir(parents=True, exist_ok=True)
-    ablate.write_plan(spec, out, cells, 1, 1, ["bagoftricks", "ablate", "spec.yaml", "--out", str(out)])
+    argv = ["bagoftricks", "ablate", "spec.yaml", "--out", str(out), *(a for o in extra for a in ("--set", o))]
+    ablate.write_plan(spec, out, cells, 1, 1, argv, extra=extra)
     for cell in cells:
         if cell.key in skip:
             continue

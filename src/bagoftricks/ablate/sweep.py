@@ -68,7 +68,7 @@ def run_sweep(spec: Spec, out: str | Path, *, jobs: int = 1, seeds: tuple[int, .
         with locked(out):
             # (a Ray sweep with nothing left to run never connects, so it knows no threads: keep its plan)
             if launcher == "local" or todo or not (out / CELLS).is_file():
-                write_plan(spec, out, all_cells, executor.threads, jobs, argv, launcher=launcher)
+                write_plan(spec, out, all_cells, executor.threads, jobs, argv, launcher=launcher, extra=extra)
             return _Driver(spec, out, cells, states, todo, executor, echo).run()
     finally:
         executor.close()
@@ -150,9 +150,9 @@ def _write_if_changed(path: Path, text: str) -> None:
 
 
 def write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: int, argv: list[str] | None,
-               *, launcher: str = "local") -> None:
+               *, launcher: str = "local", extra: tuple[str, ...] = ()) -> None:
     """base.yaml, teacher-base.yaml, spec.yaml and cells.json of the sweep (files that did not change are
-    left untouched)."""
+    left untouched). `extra`: the command line's --set overrides, applied to every cell after the spec's."""
     header = "# resolved base recipe of the ablation '{}' (written by bagoftricks ablate)\n"
     _write_if_changed(out / BASE, header.format(spec.name) + brecipe.dump(brecipe.from_dict(spec.base_dict)))
     if spec.teacher is not None:
@@ -164,6 +164,7 @@ def write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: int
         "name": spec.name, "description": spec.description, "kind": spec.kind,
         "spec": str(spec.path) if spec.path else None, "argv": argv, "cwd": os.getcwd(), "launcher": launcher,
         "jobs": jobs, "seeds": sorted({c.seed for c in cells if not c.is_teacher}), "set": list(spec.set),
+        "extra": list(extra),
         "steps": [{"index": s.index, "name": s.name, "folder": s.folder, "set": list(s.own),
                    "overrides": list(s.overrides), "paper": s.paper, "note": s.note} for s in spec.steps],
         "teacher": None if spec.teacher is None else {"run_dir": TEACHER_DIR, "set": list(spec.teacher["set"])},

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bagoftricks.ablate.spec import slugify
 from bagoftricks.files import atomic_write_text
+from bagoftricks.report import ran
 from bagoftricks.report.render import to_html, to_markdown
 from bagoftricks.report.sweep import CellData, Sweep, load_sweep, summary_json
 
@@ -97,26 +98,44 @@ def _best(cells: list[CellData]) -> CellData | None:
 
 
 def _intro_blocks(sweep: Sweep) -> list[tuple]:
+    """The sweep's title and description, the command line's extra overrides, and a note on every
+    setting the cells ran with other than the spec's (a description written for the spec may be stale)."""
     blocks: list[tuple] = [("h2", f"{sweep.name}")]
     if sweep.description:
         blocks.append(("p", sweep.description))
+    differ = ran.spec_mismatches(sweep)
+    if differ:
+        what = ", ".join(f"`{k}` {ran.format_value(v)} (spec: {ran.format_value(s)})" for k, s, v in differ)
+        lead = ("the description above is the spec's, but these cells ran with other settings" if sweep.description
+                else "these cells ran with settings other than the spec's")
+        blocks.append(("p", f"**Note:** {lead}: {what}. The numbers below are for the settings the cells ran."))
     how = ("Ladder: each row adds its overrides to every row above it (cumulative)." if sweep.kind == "ladder"
            else "Grid: each row is the base recipe plus its own overrides only.")
     seeds = sweep.plan.get("seeds") or sorted({c.seed for c in sweep.cells})
     blocks.append(("p", f"{how} Seeds: {', '.join(str(s) for s in seeds)}. Sweep folder: `{sweep.dir}`."))
+    extra = ran.extra_overrides(sweep)
+    if extra:
+        blocks.append(("p", f"Run with extra overrides for every cell (`ablate --set`): {ran.shown(extra)}."))
     return blocks
 
 
 def _changes_blocks(sweep: Sweep) -> list[tuple]:
-    """What each row changes: the overrides common to every row, then each row's own."""
+    """What each row changes, from the recipe.yaml its cells ran: the fields every row sets on top of the
+    base recipe, then each row's own (the spec's overrides for a row that has not run yet)."""
+    common, changes = ran.row_changes(sweep)
     steps = {s["index"]: s for s in sweep.plan.get("steps", [])}
-    common = sweep.plan.get("set") or []
-    items = [f"every row: {_code(common)}"] if common else []
+    items = [f"every row: {ran.shown(common)}"] if common else []
     for r in sweep.rows:
-        own = steps.get(r.index, {}).get("set", [])
+        own = changes.get(r.index)
+        if own is None:
+            own_text = f"{_code(steps.get(r.index, {}).get('set', []))} (the spec's; no cell has run yet)"
+        else:
+            own_text = ran.shown(own)
         note = f" — {r.note}" if r.note else ""
-        items.append(f"**{r.name}**: {_code(own)}{note}")
-    return [("p", "What each row changes:"), ("list", items)]
+        items.append(f"**{r.name}**: {own_text}{note}")
+    return [("p", "What each row changes (from the `recipe.yaml` its cells ran; "
+                  + ("against the row above):" if sweep.kind == "ladder" else "against the base recipe):")),
+            ("list", items)]
 
 
 def _status_blocks(sweep: Sweep) -> list[tuple]:
@@ -150,7 +169,8 @@ def _curve_figures(sweep: Sweep, fig_dir: Path, slug: str) -> list[tuple]:
     return (_figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
                     f"{sweep.name}: learning rate of every iteration of each step (from the cell's recipe).")
             + _figure(figures.val_curves(sweep, fig_dir / f"{slug}-val-top1.png"),
-                      f"{sweep.name}: validation top-1 per epoch, mean over seeds, shaded min–max.")
+                      f"{sweep.name}: validation top-1 per epoch, mean over seeds, min–max over seeds shaded (after a "
+                      f"single evaluated epoch: a point per row, the bar spanning min–max).")
             + _figure(figures.delta_bars(sweep, fig_dir / f"{slug}-delta.png"),
                       f"{sweep.name}: Δ top-1 vs '{first}', error bars = std over seeds of the per-seed difference."))
 
@@ -159,8 +179,8 @@ Predicted = Callable[[CellData], dict]
 
 
 def _logit_gap_figure(sweep: Sweep, fig_dir: Path, slug: str, predicted: Predicted) -> list[tuple]:
-    """Figure 4: the logit gaps of the best cell with label smoothing and the best without (none unless
-    the sweep has both)."""
+    """Figure 4: the logit gaps of the best cell with label smoothing and the best without; a line that
+    says why when the sweep lacks one of the two."""
     from bagoftricks.report import figures
     from bagoftricks.report.predict import logit_gaps
     from bagoftricks.tricks import optimal_logit_gap
@@ -168,7 +188,9 @@ def _logit_gap_figure(sweep: Sweep, fig_dir: Path, slug: str, predicted: Predict
     with_ls = _best([c for c in ok if c.recipe.tricks.label_smoothing > 0])
     without = _best([c for c in ok if c.recipe.tricks.label_smoothing == 0])
     if with_ls is None or without is None:
-        return []
+        lacking = "uses label smoothing (tricks.label_smoothing > 0)" if with_ls is None else "trains without it"
+        return [("p", f"Figure 4 (the logit gap with and without label smoothing) is not drawn: no finished cell "
+                      f"of this sweep {lacking}.")]
     eps, form = with_ls.recipe.tricks.label_smoothing, with_ls.recipe.tricks.label_smoothing_form
     pairs = []
     for c, label in ((without, "no label smoothing"), (with_ls, f"label smoothing ε={eps:g}")):
@@ -231,6 +253,9 @@ def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: 
         blocks += figs
         if notes:
             blocks.append(("list", notes))
+    else:
+        blocks.append(("p", "Figure 4 (logit gap) and the confusion matrix are not drawn: the report was made "
+                            "with --no-predict."))
     return blocks
 
 

@@ -1,8 +1,10 @@
 """The report's PNG figures (matplotlib's Agg canvas through `Figure`, no pyplot state, no display).
 
     lr_schedule       Figure 3a: the lr of every iteration of each step, from the cell's recipe
-    val_curves        Figure 3b: validation top-1 per epoch, mean over seeds with a min-max band
-    delta_bars        Δ top-1 vs the first row per step, error bars = std of the per-seed difference
+    val_curves        Figure 3b: validation top-1 per epoch, mean over seeds with a min-max band (one
+                      point per row when the runs evaluated a single epoch)
+    delta_bars        Δ top-1 vs the first row per step, error bars = std of the per-seed difference;
+                      green bars gain, red ones lose, each colour with its legend swatch
     logit_gap         Figure 4: distribution of true-class logit - largest other logit, with and
                       without label smoothing, against the optimum log((K-1)(1-ε)/ε)
     confusion         confusion matrix of one model on the test set
@@ -19,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg", force=False)
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bagoftricks.report.sweep import CellData, Row, Sweep  # noqa: E402
 
@@ -33,14 +37,16 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _per_row_curves(sweep: Sweep, figsize: tuple[float, float], draw: Callable[[Axes, int, Row], bool],
-                    ylabel: str, title: str, path: Path) -> Path | None:
+                    ylabel: str, title: str, path: Path, whole_epochs: bool = False) -> Path | None:
     """A plot against epochs with a curve per row, drawn by draw(ax, k, row) (False: that row has none);
-    None when no row has one."""
+    None when no row has one. whole_epochs: ticks on whole epochs only."""
     fig = Figure(figsize=figsize)
     ax = fig.subplots()
     drawn = [draw(ax, k, row) for k, row in enumerate(sweep.rows)]
     if not any(drawn):
         return None
+    if whole_epochs:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -91,23 +97,62 @@ def _val_top1_per_epoch(row: Row) -> dict[int, list[float]]:
 
 
 def val_curves(sweep: Sweep, path: Path) -> Path | None:
+    """Figure 3b; when no row has more than one evaluated epoch, a point per row instead of curves."""
+    if max((len(_val_top1_per_epoch(r)) for r in sweep.rows), default=0) == 1:
+        return _val_points(sweep, path)
+
     def draw(ax: Axes, k: int, row: Row) -> bool:
         per_epoch = _val_top1_per_epoch(row)
         if not per_epoch:
             return False
         ep = sorted(per_epoch)
         mean = [sum(per_epoch[e]) / len(per_epoch[e]) for e in ep]
-        (line,) = ax.plot(ep, mean, marker="o" if len(ep) < 15 else None, ms=3, lw=1.6,
-                          label=f"{row.name} (n={len(row.ok)})")
+        # a marker and dash pattern per row, so that identical rows stay visible on top of each other
+        (line,) = ax.plot(ep, mean, marker=_MARKERS[k % len(_MARKERS)] if len(ep) < 15 else None, ms=4, lw=1.6,
+                          ls=_DASHES[k % len(_DASHES)], label=f"{row.name} (n={len(row.ok)})")
         if len(row.ok) > 1:
             ax.fill_between(ep, [min(per_epoch[e]) for e in ep], [max(per_epoch[e]) for e in ep],
                             color=line.get_color(), alpha=0.18, lw=0)
         return True
     return _per_row_curves(sweep, (7.0, 4.2), draw, "validation top-1 (%)",
-                           f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)", path)
+                           f"{sweep.name}: validation top-1, mean over seeds, band = min-max (Figure 3b)", path,
+                           whole_epochs=True)
 
 
-def delta_bars(sweep: Sweep, path: Path) -> Path | None:
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_DASHES = ("-", "--", ":", "-.")
+
+
+def val_points_figure(sweep: Sweep) -> Figure | None:
+    """Validation top-1 after the only evaluated epoch: one point per row at its own place on the x axis
+    (mean over seeds, bar = min-max), so that rows with equal numbers do not hide each other."""
+    rows = [(r, [v for vs in _val_top1_per_epoch(r).values() for v in vs]) for r in sweep.rows]
+    rows = [(r, v) for r, v in rows if v]
+    if not rows:
+        return None
+    fig = Figure(figsize=(max(5.0, 1.1 * len(rows) + 2.5), 3.8))
+    ax = fig.subplots()
+    for k, (r, vals) in enumerate(rows):
+        m = sum(vals) / len(vals)
+        ax.errorbar([k], [m], yerr=[[m - min(vals)], [max(vals) - m]], fmt=_MARKERS[k % len(_MARKERS)], ms=7,
+                    capsize=4, label=f"{r.name} (n={len(vals)})")
+    epoch = next(e for r, _ in rows for e in _val_top1_per_epoch(r))
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels([r.name for r, _ in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylabel(f"validation top-1 after epoch {epoch} (%)")
+    ax.set_title(f"{sweep.name}: validation top-1 (one evaluated epoch), bar = min-max over seeds", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _val_points(sweep: Sweep, path: Path) -> Path | None:
+    fig = val_points_figure(sweep)
+    return None if fig is None else _save(fig, path)
+
+
+def delta_figure(sweep: Sweep) -> Figure | None:
+    """Δ top-1 per row against the first; the legend has a swatch for each bar colour drawn."""
     rows = [r for r in sweep.rows[1:] if r.d_base is not None]
     if not rows or sweep.rows[0].top1_mean is None:
         return None
@@ -115,20 +160,29 @@ def delta_bars(sweep: Sweep, path: Path) -> Path | None:
     ax = fig.subplots()
     x = list(range(len(rows)))
     err = [r.d_base_err or 0.0 for r in rows]
-    colors = ["tab:green" if r.d_base >= 0 else "tab:red" for r in rows]
-    ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75,
-           label="measured (mean over seeds)")
+    colors = [_GAIN if r.d_base >= 0 else _LOSS for r in rows]
+    ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75)
+    handles = [Patch(color=c, alpha=0.75, label=f"measured {what} (mean over seeds)")
+               for c, what in ((_GAIN, "gain"), (_LOSS, "loss")) if c in colors]
     paper = [(i, r.paper_d_base) for i, r in enumerate(rows) if r.paper_d_base is not None]
     if paper:
-        ax.plot([i for i, _ in paper], [v for _, v in paper], "kD", ms=6, label="paper")
+        handles += ax.plot([i for i, _ in paper], [v for _, v in paper], "kD", ms=6, label="paper")
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([r.name for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"Δ top-1 vs '{sweep.rows[0].name}' (points)")
     ax.set_title(f"{sweep.name}: Δ top-1 per step (error bars: std of the per-seed difference)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    ax.legend(handles=handles, fontsize=8)
+    return fig
+
+
+_GAIN, _LOSS = "tab:green", "tab:red"
+
+
+def delta_bars(sweep: Sweep, path: Path) -> Path | None:
+    fig = delta_figure(sweep)
+    return None if fig is None else _save(fig, path)
 
 
 def logit_gap(pairs: list[tuple[str, Any, float | None]], optimum: float, eps: float, path: Path) -> Path:

@@ -47,11 +47,16 @@ def _inline(text: str) -> str:
     return t
 
 
+# Tables: numbers never wrap inside a cell (only step names and headers do), and a table wider than the
+# page scrolls inside its own box; below 900 px the text and padding shrink so that a report table fits
+# an 800 px window. Code blocks (the reproduce commands) wrap instead of being cut off.
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
-th,td{border:1px solid #ccc;padding:0.3em 0.6em}th{background:#f3f3f3}td.r{text-align:right}
-td.c{text-align:center}code{background:#f4f4f4;padding:0 0.2em}pre{background:#f4f4f4;padding:0.8em;overflow-x:auto}
-figure{margin:1.2em 0}figure img{max-width:100%}figcaption{font-style:italic;color:#555;font-size:0.9em}"""
+padding:0 1em;color:#222;line-height:1.45}.wide{overflow-x:auto;margin:1em 0}table{border-collapse:collapse;
+font-size:0.9em}th,td{border:1px solid #ccc;padding:0.3em 0.6em}th{background:#f3f3f3}td{white-space:nowrap}
+td.l{white-space:normal;min-width:7em}td.r{text-align:right}td.c{text-align:center}code{background:#f4f4f4;
+padding:0 0.2em}pre{background:#f4f4f4;padding:0.8em;white-space:pre-wrap;overflow-wrap:anywhere}
+figure{margin:1.2em 0}figure img{max-width:100%}figcaption{font-style:italic;color:#555;font-size:0.9em}
+@media (max-width:900px){body{margin:1em auto;padding:0 0.5em}table{font-size:0.75em}th,td{padding:0.2em 0.3em}}"""
 
 
 def to_html(blocks: list[tuple], title: str) -> str:
@@ -69,11 +74,12 @@ def to_html(blocks: list[tuple], title: str) -> str:
             out.append(f"<pre><code>{html.escape(b[1])}</code></pre>")
         elif kind == "table":
             headers, rows, aligns = b[1], b[2], b[3]
-            t = ["<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in headers) + "</tr></thead><tbody>"]
+            t = ["<div class=\"wide\"><table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in headers)
+                 + "</tr></thead><tbody>"]
             for row in rows:
                 cells = "".join(f"<td class=\"{a}\">{_inline(str(c))}</td>" for c, a in zip(row, aligns))
                 t.append(f"<tr>{cells}</tr>")
-            out.append("".join(t) + "</tbody></table>")
+            out.append("".join(t) + "</tbody></table></div>")
         elif kind == "figure":
             data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
             out.append(f"<figure><img alt=\"{html.escape(b[2])}\" src=\"data:image/png;base64,{data}\">"

@@ -1,0 +1,102 @@
+"""The report states what ran: rows and notes from the recipes the cells trained (extra `ablate --set`
+overrides included), figures that show every row and say why one is missing, and an HTML page whose
+tables and commands stay readable in an 800 px window."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from matplotlib.colors import to_rgba
+
+from bagoftricks.report import make_report
+from bagoftricks.report.figures import delta_figure, val_points_figure
+from bagoftricks.report.render import CSS, to_html
+from bagoftricks.report.sweep import Row, Sweep, load_sweep
+
+from .conftest import TINY_BASE, build_sweep
+
+SPEC = {
+    "name": "short ladder",
+    "description": "two steps, 2 epochs on all 64 images",
+    "base": TINY_BASE,  # train.epochs: 2
+    "set": {"data.train_limit": 0},
+    "seeds": [0],
+    "ladder": [{"name": "baseline"}, {"name": "+ cosine", "set": {"schedule.kind": "cosine"}}],
+}
+EXTRA = ("train.epochs=1", "data.train_limit=32")
+
+
+@pytest.fixture(scope="module")
+def short_sweep(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("truth") / "sweep"
+    build_sweep(out, SPEC, extra=EXTRA)
+    return out
+
+
+def test_report_is_made_from_what_the_cells_ran(short_sweep):
+    md = Path(make_report([short_sweep], echo=lambda s: None)["markdown"]).read_text()
+    changes = md.split("What each row changes", 1)[1].split("\n\n", 2)[1]
+    assert changes.splitlines() == ["- every row: `data.train_limit=32`, `train.epochs=1`",
+                                    "- **baseline**: (none)",
+                                    "- **+ cosine**: `schedule.kind=cosine`"]
+    assert "Run with extra overrides for every cell (`ablate --set`): `train.epochs=1`, `data.train_limit=32`." in md
+    note = next(p for p in md.split("\n\n") if p.startswith("**Note:**"))
+    assert "the description above is the spec's" in note
+    assert "`data.train_limit` 32 (spec: 0)" in note and "`train.epochs` 1 (spec: 2)" in note
+    assert md.index("two steps, 2 epochs") < md.index("**Note:**")
+    # no cell smooths its labels: Figure 4 says why it is missing instead of vanishing
+    assert ("Figure 4 (the logit gap with and without label smoothing) is not drawn: no finished cell of this "
+            "sweep uses label smoothing") in md
+    assert "-logit-gap.png" not in md and "-confusion.png" in md
+
+
+def test_a_sweep_that_ran_the_spec_has_no_note(tiny_sweep):
+    md = Path(make_report([tiny_sweep], predict=False, html=False, echo=lambda s: None)["markdown"]).read_text()
+    assert "**Note:**" not in md and "extra overrides" not in md
+    assert "- **+ label smoothing**: `schedule.kind=cosine`, `tricks.label_smoothing=0.1`" in md
+    assert "made with --no-predict" in md
+
+
+def test_one_epoch_validation_figure_has_a_point_per_row(short_sweep):
+    sweep = load_sweep(short_sweep)
+    ax = val_points_figure(sweep).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "+ cosine"]
+    assert ax.get_xlim() == pytest.approx((-0.6, 1.6))
+    xs = [float(c.lines[0].get_xdata()[0]) for c in ax.containers]  # one error-bar point per row
+    assert xs == [0.0, 1.0]  # each row at its own place, even with equal numbers
+
+
+def _row(i: int, name: str, **kw) -> Row:
+    return Row(i, name, "", {}, "", [], **kw)
+
+
+def test_delta_legend_swatches_have_the_colours_of_the_bars():
+    rows = [_row(0, "base", top1=[90.0, 91.0]), _row(1, "+ a", d_base=-0.5), _row(2, "+ b", d_base=0.7),
+            _row(3, "+ c", d_base=-0.2)]
+    ax = delta_figure(Sweep(Path("."), "s", "", "ladder", {}, rows, None)).axes[0]
+    bars = [to_rgba(p.get_facecolor()) for p in ax.patches]
+    assert bars[0] == bars[2] != bars[1]
+    swatches = {h.get_label(): to_rgba(h.get_facecolor()) for h in ax.get_legend().legend_handles}
+    assert swatches == {"measured loss (mean over seeds)": bars[0], "measured gain (mean over seeds)": bars[1]}
+    only_gain = delta_figure(Sweep(Path("."), "s", "", "ladder", {}, rows[:1] + rows[2:3], None)).axes[0]
+    assert [h.get_label() for h in only_gain.get_legend().legend_handles] == ["measured gain (mean over seeds)"]
+
+
+def _rule(selector: str) -> str:
+    """The declarations of every top-level CSS rule whose selector list holds `selector`, joined."""
+    found = [body for sel, body in re.findall(r"([^{}]+)\{([^{}]*)\}", CSS.replace("\n", "").split("@media")[0])
+             if selector in [s.strip() for s in sel.split(",")]]
+    assert found, f"no CSS rule for {selector}"
+    return ";".join(found)
+
+
+def test_html_tables_keep_numbers_on_one_line_and_commands_wrap():
+    page = to_html([("table", ["#", "step", "top-1 (%)"], [["0", "a long step name", "91.23 ± 0.45"]],
+                     ["r", "l", "r"]), ("code", "bagoftricks ablate " + "x" * 300)], "t")
+    assert '<div class="wide"><table>' in page and "</table></div>" in page
+    assert "overflow-x:auto" in _rule(".wide")           # a table wider than the window scrolls in its box
+    assert "white-space:nowrap" in _rule("td")           # "91.23 ± 0.45" stays on one line
+    assert "white-space:normal" in _rule("td.l")         # step names may wrap
+    assert "white-space:pre-wrap" in _rule("pre") and "overflow-x" not in _rule("pre")  # commands are not cut
+    assert "table{font-size:0.75em}" in CSS.replace("\n", "").split("@media (max-width:900px)")[1]  # 800 px
