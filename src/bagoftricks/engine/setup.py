@@ -109,6 +109,18 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
                                timeout=d.timeout), False
 
 
+def normalisation(r: Recipe, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) the recipe's images are normalised with, on the 0..255 scale."""
+    mean, std = bdata.dataset_stats(r.data.name)
+    return tuple(mean)[:in_channels], tuple(std)[:in_channels]
+
+
+def eval_transform(r: Recipe, in_channels: int):
+    """The recipe's evaluation transform: uint8 [B, C, H, W] -> resized, centre-cropped, normalised float."""
+    mean, std = normalisation(r, in_channels)
+    return bdata.EvalTransform(r.data.image_size, crop_ratio=r.data.crop_ratio, mean=mean, std=std)
+
+
 def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train: bool = True) -> DataBundle:
     """The recipe's test split with its evaluation transform and, unless train=False, its training batches."""
     d = r.data
@@ -116,11 +128,10 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
               num_classes=d.num_classes, synthetic_samples=d.synthetic_samples, seed=r.train.seed)
     test_ds = bdata.load_split(d.name, d.root, "test", **kw)
     train_ds = bdata.load_split(d.name, d.root, "train", **kw) if train else None
-    mean, std = bdata.dataset_stats(d.name)
     ref = train_ds if train_ds is not None else test_ds
     in_channels = int(ref.images.shape[1]) if isinstance(ref, bdata.TensorDataset) else 3
-    mean, std = tuple(mean)[:in_channels], tuple(std)[:in_channels]
-    eval_tf = bdata.EvalTransform(d.image_size, crop_ratio=d.crop_ratio, mean=mean, std=std)
+    mean, std = normalisation(r, in_channels)
+    eval_tf = eval_transform(r, in_channels)
     skipped = len(getattr(test_ds, "skipped", []))
     source, in_memory = None, False
     if train_ds is not None:
