@@ -5,7 +5,7 @@ import pytest
 from bagoftricks import recipe
 from bagoftricks.cli import main
 from bagoftricks.engine import extend_run, scheduled_lr, train
-from bagoftricks.engine.checkpoint import list_checkpoints
+from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.errors import TrainingInterrupted, UsageError
 from bagoftricks.files import read_jsonl
 from tests.engine.conftest import tiny
@@ -17,7 +17,8 @@ def _files(run):
 
 
 def test_extension_reproduces_from_its_recipe_and_leaves_the_run(tmp_path, capsys):
-    r = tiny("train.epochs=1", "tricks.mixup_alpha=0.2", "tricks.mix_off_epochs=1")  # cosine, 4 steps per epoch
+    r = tiny("train.epochs=1", "tricks.mixup_alpha=0.2", "tricks.mix_off_epochs=1",  # cosine, 4 steps per epoch
+             "train.keep_checkpoints=4")
     run, longer, scratch = tmp_path / "run", tmp_path / "longer", tmp_path / "scratch"
     train(r, run, progress=False)
     before = _files(run)
@@ -27,6 +28,8 @@ def test_extension_reproduces_from_its_recipe_and_leaves_the_run(tmp_path, capsy
     assert "no longer a single-schedule run" in capsys.readouterr().err
     assert "no longer a single-schedule run" in (longer / "run.log").read_text()
 
+    first = list_checkpoints(longer)[0]  # written before the first new step: NEW resumes from the start
+    assert load_checkpoint(first)["epoch"] == 1 and load_checkpoint(first)["recipe"]["train"]["epochs"] == 3
     ext = recipe.load(longer / "recipe.yaml")
     assert ext.train.epochs == 3 and ext.schedule.extended_from == (1,)
     # the lr of the first epoch is the 1-epoch run's (down to the floor), then the 3-epoch schedule at step 4

@@ -161,7 +161,7 @@ class _Run:
 
     def __init__(self, r: Recipe, out: Path, dinfo: bdist.DistInfo, device: torch.device, progress: bool | None,
                  stop_after_steps: int):
-        self.t_start = time.perf_counter()
+        self.t_start = self.t_epoch = time.perf_counter()
         self.r, self.out, self.dinfo, self.device = r, out, dinfo, device
         self.progress, self.stop_after_steps = progress, stop_after_steps
         self.t: Training = setup_training(r, device, dinfo)
@@ -183,6 +183,8 @@ class _Run:
         if self.dinfo.is_main:
             self._write_folder(fresh=state is None or extends is not None, extends=extends)
         bdist.barrier(self.dinfo)
+        if extends is not None:  # the new folder can be continued with --resume from the start
+            self._checkpoint(self.start_epoch, 0)
         self.writer = runfolder.tensorboard(self.out / "tb") if self.dinfo.is_main else None
         self.log.log(f"run folder: {self.out}")
         for path, msg in skipped_ckpts:
