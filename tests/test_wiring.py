@@ -302,7 +302,9 @@ def test_eval_batch_size_reaches_evaluation(tmp_path, monkeypatch):
 
 
 def test_log_every_steps_sets_the_readback_cadence(tmp_path, monkeypatch):
-    calls = []
+    """The loss is read back every train.log_every_steps steps; the progress bar shows the host-side lr
+    and img/s from the first step and the loss from the first read-back."""
+    calls, reads = [], []
 
     class Bar:
         disable = False
@@ -311,12 +313,17 @@ def test_log_every_steps_sets_the_readback_cadence(tmp_path, monkeypatch):
         def set_postfix(self, **k): calls.append(k)
         def close(self): pass
 
+    real = step.StepMeter.mean_loss
+    monkeypatch.setattr(step.StepMeter, "mean_loss", lambda self: reads.append(1) or real(self))
     monkeypatch.setattr(loop, "_progress", lambda *a, **k: Bar())
     loop.train(make("train.epochs=1", "train.log_every_steps=1"), tmp_path / "a", progress=True)
-    n1 = len(calls)
+    n1 = len(reads)
     calls.clear()
+    reads.clear()
     loop.train(make("train.epochs=1", "train.log_every_steps=2"), tmp_path / "b", progress=True)
-    assert (n1, len(calls)) == (4, 2)
+    assert (n1, len(reads)) == (4, 2)
+    assert len(calls) == 4 and calls[0]["loss"] == "…" and calls[1]["loss"] != "…"
+    assert all(float(c["lr"]) > 0 and float(c["img_s"]) > 0 for c in calls)
 
 
 def test_max_bad_steps(tmp_path):

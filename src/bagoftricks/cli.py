@@ -159,7 +159,7 @@ def _run_folder(path: str) -> Path:
 def _check_train_options(args: argparse.Namespace) -> None:
     if args.resume and (args.recipe or args.overrides):
         raise UsageError("--resume continues a run with the recipe saved in its folder; drop --recipe/--set "
-                         "(or start a new run with --out)")
+                         "(to train a finished run longer: --resume RUN --epochs N --out NEW)")
     if args.epochs is not None and not (args.resume and args.out):
         raise UsageError("--epochs N extends a finished run into a new folder: --resume RUN --epochs N --out NEW")
     if args.resume and args.out and args.epochs is None:

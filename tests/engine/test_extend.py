@@ -69,3 +69,5 @@ def test_cli_extension_options(tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1, err
     assert len(list_checkpoints(run)) == n and not (tmp_path / "n").exists()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # finished: says how to go on
+    assert f"to train it longer: bagoftricks train --resume {run} --epochs N --out NEW" in capsys.readouterr().out

@@ -61,7 +61,8 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
         plan = _plan_run(out, resume, auto, r, dinfo, extends)
         if plan["final"] is not None:
             if dinfo.is_main:
-                print(f"run folder {out} is already complete ({plan['epochs']} epochs)", flush=True)
+                print(f"run folder {out} is already complete ({plan['epochs']} epochs); to train it longer: "
+                      f"bagoftricks train --resume {out} --epochs N --out NEW", flush=True)
             return plan["final"]
         state = plan["state"]
         if state is not None:
