@@ -109,6 +109,17 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
                                timeout=d.timeout), False
 
 
+def eval_crop_ratio(r: Recipe) -> float:
+    """data.crop_ratio with the §2 augmentation; 1.0 (the whole image) with "small" and "none".
+
+    The evaluation must frame an image as training did: the random-resized crop of §2 trains on
+    crops that enlarge the object (hence the 0.875 centre crop), while pad-and-crop and "none" train
+    on the whole image, so centre-cropping at evaluation would enlarge every test image by 1/0.875
+    (measured in benchmarks/README.md: "ResNet-18-D at 32 px").
+    """
+    return r.data.crop_ratio if r.data.augment == "paper" else 1.0
+
+
 def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train: bool = True) -> DataBundle:
     """The recipe's test split with its evaluation transform and, unless train=False, its training batches."""
     d = r.data
@@ -120,7 +131,7 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
     ref = train_ds if train_ds is not None else test_ds
     in_channels = int(ref.images.shape[1]) if isinstance(ref, bdata.TensorDataset) else 3
     mean, std = tuple(mean)[:in_channels], tuple(std)[:in_channels]
-    eval_tf = bdata.EvalTransform(d.image_size, crop_ratio=d.crop_ratio, mean=mean, std=std)
+    eval_tf = bdata.EvalTransform(d.image_size, crop_ratio=eval_crop_ratio(r), mean=mean, std=std)
     skipped = len(getattr(test_ds, "skipped", []))
     source, in_memory = None, False
     if train_ds is not None:
