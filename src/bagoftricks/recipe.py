@@ -48,7 +48,7 @@ class DataConfig:
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
-    crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop; paper: 224/256
+    crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
     augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
@@ -381,6 +381,8 @@ def _validate_data(d: DataConfig) -> None:
     _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
     _check(8 <= d.image_size <= 1024, "data.image_size", d.image_size, "must be in [8, 1024]")
     _check(0.0 < d.crop_ratio <= 1.0, "data.crop_ratio", d.crop_ratio, "must be in (0, 1]")
+    _check(d.augment == "paper" or d.crop_ratio == DataConfig.crop_ratio, "data.crop_ratio", d.crop_ratio,
+           f"is used with data.augment: paper only ('{d.augment}' trains and evaluates on the whole image)")
     _check(0.0 < d.crop_area_min <= 1.0, "data.crop_area_min", d.crop_area_min, "must be in (0, 1]")
     _check(0.0 <= d.flip <= 1.0, "data.flip", d.flip, "must be a probability in [0, 1]")
     _check(0.0 <= d.jitter < 1.0, "data.jitter", d.jitter, "must be in [0, 1)")

@@ -1,4 +1,5 @@
 """engine.setup: what a run builds once."""
+import pytest
 import torch
 
 from bagoftricks import recipe
@@ -12,6 +13,21 @@ def test_every_precision_has_an_autocast_rule():
         with setup.autocast(p, cpu):
             y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
         assert y.dtype == setup.AUTOCAST_DTYPES.get(p, torch.float32)
+
+
+def test_evaluation_frames_the_image_as_training_did():
+    """Pad-and-crop trains on the whole image: evaluation resizes the whole image, no 0.875 centre crop."""
+    base = ["data.name=synthetic", "data.image_size=12", "data.synthetic_samples=16", "train.device=cpu"]
+    for augment, ratio in (("paper", 0.875), ("small", 1.0), ("none", 1.0)):
+        r = recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*base, f"data.augment={augment}"]))
+        assert setup.eval_crop_ratio(r) == ratio
+        tf = setup.build_data(r, torch.device("cpu"), setup.bdist.DistInfo(), train=False).eval_transform
+        assert tf.crop_ratio == ratio
+    whole = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
+    assert tf(whole).shape == (2, 3, 12, 12)
+    r = recipe.apply_overrides(recipe.Recipe(), ["data.augment=small", "data.crop_ratio=0.9"])
+    with pytest.raises(recipe.RecipeError, match="data.crop_ratio"):
+        recipe.validate(r)
 
 
 def test_eval_batch_size_defaults_to_twice_the_training_batch():

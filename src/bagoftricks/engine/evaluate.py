@@ -102,8 +102,9 @@ def load_model(path: str | Path, device: str = "cpu", use_ema: bool = False) -> 
 
     The architecture comes from the checkpoint's own recipe (the zoo builds it), the weights from the
     checkpoint (its EMA weights with use_ema). `transform` takes uint8 images [B, C, H, W] of any size
-    to what the model saw at evaluation: shorter edge to data.image_size / data.crop_ratio, centre crop,
-    minus the mean and divided by the std of the training data, both on the 0..255 scale.
+    to what the model saw at evaluation: resized to data.image_size (with the §2 augmentation, the
+    shorter edge to data.image_size / data.crop_ratio and a centre crop), minus the mean and divided
+    by the std of the training data, both on the 0..255 scale.
     """
     ckpt = resolve_checkpoint(path)
     state = load_checkpoint(ckpt)

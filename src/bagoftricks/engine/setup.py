@@ -109,6 +109,17 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
                                timeout=d.timeout), False
 
 
+def eval_crop_ratio(r: Recipe) -> float:
+    """data.crop_ratio with the §2 augmentation; 1.0 (the whole image) with "small" and "none".
+
+    The evaluation must frame an image as training did: the random-resized crop of §2 trains on
+    crops that enlarge the object (hence the 0.875 centre crop), while pad-and-crop and "none" train
+    on the whole image, so centre-cropping at evaluation would enlarge every test image by 1/0.875
+    (measured in benchmarks/README.md: "ResNet-18-D at 32 px").
+    """
+    return r.data.crop_ratio if r.data.augment == "paper" else 1.0
+
+
 def normalisation(r: Recipe, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel (mean, std) the recipe's images are normalised with, on the 0..255 scale."""
     mean, std = bdata.dataset_stats(r.data.name)
@@ -116,9 +127,10 @@ def normalisation(r: Recipe, in_channels: int) -> tuple[tuple[float, ...], tuple
 
 
 def eval_transform(r: Recipe, in_channels: int):
-    """The recipe's evaluation transform: uint8 [B, C, H, W] -> resized, centre-cropped, normalised float."""
+    """The recipe's evaluation transform: uint8 [B, C, H, W] -> resized (and centre-cropped with the §2
+    augmentation), normalised float."""
     mean, std = normalisation(r, in_channels)
-    return bdata.EvalTransform(r.data.image_size, crop_ratio=r.data.crop_ratio, mean=mean, std=std)
+    return bdata.EvalTransform(r.data.image_size, crop_ratio=eval_crop_ratio(r), mean=mean, std=std)
 
 
 def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train: bool = True) -> DataBundle:
