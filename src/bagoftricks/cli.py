@@ -60,6 +60,8 @@ COMMANDS: dict[str, Command] = {
                       "bagoftricks.ablate.cli:add_arguments", "bagoftricks.ablate.cli:cmd_ablate"),
     "report": Command("tables and figures of ablation sweeps (Markdown + HTML)",
                       "bagoftricks.report:add_arguments", "bagoftricks.report:cmd_report"),
+    "transfer": Command("fine-tune a backbone as a Faster R-CNN detector or an FCN segmenter (§6) into a run folder",
+                        "bagoftricks.cli:transfer_arguments", "bagoftricks.transfer.cli:cmd_transfer"),
     "bench": Command("training/eval/loader img/s, peak memory, MFU and speed-up over plain PyTorch",
                      "bagoftricks.cli:bench_arguments", "bagoftricks.bench:cmd_bench"),
 }
@@ -87,6 +89,19 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, metavar="N",
                    help="with --resume and --out: extend the finished run RUN to N epochs in the new folder; the "
                         "lr schedule is recomputed for N epochs from the epoch RUN reached (RUN is not touched)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+
+
+def transfer_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Put a classifier's backbone (transfer.backbone: a `bagoftricks train` run) under torchvision's "
+                     "Faster R-CNN with an FPN (--task detect) or FCN (--task segment) and train it into a run folder "
+                     "like `train` does: metrics.jsonl holds mAP (map_50, map) or mIoU and pixel accuracy per epoch.")
+    p.add_argument("--task", choices=("detect", "segment"), help="detect or segment (sets transfer.task)")
+    recipe_arguments(p)
+    p.add_argument("--out", metavar="DIR", help="the new run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue the transfer run in RUN from its newest valid checkpoint")
+    p.add_argument("--draw", type=int, default=0, metavar="N",
+                   help="after training, draw the predictions on the first N test images into RUN/predictions/*.png")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
 
 
@@ -283,9 +298,10 @@ def _command_word(argv: list[str]) -> str | None:
 def _resume_hint(e: TrainingInterrupted) -> str:
     """The command that continues an interrupted run (its folder holds the checkpoint's folder)."""
     run = shlex.quote(str(Path(e.checkpoint).parent.parent))
+    command = getattr(e, "command", "train")  # transfer runs set "transfer"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"to continue: torchrun <the same options> -m bagoftricks train --resume {run}"
-    return f"to continue: bagoftricks train --resume {run}"
+        return f"to continue: torchrun <the same options> -m bagoftricks {command} --resume {run}"
+    return f"to continue: bagoftricks {command} --resume {run}"
 
 
 def _report(e: BaseException, debug: bool) -> None:

@@ -30,7 +30,7 @@ def colour(k: int) -> str:
 def _rgb(image: torch.Tensor) -> torch.Tensor:
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must be uint8 [1 or 3, H, W], got {image.dtype} {tuple(image.shape)}")
-    return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image
+    return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image.contiguous()
 
 
 def draw(image: torch.Tensor, *, boxes: torch.Tensor | None = None, labels: torch.Tensor | None = None,
