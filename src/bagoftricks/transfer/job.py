@@ -27,7 +27,7 @@ from bagoftricks.transfer.targets import IGNORE, SceneSplit
 IGNORED = (
     "model.sync_bn", "model.width_mult",
     "data.train_limit", "data.crop_ratio", "data.augment", "data.crop_area_min", "data.jitter", "data.lighting",
-    "data.pad", "data.strict", "data.download", "data.num_classes", "data.synthetic_samples", "data.in_memory",
+    "data.pad", "data.download", "data.num_classes", "data.synthetic_samples", "data.in_memory",
     "data.workers", "data.timeout",
     "schedule.extended_from",
     "tricks.zero_gamma", "tricks.no_bias_decay", "tricks.label_smoothing", "tricks.label_smoothing_form",
