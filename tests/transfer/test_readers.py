@@ -135,3 +135,44 @@ def test_voc_detection_and_ade_segmentation_train_and_evaluate(tmp_path):
     with pytest.raises(RecipeError, match="data.root: voc needs its folder"):
         run_transfer(tiny("data.name=voc"), tmp_path / "y", progress=False)
     assert torch.get_num_threads() == 1
+
+
+def make_coco(root, n=3):
+    import json as _json
+    rng = np.random.default_rng(2)
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train2017", "val2017"):
+        (root / split).mkdir()
+        images, anns = [], []
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(root / split / f"{i}.jpg")
+            images.append({"id": i + 1, "file_name": f"{i}.jpg", "width": 40, "height": 30})
+            anns.append({"id": 10 + i, "image_id": i + 1, "category_id": 7 if i % 2 else 3, "bbox": [2, 4, 10, 20],
+                         "area": 200, "iscrowd": 0})
+        doc = {"images": images, "annotations": anns,
+               "categories": [{"id": 7, "name": "kite"}, {"id": 3, "name": "car"}]}
+        (root / "annotations" / f"instances_{split}.json").write_text(_json.dumps(doc))
+    return root
+
+
+def test_coco_boxes_classes_and_bad_files(tmp_path):
+    from bagoftricks.transfer.coco import load_coco
+    root = make_coco(tmp_path)
+    s = load_coco(str(root), "train", 40, strict=True)
+    assert s.classes == ["background", "car", "kite"] and len(s) == 3
+    assert s.targets[1]["labels"].tolist() == [2] and s.targets[0]["labels"].tolist() == [1]
+    want = torch.tensor([[2.0, 4 * 40 / 30, 12.0, 24 * 40 / 30]])    # xywh -> xyxy; 30 px high -> 40
+    assert torch.allclose(s.targets[0]["boxes"], want)
+    (root / "train2017" / "1.jpg").unlink()
+    with pytest.raises(DataError, match="1.jpg: image not found"):
+        load_coco(str(root), "train", 40, strict=True)
+    assert len(load_coco(str(root), "train", 40, strict=False).skipped) == 1
+    (root / "annotations" / "instances_val2017.json").write_text("{not json")
+    with pytest.raises(DataError, match="instances_val2017.json: not valid JSON"):
+        load_coco(str(root), "test", 40, strict=True)
+
+
+def test_coco_trains_and_evaluates(tmp_path):
+    root = make_coco(tmp_path / "c", n=4)
+    final = run_transfer(tiny("data.name=coco", f"data.root={root}", "train.epochs=1"), tmp_path / "r", progress=False)
+    assert 0 <= final["map_50"] <= 100

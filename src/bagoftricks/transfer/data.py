@@ -29,9 +29,9 @@ def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
         root = os.path.expanduser(d.root or DEFAULT_ROOTS["fashion_mnist"])
         count = r.transfer.train_scenes if split == "train" else r.transfer.test_scenes
         return load_scenes(root, split, count, d.image_size)
-    if d.name in ("voc", "ade20k") and not d.root:
+    if d.name in ("voc", "ade20k", "coco") and not d.root:
         raise RecipeError(f"data.root: {d.name} needs its folder (VOCdevkit, or the folder holding images/ and "
-                          f"annotations/)")
+                          f"annotations/, or annotations/instances_*.json)")
     detect = r.transfer.task == "detect"
     if d.name == "voc":
         from bagoftricks.transfer.voc import load_voc
@@ -41,6 +41,11 @@ def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
             raise RecipeError("data.name: ade20k has label maps only; use it with transfer.task: segment")
         from bagoftricks.transfer.ade20k import load_ade20k
         return load_ade20k(d.root, split, d.image_size, d.strict)
+    if d.name == "coco":
+        if not detect:
+            raise RecipeError("data.name: coco is read for its boxes only; use it with transfer.task: detect")
+        from bagoftricks.transfer.coco import load_coco
+        return load_coco(d.root, split, d.image_size, d.strict)
     raise RecipeError(f"data.name: {d.name!r} is a classification dataset; transfer trains on "
                       f"{', '.join(TRANSFER_DATASETS)}")
 
