@@ -1,0 +1,34 @@
+"""Transfer cells in an ablation: `ablate` trains them with `bagoftricks transfer`, a backbone per seed
+through the {seed} token, and `report` renders their scores next to the backbones' top-1."""
+import json
+
+import yaml
+
+from bagoftricks.ablate.cli import main as ablate_main
+from bagoftricks.report import make_report
+from tests.transfer.conftest import TINY
+
+
+def test_ablate_and_report_transfer_cells(tmp_path, backbone_run):
+    (tmp_path / "bb").mkdir()
+    (tmp_path / "bb" / "seed0").symlink_to(backbone_run)
+    base = json.loads(json.dumps(TINY))
+    base["transfer"]["task"] = "segment"
+    base["train"]["epochs"] = 1
+    trained = {"transfer.backbone": str(tmp_path / "bb" / "seed{seed}")}
+    spec = {"name": "transfer-mini", "base": base, "seeds": [0],
+            "ladder": [{"name": "scratch"}, {"name": "+ trained backbone", "set": trained}]}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "sweep"
+    assert ablate_main([str(path), "--out", str(out), "--jobs", "2"]) == 0
+    plan = json.loads((out / "cells.json").read_text())
+    assert all(c["command"].startswith("bagoftricks transfer --task segment") for c in plan["cells"])
+    assert f"transfer.backbone={tmp_path / 'bb' / 'seed0'}" in plan["cells"][1]["overrides"]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in results] == ["ok", "ok"] and all("miou" in r and "pixel_acc" in r for r in results)
+    page = open(make_report([out], html=False, echo=lambda s: None)["markdown"]).read()
+    assert "mIoU (%)" in page and "pixel acc. (%)" in page and "backbone top-1 (%)" in page
+    top1 = json.loads((backbone_run / "final.json").read_text())["val_top1"]
+    row = next(line for line in page.splitlines() if "+ trained backbone" in line and line.startswith("|"))
+    assert f"{top1:.2f}" in row
