@@ -32,3 +32,8 @@ def test_ablate_and_report_transfer_cells(tmp_path, backbone_run):
     top1 = json.loads((backbone_run / "final.json").read_text())["val_top1"]
     row = next(line for line in page.splitlines() if "+ trained backbone" in line and line.startswith("|"))
     assert f"{top1:.2f}" in row
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    first = [c.strip() for c in next(line for line in page.splitlines() if "| scratch" in line).strip("|").split("|")]
+    assert first[-2] == "(base)" and first[-3] == "—"                    # Δ base, Δ prev of the first row
+    d = float(cells[3]) - float(first[3])                                  # the mIoU column (rounded means)
+    assert float(cells[-2]) == float(cells[-3]) and abs(float(cells[-2]) - d) <= 0.011

@@ -1,8 +1,10 @@
 """The table of a sweep of transfer cells (`bagoftricks transfer`): mAP or mIoU and pixel accuracy per row.
 
-One row per step: each score's mean ± std over seeds, Δ of the first score against the previous row
-and the first row, and the classification top-1 of the backbones the row's cells fine-tuned (their
-`bagoftricks train` runs' final val_top1), as Tables 8 and 9 of the paper put them side by side.
+One row per step: each score's mean ± std over seeds, Δ of the row's first score (mAP@0.5 for
+detection, mIoU for segmentation) against the previous row and the first row that report the same
+score (a sweep may hold detection rows and segmentation rows), and the classification top-1 of the
+backbones the row's cells fine-tuned (their `bagoftricks train` runs' final val_top1), as Tables 8 and
+9 of the paper put them side by side.
 """
 from __future__ import annotations
 
@@ -45,15 +47,17 @@ def table_block(sweep: Sweep) -> tuple:
     """("table", headers, rows, aligns) with one row per step (see the module docstring)."""
     names = score_names(sweep)
     headers = ["#", "step", "backbone top-1 (%)", *(SCORES[k] for k in names), "Δ prev", "Δ base", "n"]
-    rows, prev, base = [], None, None
+    rows, prev, base = [], {}, {}
     for r in sweep.rows:
-        first = mean(_values(r, names[0])) if names else None
-        base = first if base is None and r is sweep.rows[0] else base
-        d_prev = "—" if first is None or prev is None else f"{first - prev:+.2f}"
-        d_base = "(base)" if r is sweep.rows[0] else ("—" if first is None or base is None else f"{first - base:+.2f}")
+        key = next((k for k in names if _values(r, k)), None)  # the row's own first score
+        first = mean(_values(r, key)) if key else None
+        d_prev = "—" if first is None or key not in prev else f"{first - prev[key]:+.2f}"
+        d_base = "—" if first is None else "(base)" if key not in base else f"{first - base[key]:+.2f}"
+        if first is not None:
+            base.setdefault(key, first)
+            prev[key] = first
         tops = [t for t in (_backbone_top1(c) for c in r.ok) if t is not None]
         n = str(len(r.ok)) + (f" (+{len(r.failed)} failed)" if r.failed else "") + \
             (f" (+{len(r.pending)} pending)" if r.pending else "")
         rows.append([str(r.index), r.name, _pm(tops), *(_pm(_values(r, k)) for k in names), d_prev, d_base, n])
-        prev = first
     return ("table", headers, rows, ["r", "l", "r", *("r" for _ in names), "r", "r", "r"])
