@@ -42,6 +42,7 @@ def test_mid_epoch_resume_is_bitwise(tmp_path, task):
     with pytest.raises(TrainingInterrupted) as e:
         run_transfer(r, tmp_path / "part", progress=False, stop_after_steps=3)
     assert e.value.command == "transfer"
+    assert cli._resume_hint(e.value) == f"to continue: bagoftricks transfer --resume {tmp_path / 'part'}"
     ck = load_checkpoint(list_checkpoints(tmp_path / "part")[-1])
     assert (ck["epoch"], ck["step"]) == (1, 1)
     run_transfer(r, tmp_path / "part", resume=True, progress=False)
