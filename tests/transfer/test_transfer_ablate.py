@@ -37,3 +37,18 @@ def test_ablate_and_report_transfer_cells(tmp_path, backbone_run):
     assert first[-2] == "(base)" and first[-3] == "—"                    # Δ base, Δ prev of the first row
     d = float(cells[3]) - float(first[3])                                  # the mIoU column (rounded means)
     assert float(cells[-2]) == float(cells[-3]) and abs(float(cells[-2]) - d) <= 0.011
+
+
+def test_shipped_transfer_spec_points_at_the_table6_backbones(tmp_path):
+    from pathlib import Path
+
+    from bagoftricks.ablate.spec import cell_recipe, cell_task, expand, load_spec
+    repo = Path(__file__).resolve().parents[2] / "recipes" / "ablations"
+    spec = load_spec(repo / "fmnist-transfer.yaml")
+    cells = expand(spec, tmp_path / "t")
+    assert len(cells) == 30 and sorted(cell_task(spec, c) for c in cells) == ["detect"] * 15 + ["segment"] * 15
+    t6 = {c.rel_dir for c in expand(load_spec(repo / "fmnist-table6.yaml"), tmp_path / "t6") if not c.is_teacher}
+    for c in cells:
+        backbone = cell_recipe(spec, c).transfer.backbone
+        prefix = "runs/ablate/fmnist-table6/"
+        assert backbone.startswith(prefix) and backbone[len(prefix):] in t6 and backbone.endswith(f"seed{c.seed}")
