@@ -109,3 +109,27 @@ def test_draw_run_detection_pictures(tmp_path):
     paths = draw_run(tmp_path / "d", 3, tmp_path / "pics")
     from PIL import Image
     assert len(paths) == 3 and Image.open(paths[0]).size == (2 * 32 + 2, 32)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_checkpoints_and_exits_143(tmp_path):
+    """A real `bagoftricks transfer` process: SIGTERM finishes the step, writes a checkpoint, exits 143 and
+    says how to continue."""
+    import signal
+
+    from bagoftricks import recipe
+    from tests.distributed.launch import PYTHON, Proc, has_checkpoint, stop_lines, wait_for
+    r = tmp_path / "r.yaml"
+    r.write_text(recipe.dump(tiny("train.epochs=200", "train.checkpoint_every_steps=1", "transfer.task=segment")))
+    out = tmp_path / "run"
+    with Proc([PYTHON, "-m", "bagoftricks", "transfer", "--task", "segment", "--recipe", str(r), "--out", str(out),
+               "--no-progress"], tmp_path / "a.log") as p:
+        wait_for(has_checkpoint(out), 90, "the first checkpoint", p)
+        p.p.send_signal(signal.SIGTERM)
+        rc = p.wait(60)
+        text = p.output()
+    assert rc == 143, text[-3000:]
+    (got, step), = stop_lines(text)
+    assert got == signal.SIGTERM and 1 <= step < 400
+    assert f"to continue: bagoftricks transfer --resume {out}" in text
+    assert load_checkpoint(list_checkpoints(out)[-1])["global_step"] == step
