@@ -98,6 +98,13 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="override data.* fields of the run's recipe (repeatable)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights (tricks.ema_decay > 0)")
+    tta_argument(p, "also report top-1/top-5 with test-time augmentation (default: the run's tricks.tta)")
+
+
+def tta_argument(p: argparse.ArgumentParser, what: str) -> None:
+    from bagoftricks.tricks.catalog import TTA_MODES
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help=f"{what}: flip = mean logits of the image and its mirror; flip_shift = also +-2 px shifts")
 
 
 def models_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from bagoftricks.engine.evaluate import evaluate_checkpoint
     res = evaluate_checkpoint(args.checkpoint, data_root=args.data, overrides=args.overrides, device=args.device,
-                              use_ema=args.ema)
+                              use_ema=args.ema, tta=args.tta)
     print(json.dumps(res))
     return EXIT_OK
 

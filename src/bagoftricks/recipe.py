@@ -22,8 +22,8 @@ import yaml
 
 from bagoftricks.data.catalog import AUGMENTS, DATASETS
 from bagoftricks.errors import RecipeError
-from bagoftricks.models.catalog import ACTIVATIONS, INITS, VARIANTS, list_models
-from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS
+from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, VARIANTS, list_models, model_spec
+from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
 
@@ -40,6 +40,9 @@ class ModelConfig:
     drop_path: float = 0.0          # stochastic depth: max per-block drop probability in [0, 1)
     width_mult: float = 1.0         # MobileNet width multiplier in (0, 1]
     sync_bn: bool = False           # SyncBatchNorm across ranks under torchrun
+    pretrained: str = ""            # initial weights: a run folder/checkpoint (EMA when kept) or a torchvision/timm
+    #                                 state dict (.pth/.pt/.bin/.safetensors); a head of another shape is re-initialised
+    freeze: str = ""                # "" | stem | layer1..layer4: frozen up to and including it (BN in eval mode there)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class OptimConfig:
     momentum: float = 0.9           # paper: 0.9
     nesterov: bool = True           # Nesterov accelerated gradient, paper §2
     weight_decay: float = 1e-4      # L2 penalty; paper: 1e-4
+    head_lr_mult: float = 1.0       # lr multiplier of the classifier head (fine-tuning a new head: e.g. 10)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class TricksConfig:
     ema_decay: float = 0.0          # EMA of weights per step (evaluated alongside); 0 = off; common: 0.9998
     randaugment_ops: int = 0        # RandAugment ops per image; 0 = off; common: 2
     randaugment_magnitude: int = 9  # RandAugment magnitude in [0, 30]
+    tta: str = "none"               # test-time augmentation of every evaluation: none | flip (mean logits of the
+    #                                 image and its mirror) | flip_shift (also +-2 px shifts); reported beside plain
 
 
 @dataclass(frozen=True)
@@ -151,8 +157,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.variant": tuple(VARIANTS),
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
+    "model.freeze": FREEZE_POINTS,
     "schedule.kind": SCHEDULE_KINDS,
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
+    "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
     "train.resume": RESUME,
 }
@@ -375,6 +383,12 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.width_per_group >= 0, "model.width_per_group", m.width_per_group, "must be >= 0")
     _check(0.0 <= m.drop_path < 1.0, "model.drop_path", m.drop_path, "must be in [0, 1)")
     _check(0.0 < m.width_mult <= 4.0, "model.width_mult", m.width_mult, "must be in (0, 4]")
+    if m.freeze:
+        spec = model_spec(m.arch)
+        stages = {"resnet": 4, "resnet_small": 3}.get(spec.family, 0)
+        _check(stages > 0, "model.freeze", m.freeze, f"freezes ResNet stages; {m.arch} has none")
+        _check(m.freeze == "stem" or int(m.freeze[5:]) <= stages, "model.freeze", m.freeze,
+               f"{m.arch} has {stages} stages (layer1..layer{stages})")
 
 
 def _validate_data(d: DataConfig) -> None:
@@ -401,6 +415,7 @@ def _validate_optim(o: OptimConfig, s: ScheduleConfig, changed: frozenset[str]) 
                 ("optim.nesterov", o.nesterov, "needs optim.momentum > 0"),
                 ("optim.momentum", o.momentum, "must be > 0 while optim.nesterov is true (set it to false too)"))
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _check(math.isfinite(o.head_lr_mult) and o.head_lr_mult > 0, "optim.head_lr_mult", o.head_lr_mult, "must be > 0")
     _check(all(m > 0 for m in s.milestones), "schedule.milestones", list(s.milestones), "must be positive epochs")
     _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", list(s.milestones), "must be increasing")
     _check(0.0 < s.gamma <= 1.0, "schedule.gamma", s.gamma, "must be in (0, 1]")

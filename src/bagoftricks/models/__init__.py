@@ -22,7 +22,7 @@ _EXPORTS = {
     "count_params_macs": "analysis", "residual_last_bns": "analysis",
     "DropPath": "layers", "SqueezeExcite": "layers", "init_weights": "layers", "make_activation": "layers",
     "build_model": "registry",
-    "load_pretrained": "pretrained", "classifier_head": "pretrained",
+    "load_pretrained": "pretrained", "freeze": "freeze", "classifier_head": "pretrained",
     "StageFeatures": "features", "StageInfo": "features", "features": "features",
     "FAMILIES": "resnet", "ResNet": "resnet",
 }
