@@ -60,6 +60,8 @@ COMMANDS: dict[str, Command] = {
                       "bagoftricks.ablate.cli:add_arguments", "bagoftricks.ablate.cli:cmd_ablate"),
     "report": Command("tables and figures of ablation sweeps (Markdown + HTML)",
                       "bagoftricks.report:add_arguments", "bagoftricks.report:cmd_report"),
+    "export": Command("write a run's model as safetensors, torchvision/timm weights, ONNX or torch.export",
+                      "bagoftricks.deploy.cli:export_arguments", "bagoftricks.deploy.export:cmd_export"),
     "bench": Command("training/eval/loader img/s, peak memory, MFU and speed-up over plain PyTorch",
                      "bagoftricks.cli:bench_arguments", "bagoftricks.bench:cmd_bench"),
 }

@@ -220,6 +220,7 @@ class _Run:
         for stale in (self.metrics_path, out / "run.log", out / "final.json"):
             stale.unlink(missing_ok=True)
         atomic_write_text(out / "recipe.yaml", brecipe.dump(r))
+        write_json(out / "classes.json", list(data.classes) or [str(k) for k in range(data.num_classes)])
         extra = {"base_lr": base_lr(r, self.dinfo.world_size), "global_batch": tr.batch_size * self.dinfo.world_size,
                  "steps_per_epoch": self.steps, "in_memory_data": data.in_memory, "num_classes": data.num_classes,
                  "skipped_files": data.skipped}
