@@ -62,6 +62,8 @@ COMMANDS: dict[str, Command] = {
                       "bagoftricks.report:add_arguments", "bagoftricks.report:cmd_report"),
     "export": Command("write a run's model as safetensors, torchvision/timm weights, ONNX or torch.export",
                       "bagoftricks.deploy.cli:export_arguments", "bagoftricks.deploy.export:cmd_export"),
+    "predict": Command("top-k classes of image files or folders with a run's model",
+                       "bagoftricks.deploy.cli:predict_arguments", "bagoftricks.deploy.predict:cmd_predict"),
     "bench": Command("training/eval/loader img/s, peak memory, MFU and speed-up over plain PyTorch",
                      "bagoftricks.cli:bench_arguments", "bagoftricks.bench:cmd_bench"),
 }
