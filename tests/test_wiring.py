@@ -88,6 +88,7 @@ CASES = {
     "model.freeze": ("", "layer1", "groups", ()),
     "data.name": ("synthetic", "imagefolder", "batch", ("data.root=@folder",)),
     "data.train_limit": (0, 32, "batch", ()),
+    "data.class_subset": ([], [3, 0], "model", ()),
     "data.image_size": (16, 12, "batch", ()),
     "data.crop_ratio": (0.875, 0.5, "eval", ("data.name=imagefolder", "data.root=@folder")),
     "data.augment": ("paper", "small", "batch", ()),

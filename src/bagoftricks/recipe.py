@@ -50,6 +50,8 @@ class DataConfig:
     name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
+    class_subset: tuple[int, ...] = ()  # keep only these classes (dataset indices), relabelled 0..k-1 in this
+    #                                     order, both splits (fine-tuning on another split); () = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
     augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
@@ -228,6 +230,8 @@ def _coerce(key: str, typ, value: Any) -> Any:
     except (TypeError, ValueError):
         pass
     what = _TYPE_WORDS.get(typ, "a list of epochs, e.g. [30, 60, 90]")
+    if key == "data.class_subset":
+        what = "a list of class indices, e.g. [5, 6, 7, 8, 9]"
     raise RecipeError(f"{key}: expected {what}, got {given!r}")
 
 
@@ -393,6 +397,9 @@ def _validate_model(m: ModelConfig) -> None:
 
 def _validate_data(d: DataConfig) -> None:
     _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
+    cs = list(d.class_subset)
+    _check(not cs or (len(cs) >= 2 and len(set(cs)) == len(cs) and min(cs) >= 0), "data.class_subset", cs,
+           "must be at least 2 different class indices >= 0 (or [] for all)")
     _check(8 <= d.image_size <= 1024, "data.image_size", d.image_size, "must be in [8, 1024]")
     _check(0.0 < d.crop_ratio <= 1.0, "data.crop_ratio", d.crop_ratio, "must be in (0, 1]")
     _check(d.augment == "paper" or d.crop_ratio == DataConfig.crop_ratio, "data.crop_ratio", d.crop_ratio,

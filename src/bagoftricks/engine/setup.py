@@ -140,6 +140,9 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
               num_classes=d.num_classes, synthetic_samples=d.synthetic_samples, seed=r.train.seed)
     test_ds = bdata.load_split(d.name, d.root, "test", **kw)
     train_ds = bdata.load_split(d.name, d.root, "train", **kw) if train else None
+    if d.class_subset:
+        test_ds = bdata.select_classes(test_ds, d.class_subset)
+        train_ds = bdata.select_classes(train_ds, d.class_subset) if train_ds is not None else None
     ref = train_ds if train_ds is not None else test_ds
     in_channels = int(ref.images.shape[1]) if isinstance(ref, bdata.TensorDataset) else 3
     mean, std = normalisation(r, in_channels)
