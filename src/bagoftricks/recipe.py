@@ -22,8 +22,8 @@ import yaml
 
 from bagoftricks.data.catalog import AUGMENTS, DATASETS, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
-from bagoftricks.models.catalog import ACTIVATIONS, INITS, VARIANTS, list_models
-from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS
+from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, VARIANTS, list_models, model_spec
+from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
 
@@ -40,6 +40,9 @@ class ModelConfig:
     drop_path: float = 0.0          # stochastic depth: max per-block drop probability in [0, 1)
     width_mult: float = 1.0         # MobileNet width multiplier in (0, 1]
     sync_bn: bool = False           # SyncBatchNorm across ranks under torchrun
+    pretrained: str = ""            # initial weights: a run folder/checkpoint (EMA when kept) or a torchvision/timm
+    #                                 state dict (.pth/.pt/.bin/.safetensors); a head of another shape is re-initialised
+    freeze: str = ""                # "" | stem | layer1..layer4: frozen up to and including it (BN in eval mode there)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,8 @@ class DataConfig:
     name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic | fmnist_scenes
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
+    class_subset: tuple[int, ...] = ()  # keep only these classes (dataset indices), relabelled 0..k-1 in this
+    #                                     order, both splits (fine-tuning on another split); () = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
     augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
@@ -70,6 +75,7 @@ class OptimConfig:
     momentum: float = 0.9           # paper: 0.9
     nesterov: bool = True           # Nesterov accelerated gradient, paper §2
     weight_decay: float = 1e-4      # L2 penalty; paper: 1e-4
+    head_lr_mult: float = 1.0       # lr multiplier of the classifier head (fine-tuning a new head: e.g. 10)
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class TricksConfig:
     ema_decay: float = 0.0          # EMA of weights per step (evaluated alongside); 0 = off; common: 0.9998
     randaugment_ops: int = 0        # RandAugment ops per image; 0 = off; common: 2
     randaugment_magnitude: int = 9  # RandAugment magnitude in [0, 30]
+    tta: str = "none"               # test-time augmentation of every evaluation: none | flip (mean logits of the
+    #                                 image and its mirror) | flip_shift (also +-2 px shifts); reported beside plain
 
 
 @dataclass(frozen=True)
@@ -125,9 +133,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """§6: the classifier's backbone under a detection or segmentation head (`bagoftricks transfer` only)."""
+    """§6: the classifier's backbone under a detection or segmentation head (`bagoftricks transfer` only).
+    The backbone is the model section's classifier, its weights model.pretrained (a `train` run, or a
+    torchvision/timm file)."""
     task: str = "detect"            # detect (Faster R-CNN + FPN) | segment (FCN); `transfer --task` sets it
-    backbone: str = ""              # a `train` run folder or checkpoint; "" = the model section from scratch
     frozen_bn: bool = True          # backbone BN as FrozenBatchNorm2d (statistics and affine fixed); torchvision: True
     trainable_layers: int = 3       # backbone layers trained, counted from the last stage (the stem counts as one)
     backbone_lr_mult: float = 1.0   # backbone lr = head lr x this (0 < m); common: 0.1-1
@@ -170,8 +179,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.variant": tuple(VARIANTS),
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
+    "model.freeze": FREEZE_POINTS,
     "schedule.kind": SCHEDULE_KINDS,
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
+    "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
     "train.resume": RESUME,
     "transfer.task": TRANSFER_TASKS,
@@ -240,6 +251,8 @@ def _coerce(key: str, typ, value: Any) -> Any:
     except (TypeError, ValueError):
         pass
     what = _TYPE_WORDS.get(typ, "a list of epochs, e.g. [30, 60, 90]")
+    if key == "data.class_subset":
+        what = "a list of class indices, e.g. [5, 6, 7, 8, 9]"
     raise RecipeError(f"{key}: expected {what}, got {given!r}")
 
 
@@ -396,10 +409,19 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.width_per_group >= 0, "model.width_per_group", m.width_per_group, "must be >= 0")
     _check(0.0 <= m.drop_path < 1.0, "model.drop_path", m.drop_path, "must be in [0, 1)")
     _check(0.0 < m.width_mult <= 4.0, "model.width_mult", m.width_mult, "must be in (0, 4]")
+    if m.freeze:
+        spec = model_spec(m.arch)
+        stages = {"resnet": 4, "resnet_small": 3}.get(spec.family, 0)
+        _check(stages > 0, "model.freeze", m.freeze, f"freezes ResNet stages; {m.arch} has none")
+        _check(m.freeze == "stem" or int(m.freeze[5:]) <= stages, "model.freeze", m.freeze,
+               f"{m.arch} has {stages} stages (layer1..layer{stages})")
 
 
 def _validate_data(d: DataConfig) -> None:
     _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
+    cs = list(d.class_subset)
+    _check(not cs or (len(cs) >= 2 and len(set(cs)) == len(cs) and min(cs) >= 0), "data.class_subset", cs,
+           "must be at least 2 different class indices >= 0 (or [] for all)")
     _check(8 <= d.image_size <= 1024, "data.image_size", d.image_size, "must be in [8, 1024]")
     _check(0.0 < d.crop_ratio <= 1.0, "data.crop_ratio", d.crop_ratio, "must be in (0, 1]")
     _check(d.augment == "paper" or d.crop_ratio == DataConfig.crop_ratio, "data.crop_ratio", d.crop_ratio,
@@ -422,6 +444,7 @@ def _validate_optim(o: OptimConfig, s: ScheduleConfig, changed: frozenset[str]) 
                 ("optim.nesterov", o.nesterov, "needs optim.momentum > 0"),
                 ("optim.momentum", o.momentum, "must be > 0 while optim.nesterov is true (set it to false too)"))
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _check(math.isfinite(o.head_lr_mult) and o.head_lr_mult > 0, "optim.head_lr_mult", o.head_lr_mult, "must be > 0")
     _check(all(m > 0 for m in s.milestones), "schedule.milestones", list(s.milestones), "must be positive epochs")
     _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", list(s.milestones), "must be increasing")
     _check(0.0 < s.gamma <= 1.0, "schedule.gamma", s.gamma, "must be in (0, 1]")

@@ -15,7 +15,7 @@ def test_ablate_and_report_transfer_cells(tmp_path, backbone_run):
     base = json.loads(json.dumps(TINY))
     base["transfer"]["task"] = "segment"
     base["train"]["epochs"] = 1
-    trained = {"transfer.backbone": str(tmp_path / "bb" / "seed{seed}")}
+    trained = {"model.pretrained": str(tmp_path / "bb" / "seed{seed}")}
     spec = {"name": "transfer-mini", "base": base, "seeds": [0],
             "ladder": [{"name": "scratch"}, {"name": "+ trained backbone", "set": trained}]}
     path = tmp_path / "spec.yaml"
@@ -24,7 +24,7 @@ def test_ablate_and_report_transfer_cells(tmp_path, backbone_run):
     assert ablate_main([str(path), "--out", str(out), "--jobs", "2"]) == 0
     plan = json.loads((out / "cells.json").read_text())
     assert all(c["command"].startswith("bagoftricks transfer --task segment") for c in plan["cells"])
-    assert f"transfer.backbone={tmp_path / 'bb' / 'seed0'}" in plan["cells"][1]["overrides"]
+    assert f"model.pretrained={tmp_path / 'bb' / 'seed0'}" in plan["cells"][1]["overrides"]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in results] == ["ok", "ok"] and all("miou" in r and "pixel_acc" in r for r in results)
     page = open(make_report([out], html=False, echo=lambda s: None)["markdown"]).read()
@@ -49,6 +49,6 @@ def test_shipped_transfer_spec_points_at_the_table6_backbones(tmp_path):
     assert len(cells) == 30 and sorted(cell_task(spec, c) for c in cells) == ["detect"] * 15 + ["segment"] * 15
     t6 = {c.rel_dir for c in expand(load_spec(repo / "fmnist-table6.yaml"), tmp_path / "t6") if not c.is_teacher}
     for c in cells:
-        backbone = cell_recipe(spec, c).transfer.backbone
+        backbone = cell_recipe(spec, c).model.pretrained
         prefix = "runs/ablate/fmnist-table6/"
         assert backbone.startswith(prefix) and backbone[len(prefix):] in t6 and backbone.endswith(f"seed{c.seed}")

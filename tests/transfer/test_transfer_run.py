@@ -55,15 +55,16 @@ def test_mid_epoch_resume_is_bitwise(tmp_path, task):
 
 
 def test_backbone_from_a_train_run(tmp_path, backbone_run):
-    r = tiny("transfer.task=segment", f"transfer.backbone={backbone_run}", "model.width=8", "train.epochs=1")
+    r = tiny("transfer.task=segment", f"model.pretrained={backbone_run}", "train.epochs=1")
     run_transfer(r, tmp_path / "s", progress=False)
-    saved = (tmp_path / "s" / "recipe.yaml").read_text()
-    assert "width: 4" in saved            # the backbone run's model section, not this recipe's width 8
+    assert json.loads((tmp_path / "s" / "env.json").read_text())["pretrained"] == str(backbone_run)
+    with pytest.raises(RecipeError, match="model.pretrained: "):   # another width: the weights do not fit
+        run_transfer(tiny(f"model.pretrained={backbone_run}", "model.width=8"), tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
     trained = load_checkpoint(list_checkpoints(backbone_run)[-1])["model"]
     first = load_checkpoint(list_checkpoints(tmp_path / "s")[-1])["model"]
     # the stem is frozen (trainable_layers 3 of 4) and its BN frozen: its weights are the backbone run's
     assert torch.equal(first["backbone.body.conv1.0.weight"], trained["conv1.0.weight"])
-    assert first["backbone.body.conv1.0.weight"].shape[1] == 3            # an RGB backbone on gray scenes
 
 
 def test_errors_name_the_field(tmp_path):
@@ -71,8 +72,8 @@ def test_errors_name_the_field(tmp_path):
         run_transfer(tiny("tricks.mixup_alpha=0.2"), tmp_path / "a", progress=False)
     with pytest.raises(RecipeError, match="data.name: 'fashion_mnist' is a classification dataset"):
         run_transfer(tiny("data.name=fashion_mnist"), tmp_path / "b", progress=False)
-    with pytest.raises(UsageError, match="transfer.backbone"):
-        run_transfer(tiny(f"transfer.backbone={tmp_path / 'nothing'}"), tmp_path / "c", progress=False)
+    with pytest.raises(RecipeError, match="model.pretrained"):
+        run_transfer(tiny(f"model.pretrained={tmp_path / 'nothing'}"), tmp_path / "c", progress=False)
     with pytest.raises(UsageError, match="train.batch_size: 64 is larger than the 8"):
         run_transfer(tiny("train.batch_size=64"), tmp_path / "d", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

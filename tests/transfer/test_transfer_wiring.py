@@ -51,7 +51,7 @@ CASES = {
     "train.batch_size": (4, 2, "batch", ()),
     "train.seed": (0, 1, "model", ()),
     "transfer.task": ("detect", "segment", "model", ()),
-    "transfer.backbone": ("", "@backbone", "model", ()),
+    "model.pretrained": ("", "@backbone", "model", ()),
     "transfer.frozen_bn": (True, False, "model", ()),
     "transfer.trainable_layers": (3, 1, "groups", ()),
     "transfer.backbone_lr_mult": (1.0, 0.1, "groups", ()),
@@ -83,7 +83,8 @@ def test_field_changes_what_transfer_builds(field, backbone_run):
 @pytest.mark.parametrize("field", IGNORED)
 def test_fields_transfer_does_not_read_are_refused(field):
     named = {"tricks.label_smoothing_form": "uniform", "tricks.distill_teacher": "/nowhere", "data.augment": "small",
-             "data.in_memory": "never", "train.precision": "bf16", "schedule.extended_from": [1]}
+             "data.in_memory": "never", "train.precision": "bf16", "schedule.extended_from": [1],
+             "model.freeze": "stem", "data.class_subset": [0, 1], "tricks.tta": "flip"}
     default = recipe.flat(recipe.Recipe())[field]
     if field in named:
         other = named[field]

@@ -21,7 +21,7 @@ from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import syncbn
 from bagoftricks.engine.checkpoint import ema_weights, load_checkpoint, resolve_checkpoint
-from bagoftricks.errors import CheckpointError, RecipeError, UsageError
+from bagoftricks.errors import BadInput, CheckpointError, RecipeError, UsageError
 from bagoftricks.recipe import Recipe, from_dict
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # recipe.PRECISIONS; fp32: no autocast
@@ -140,6 +140,9 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
               num_classes=d.num_classes, synthetic_samples=d.synthetic_samples, seed=r.train.seed)
     test_ds = bdata.load_split(d.name, d.root, "test", **kw)
     train_ds = bdata.load_split(d.name, d.root, "train", **kw) if train else None
+    if d.class_subset:
+        test_ds = bdata.select_classes(test_ds, d.class_subset)
+        train_ds = bdata.select_classes(train_ds, d.class_subset) if train_ds is not None else None
     ref = train_ds if train_ds is not None else test_ds
     in_channels = int(ref.images.shape[1]) if isinstance(ref, bdata.TensorDataset) else 3
     mean, std = normalisation(r, in_channels)
@@ -168,18 +171,33 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
 
 
 def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
-                dinfo: bdist.DistInfo | None = None) -> nn.Module:
-    """The seeded model with the run-level tricks applied: zero gamma, SyncBN, memory format."""
+                dinfo: bdist.DistInfo | None = None, pretrained: bool = True) -> nn.Module:
+    """The seeded model with the run-level tricks applied: zero gamma, pretrained weights (unless
+    pretrained=False: a resumed run's checkpoint replaces them), frozen stages, SyncBN, memory format.
+
+    The line saying what model.pretrained loaded is kept as ``model.pretrained_note`` for the run log.
+    """
     torch.manual_seed(r.train.seed)
     model = recipe_model(r, num_classes, in_channels)
     if r.tricks.zero_gamma:
         tricks.zero_last_bn_gamma(model)
+    if r.model.pretrained and pretrained:
+        model.pretrained_note = _load_pretrained(model, r.model.pretrained)
+    if r.model.freeze:
+        bmodels.freeze(model, r.model.freeze)
     if dinfo is not None and dinfo.enabled and r.model.sync_bn:
         model = syncbn.convert(model, device)  # torch's on CUDA, the portable one on CPU (gloo)
     model.to(device)
     if r.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+def _load_pretrained(model: nn.Module, path: str) -> str:
+    try:
+        return bmodels.load_pretrained(model, path)
+    except BadInput as e:
+        raise RecipeError(f"model.pretrained: {e}") from None
 
 
 def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
@@ -233,7 +251,10 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimi
     (or this torch), torch's default (foreach on accelerators) is used and a skip costs one sync.
     """
     kw = dict(lr=lr, momentum=r.optim.momentum, nesterov=r.optim.nesterov, weight_decay=r.optim.weight_decay)
-    groups = lambda: tricks.param_groups(model, r.optim.weight_decay, r.tricks.no_bias_decay)
+    head = bmodels.classifier_head(model) if r.optim.head_lr_mult != 1.0 else ""
+    o = r.optim
+    groups = lambda: [dict(g, lr=lr * g.get("lr_mult", 1.0)) for g in
+                      tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult)]
     try:
         opt = torch.optim.SGD(groups(), fused=True, **kw)
     except (RuntimeError, ValueError, TypeError):  # SGD fills in the group dicts it is given: fresh ones
@@ -262,8 +283,11 @@ class Training:
         return self.data.train.steps_per_epoch
 
 
-def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None = None) -> Training:
-    """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them."""
+def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None = None,
+                   pretrained: bool = True) -> Training:
+    """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them.
+
+    pretrained=False skips loading model.pretrained (a resumed run: its checkpoint holds the weights)."""
     from bagoftricks.engine.step import TrainStep
     dinfo = dinfo or bdist.DistInfo()
     tr, tk = r.train, r.tricks
@@ -272,7 +296,7 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     if steps < 1:
         raise UsageError(f"train.batch_size: {tr.batch_size} x {dinfo.world_size} process(es) is larger than the "
                          f"{len(data.train.ds) if hasattr(data.train, 'ds') else 'available'} training images")
-    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo)
+    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo, pretrained)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher \
         else None
     optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size))

@@ -30,9 +30,9 @@ def _values(row: Row, name: str) -> list[float]:
 
 def _backbone_top1(c: CellData) -> float | None:
     r = c.recipe
-    if r is None or not r.transfer.backbone:
+    if r is None or not r.model.pretrained:
         return None
-    path = Path(r.transfer.backbone)
+    path = Path(r.model.pretrained)
     run = path if path.is_dir() else path.parent.parent
     top1 = read_json_object(run / "final.json").get("val_top1")
     return float(top1) if isinstance(top1, (int, float)) else None

@@ -1,12 +1,11 @@
 """The backbone: a classifier of the zoo (trained or not) seen through its stage features.
 
-    classifier, r = backbone_classifier(r, in_channels)   # the one place weights come in
+    classifier, note = backbone_classifier(r, in_channels)   # the one place weights come in
     body = prepare_backbone(features(classifier), frozen_bn=True, trainable_layers=3)
 
-Weights: transfer.backbone names a `bagoftricks train` run folder or checkpoint; its model is rebuilt
-from its own recipe (engine.load_model) and the transfer recipe's model section becomes that
-recipe's, so the run folder's recipe.yaml says which architecture was fine-tuned. Empty: the model
-section, initialised by the zoo with the run's seed.
+Weights: the model section builds the classifier (the zoo's initialisation, seeded by train.seed) and
+model.pretrained loads its weights through models.load_pretrained (a `bagoftricks train` run folder or
+checkpoint, or a torchvision/timm state dict); the model section must describe that network.
 
 Options, as torchvision's detection backbones have them: BN layers replaced by FrozenBatchNorm2d
 (statistics and affine parameters fixed; small detection batches estimate statistics badly), and only
@@ -14,40 +13,35 @@ the last `trainable_layers` layers trained, counted from the last stage back to 
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from bagoftricks.engine.setup import recipe_model
-from bagoftricks.errors import CheckpointError, UsageError
+from bagoftricks.errors import BadInput, RecipeError, UsageError
 from bagoftricks.models.features import StageFeatures, features
 from bagoftricks.recipe import Recipe
 
 STEM = ("conv1", "bn1")  # the stem's modules with parameters (StageFeatures names)
 
 
-def backbone_classifier(r: Recipe, in_channels: int, load: bool = True) -> tuple[nn.Module, Recipe]:
-    """The classifier whose stages are the backbone, and `r` with that classifier's model section.
+def backbone_classifier(r: Recipe, in_channels: int, load: bool = True) -> tuple[nn.Module, str]:
+    """The classifier whose stages are the backbone, and what model.pretrained loaded into it ('' for none).
 
-    load=False builds the architecture only (a resumed transfer run takes every weight from its own
-    checkpoint, so the backbone's run folder is not needed again). A 3-channel backbone takes 1-channel
-    data (the channel is repeated, see data.load_batch); other mismatches are errors."""
-    path = r.transfer.backbone
-    if not path or not load:
-        torch.manual_seed(r.train.seed)
-        return recipe_model(r, 10, in_channels), r
-    from bagoftricks.engine.evaluate import load_model
-    try:
-        loaded = load_model(path)
-    except CheckpointError as e:
-        raise UsageError(f"transfer.backbone: {e}") from None
-    got = input_channels(loaded.model)
-    if got != in_channels and (got, in_channels) != (3, 1):
-        raise UsageError(f"transfer.backbone: {loaded.checkpoint} takes {got}-channel images, the data has "
-                         f"{in_channels} channel(s)")
-    return loaded.model.train(), replace(r, model=loaded.recipe.model)
+    The model section builds it (seeded with train.seed); model.pretrained — a `bagoftricks train` run
+    folder or checkpoint, or a torchvision/timm state dict — goes through models.load_pretrained, whose
+    error names the file and the tensor when the architecture does not match. load=False builds the
+    architecture only (a resumed transfer run takes every weight from its own checkpoint)."""
+    torch.manual_seed(r.train.seed)
+    model = recipe_model(r, 10, in_channels)
+    note = ""
+    if r.model.pretrained and load:
+        from bagoftricks.models import load_pretrained
+        try:
+            note = load_pretrained(model, r.model.pretrained)
+        except (BadInput, ValueError) as e:
+            raise RecipeError(f"model.pretrained: {e}") from None
+    return model.train(), note
 
 
 def input_channels(model: nn.Module) -> int:
@@ -90,8 +84,8 @@ def prepare_backbone(body: StageFeatures, frozen_bn: bool, trainable_layers: int
     return body
 
 
-def backbone_for(r: Recipe, in_channels: int, load: bool = True) -> tuple[StageFeatures, Recipe]:
-    """The prepared stage features of the recipe's backbone, and the recipe with its model section."""
-    classifier, r = backbone_classifier(r, in_channels, load)
+def backbone_for(r: Recipe, in_channels: int, load: bool = True) -> tuple[StageFeatures, str]:
+    """The prepared stage features of the recipe's backbone, and what model.pretrained loaded."""
+    classifier, note = backbone_classifier(r, in_channels, load)
     body = prepare_backbone(features(classifier), r.transfer.frozen_bn, r.transfer.trainable_layers)
-    return body, r
+    return body, note

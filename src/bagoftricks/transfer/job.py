@@ -1,7 +1,7 @@
 """What a transfer run builds once from its recipe: data, the model with its head, the optimizer; and the loss.
 
-The recipe fields a transfer run reads are the model section (the backbone; or the backbone run's,
-see backbone.py), data.name/root/image_size/flip, optim.*, the schedule with tricks.warmup_epochs and
+The recipe fields a transfer run reads are the model section with model.pretrained (the backbone, see
+backbone.py), data.name/root/image_size/flip, optim.*, the schedule with tricks.warmup_epochs and
 tricks.linear_scaling, train.* except the ones in IGNORED, and the transfer section. A field in IGNORED
 set away from its default is an error (the backbone's own tricks belong to its `bagoftricks train`
 run), so that nothing a recipe says is silently dropped.
@@ -25,7 +25,7 @@ from bagoftricks.transfer.heads import detector, segmenter
 from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
 IGNORED = (
-    "model.sync_bn", "model.width_mult",
+    "model.sync_bn", "model.width_mult", "model.freeze", "data.class_subset", "optim.head_lr_mult", "tricks.tta",
     "data.train_limit", "data.crop_ratio", "data.augment", "data.crop_area_min", "data.jitter", "data.lighting",
     "data.pad", "data.download", "data.num_classes", "data.synthetic_samples", "data.in_memory",
     "data.workers", "data.timeout",
@@ -60,7 +60,8 @@ class Job:
     mean: list[float]
     std: list[float]
     steps_per_epoch: int
-    channels: int                  # the model's input channels (1-channel data is repeated to 3 for an RGB backbone)
+    channels: int                  # the model's input channels
+    pretrained_note: str = ""      # what model.pretrained loaded (for the run log)
 
     @property
     def detect(self) -> bool:
@@ -105,9 +106,9 @@ def param_groups(model: nn.Module, backbone: nn.Module, lr_mult: float) -> list[
 
 
 def build_model(r: Recipe, in_channels: int, num_classes: int,
-                load: bool = True) -> tuple[nn.Module, nn.Module, Recipe]:
-    """(model with its head, its backbone body, the recipe with the backbone's model section)."""
-    body, r = backbone_for(r, in_channels, load)
+                load: bool = True) -> tuple[nn.Module, nn.Module, str]:
+    """(model with its head, its backbone body, what model.pretrained loaded into the backbone)."""
+    body, note = backbone_for(r, in_channels, load)
     torch.manual_seed(derive_seed(r.train.seed, "transfer-heads"))
     t = r.transfer
     mean, std = tdata.normalisation(r, input_channels(body))
@@ -115,7 +116,7 @@ def build_model(r: Recipe, in_channels: int, num_classes: int,
         model = detector(body, num_classes, r.data.image_size, t.fpn_channels, t.anchor_scale, mean, std)
     else:
         model = segmenter(body, num_classes, aux=t.aux_weight > 0)
-    return model, body, r
+    return model, body, note
 
 
 def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, channels: int = 0) -> Job:
@@ -126,11 +127,11 @@ def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, 
     steps = len(train) // r.train.batch_size
     if steps < 1:
         raise UsageError(f"train.batch_size: {r.train.batch_size} is larger than the {len(train)} training images")
-    model, body, r = build_model(r, channels or train.in_channels, train.num_classes, load_backbone)
+    model, body, note = build_model(r, channels or train.in_channels, train.num_classes, load_backbone)
     model.to(device)
     o = r.optim
     groups = [g for g in param_groups(model, body, r.transfer.backbone_lr_mult) if g["params"]]
     opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
     ch = input_channels(body)
     mean, std = tdata.normalisation(r, ch)
-    return Job(r, device, train, test, model, opt, mean, std, steps, ch)
+    return Job(r, device, train, test, model, opt, mean, std, steps, ch, note)

@@ -76,7 +76,7 @@ class _TransferRun:
                 (self.out / stale).unlink(missing_ok=True)
             atomic_write_text(self.out / "recipe.yaml", brecipe.dump(self.r))
             extra = {"task": self.r.transfer.task, "steps_per_epoch": self.steps, "classes": self.job.train.classes,
-                     "backbone": self.r.transfer.backbone}
+                     "pretrained": self.r.model.pretrained}
             write_json(self.out / "env.json", runfolder.env_record(self.job.device, self.r.train.seed, 1, extra))
         else:
             self.job.model.load_state_dict(state["model"])
@@ -89,8 +89,10 @@ class _TransferRun:
         self.log.log(f"run folder: {self.out}")
         if state is not None:
             self.log.log(f"resumed from {ckpt} at epoch {self.start_epoch + 1}, step {self.start_step}")
+        if self.job.pretrained_note:
+            self.log.log(self.job.pretrained_note)
         self.log.log(f"transfer {r.transfer.task} | backbone {r.model.arch}-{r.model.variant} "
-                     f"({r.transfer.backbone or 'from scratch'}) | data {r.data.name} ({len(self.job.train)} train, "
+                     f"({r.model.pretrained or 'from scratch'}) | data {r.data.name} ({len(self.job.train)} train, "
                      f"{len(self.job.test)} test, {self.job.train.num_classes} classes with the background) | "
                      f"batch {r.train.batch_size} | lr {r.optim.lr:g} (backbone x{r.transfer.backbone_lr_mult:g}) "
                      f"on {self.job.device}")

@@ -31,7 +31,7 @@ def load_transfer(path: str | Path, device: str = "cpu") -> Job:
         raise CheckpointError(f"{ckpt} is a classification checkpoint, not a transfer run's")
     r = brecipe.from_dict(state["recipe"])
     test = tdata.load_transfer_split(r, "test")
-    model, _, r = build_model(r, state["in_channels"], state["num_classes"], load=False)
+    model, _, _ = build_model(r, state["in_channels"], state["num_classes"], load=False)
     model.load_state_dict(state["model"])
     model.to(device).eval()
     mean, std = tdata.normalisation(r, state["in_channels"])

@@ -25,6 +25,7 @@ _EXPORTS = {
     "param_groups": "param_groups",
     "randaugment": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
+    "tta_logits": "tta", "tta_views": "tta",
     "zero_last_bn_gamma": "zero_gamma",
 }
 __all__ = sorted(_EXPORTS)

@@ -14,7 +14,8 @@ import torch.nn as nn
 DECAYED_LAYERS: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd, nn.Linear, nn.Bilinear)
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool, head: str = "",
+                 head_lr_mult: float = 1.0) -> list[dict]:
     """Optimizer parameter groups.
 
     no_bias_decay=True -> two groups, always both present (the second may be empty):
@@ -22,6 +23,10 @@ def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> 
       {"name": "no_decay", "params": everything else (biases, BN/GN/LN γ and β, other params),
        "weight_decay": 0.0}
     no_bias_decay=False -> [{"name": "decay", "params": all params, "weight_decay": weight_decay}].
+
+    head, head_lr_mult != 1 -> each group is split in two: the parameters of the submodule `head` (the
+    classifier, when fine-tuning a new one) go to "head_<name>" with "lr_mult": head_lr_mult, which the
+    training step multiplies the scheduled lr by; the others stay in <name>.
 
     Only parameters with requires_grad are included; a parameter shared between modules appears
     once (in the group of the first module that owns it, in `named_modules` order).
@@ -40,4 +45,13 @@ def param_groups(model: nn.Module, weight_decay: float, no_bias_decay: bool) -> 
     groups = [{"name": "decay", "params": decay, "weight_decay": weight_decay}]
     if no_bias_decay:
         groups.append({"name": "no_decay", "params": no_decay, "weight_decay": 0.0})
+    if head and head_lr_mult != 1.0:
+        return _split_head(groups, {id(p) for p in model.get_submodule(head).parameters()}, head_lr_mult)
     return groups
+
+
+def _split_head(groups: list[dict], head_ids: set[int], mult: float) -> list[dict]:
+    out = [dict(g, params=[p for p in g["params"] if id(p) not in head_ids]) for g in groups]
+    out += [dict(g, name=f"head_{g['name']}", params=[p for p in g["params"] if id(p) in head_ids], lr_mult=mult)
+            for g in groups]
+    return out
