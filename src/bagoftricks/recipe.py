@@ -74,8 +74,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; all per iteration after warmup
-    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: epochs after warmup where lr *= gamma
+    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; per iteration, decay after warmup
+    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: lr *= gamma at these absolute epochs; paper: 30/60/90
+    #                                                    (warmup eats into the first phase, it does not shift them)
     gamma: float = 0.1              # step: decay factor; paper: 0.1
     floor: float = 0.0              # cosine/linear: final learning rate
     extended_from: tuple[int, ...] = ()  # epochs of the shorter runs this one extends (train --resume RUN
