@@ -49,11 +49,11 @@ class DataConfig:
     train_limit: int = 0            # use only the first N training images; 0 = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
-    augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
+    augment: str = "paper"          # paper (§2) | small (pad-and-crop + flip, 28-32 px; + jitter, lighting) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
-    jitter: float = 0.4             # brightness/saturation/hue factors uniform in [1-j, 1+j]; paper: 0.4
-    lighting: float = 0.1           # PCA lighting noise std; paper: 0.1
+    jitter: float = 0.4             # brightness/saturation/hue factors in [1-j, 1+j] (paper, small); paper: 0.4
+    lighting: float = 0.1           # PCA lighting noise std (paper, small; 3 channels); paper: 0.1
     pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
     strict: bool = False            # imagefolder: unreadable file = error (True) or skipped and counted (False)
     download: bool = False          # fetch fashion_mnist/cifar from the official location (MD5-checked) if missing
