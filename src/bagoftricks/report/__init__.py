@@ -112,9 +112,9 @@ def _paper_note(sweep: Sweep) -> list[tuple]:
     blocks: list[tuple] = [("p", text)]
     if sweep.has_paper:
         which = "Δ prev" if sweep.kind == "ladder" else "Δ base"
-        blocks.append(("p", f"vs paper: the measured {which} against the paper's — *{stats.AGREES}* (the interval "
-                            f"excludes 0 and the sign is the paper's), *{stats.OPPOSITE}* (it excludes 0 with the "
-                            f"other sign), *{stats.NOISE}* (it contains 0: these seeds cannot tell the trick's "
+        blocks.append(("p", f"vs paper: the measured {which} against the paper's — “{stats.AGREES}” (the interval "
+                            f"excludes 0 and the sign is the paper's), “{stats.OPPOSITE}” (it excludes 0 with the "
+                            f"other sign), “{stats.NOISE}” (it contains 0: these seeds cannot tell the trick's "
                             f"effect from seed noise)."))
         groups = {k: [r.name for r in sweep.rows if r.reading == k] for k in (stats.AGREES, stats.OPPOSITE,
                                                                              stats.NOISE, stats.SIGNIFICANT)}
