@@ -189,6 +189,12 @@ def test_field_changes_what_it_promises(key, folder, teacher):
     assert aspect in changed, f"{key}: {a!r} -> {b!r} changed {changed}, expected {aspect}"
 
 
+@pytest.mark.parametrize("key, a, b", [("data.jitter", 0.4, 0.0), ("data.lighting", 0.1, 0.0)])
+def test_jitter_and_lighting_apply_with_the_small_preset_too(key, a, b):
+    # data.augment: small is pad-and-crop + flip, then the recipe's colour jitter and lighting (0 = off).
+    assert "batch" in differs(make("data.augment=small", f"{key}={a}"), make("data.augment=small", f"{key}={b}"))
+
+
 # ------------------------------------------------------------------------------ run-level fields
 def test_sync_bn_converts_batchnorm_under_distributed():
     two = DistInfo(rank=0, world_size=2)

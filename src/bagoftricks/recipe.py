@@ -54,11 +54,11 @@ class DataConfig:
     #                                     order, both splits (fine-tuning on another split); () = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
-    augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
+    augment: str = "paper"          # paper (§2) | small (pad-and-crop + flip, 28-32 px; + jitter, lighting) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
-    jitter: float = 0.4             # brightness/saturation/hue factors uniform in [1-j, 1+j]; paper: 0.4
-    lighting: float = 0.1           # PCA lighting noise std; paper: 0.1
+    jitter: float = 0.4             # brightness/saturation/hue factors in [1-j, 1+j] (paper, small); paper: 0.4
+    lighting: float = 0.1           # PCA lighting noise std (paper, small; 3 channels); paper: 0.1
     pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
     strict: bool = False            # imagefolder: unreadable file = error (True) or skipped and counted (False)
     download: bool = False          # fetch fashion_mnist/cifar from the official location (MD5-checked) if missing
@@ -80,8 +80,9 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; all per iteration after warmup
-    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: epochs after warmup where lr *= gamma
+    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; per iteration, decay after warmup
+    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: lr *= gamma at these absolute epochs; paper: 30/60/90
+    #                                                    (warmup eats into the first phase, it does not shift them)
     gamma: float = 0.1              # step: decay factor; paper: 0.1
     floor: float = 0.0              # cosine/linear: final learning rate
     extended_from: tuple[int, ...] = ()  # epochs of the shorter runs this one extends (train --resume RUN

@@ -17,6 +17,10 @@ def test_tensor_split():
     assert sub.images[:, 0, 0, 0].tolist() == [1, 3, 5, 7]
     with pytest.raises(DataError, match=r"data.class_subset: \[4\] not in 0..3"):
         select_classes(ds, [0, 4])
+    # an in-memory image folder keeps each image's own size beside it
+    sized = TensorDataset(images, labels, ["a", "b", "c", "d"], sizes=torch.arange(16).view(8, 2))
+    assert select_classes(sized, [3, 1]).sizes.tolist() == [[2, 3], [6, 7], [10, 11], [14, 15]]
+    assert sub.sizes is None
 
 
 def test_image_folder_split(tmp_path):

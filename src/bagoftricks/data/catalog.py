@@ -23,7 +23,8 @@ DEFAULT_ROOTS = {
 }
 
 # Training augmentation presets (data.augment): "paper" is the §2 pipeline, "small" pad-and-crop +
-# flip for 28-32 px images, "none" resize + centre crop only. See transforms.BatchAugment.
+# flip for 28-32 px images, then data.jitter/data.lighting as in "paper" (0 = off), "none" resize +
+# centre crop only. See transforms.BatchAugment.
 AUGMENTS = ("paper", "small", "none")
 
 # Mean and std per channel on the 0..255 scale.

@@ -29,7 +29,8 @@ def select_classes(ds, keep: Sequence[int]):
     mask = new >= 0
     classes = [ds.classes[c] for c in keep]
     if isinstance(ds, TensorDataset):
-        return TensorDataset(ds.images[mask].contiguous(), new[mask], classes, list(ds.skipped))
+        sizes = ds.sizes[mask].contiguous() if ds.sizes is not None else None
+        return TensorDataset(ds.images[mask].contiguous(), new[mask], classes, list(ds.skipped), sizes=sizes)
     out = copy.copy(ds)
     idx = mask.nonzero().flatten().tolist()
     out.paths, out.sizes = [ds.paths[i] for i in idx], [ds.sizes[i] for i in idx]

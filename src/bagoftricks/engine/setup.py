@@ -71,8 +71,8 @@ class _PreAugment:
     def __init__(self, pre: Callable, inner: Callable):
         self.pre, self.inner = pre, inner
 
-    def __call__(self, images, generator):
-        return self.inner(self.pre(images, generator), generator)
+    def __call__(self, images, generator, **kw):
+        return self.inner(self.pre(images, generator), generator, **kw)
 
 
 class _PerImage:
@@ -139,7 +139,10 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
     kw = dict(train_limit=d.train_limit, strict=d.strict, download=d.download, image_size=d.image_size,
               num_classes=d.num_classes, synthetic_samples=d.synthetic_samples, seed=r.train.seed)
     test_ds = bdata.load_split(d.name, d.root, "test", **kw)
-    train_ds = bdata.load_split(d.name, d.root, "train", **kw) if train else None
+    # The §2 random-resized crop samples from the whole image: an image folder held in memory keeps it
+    # (with its size, which only the batched augmentation reads).
+    whole = d.augment == "paper" and d.in_memory != "never"
+    train_ds = bdata.load_split(d.name, d.root, "train", whole_images=whole, **kw) if train else None
     if d.class_subset:
         test_ds = bdata.select_classes(test_ds, d.class_subset)
         train_ds = bdata.select_classes(train_ds, d.class_subset) if train_ds is not None else None

@@ -3,7 +3,7 @@
 Weight decay is an L2 prior meant to keep the *filters* small. Biases and the affine γ, β of
 normalisation layers are few, do not control the capacity the prior targets, and decaying γ/β
 fights the normalisation (it pulls the layer's output scale toward 0). The paper therefore
-decays conv/FC weights only; Table 4 reports it as neutral-to-slightly-positive at batch 1024.
+decays conv/FC weights only; Table 4 (r) reports no gain from it: −0.34 at batch 1024, −0.03 at 256.
 """
 from __future__ import annotations
 
