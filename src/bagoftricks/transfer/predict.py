@@ -58,7 +58,7 @@ def draw_run(path: str | Path, count: int, dest: str | Path | None = None) -> li
     run = Path(path) if Path(path).is_dir() else Path(path).parent.parent
     dest = Path(dest) if dest is not None else run / "predictions"
     idx = list(range(min(count, len(job.test))))
-    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size), job.channels)
+    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size))
     preds = predict(job, images, targets)
     return [save_png(dest / f"test-{i:04d}.png", drawn_pair(job, im, t, p))
             for i, im, t, p in zip(idx, images, targets, preds)]
