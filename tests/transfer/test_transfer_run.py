@@ -9,7 +9,7 @@ from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.errors import RecipeError, TrainingInterrupted, UsageError
 from bagoftricks.files import read_jsonl
 from bagoftricks.transfer.loop import run_transfer
-from bagoftricks.transfer.predict import draw_run, load_transfer
+from bagoftricks.transfer.predict import draw_files, draw_run, load_transfer
 from tests.transfer.conftest import tiny
 
 
@@ -110,6 +110,9 @@ def test_draw_run_detection_pictures(tmp_path):
     paths = draw_run(tmp_path / "d", 3, tmp_path / "pics")
     from PIL import Image
     assert len(paths) == 3 and Image.open(paths[0]).size == (2 * 32 + 2, 32)
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(tmp_path / "mine.jpg")     # a user's image, another size
+    (drawn,) = draw_files(tmp_path / "d", [str(tmp_path / "mine.jpg")], tmp_path / "own")
+    assert drawn == tmp_path / "own" / "mine.png" and Image.open(drawn).size == (32, 32)
 
 
 @pytest.mark.timeout(120)
