@@ -137,3 +137,23 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     assert got == signal.SIGTERM and 1 <= step < 400
     assert f"to continue: bagoftricks transfer --resume {out}" in text
     assert load_checkpoint(list_checkpoints(out)[-1])["global_step"] == step
+
+
+def test_run_level_train_fields(tmp_path, capsys, monkeypatch):
+    """train.eval_every, keep_checkpoints, checkpoint_every_steps, eval_batch_size and resume: auto, read by
+    the transfer loop as by train's."""
+    from bagoftricks.transfer import data as tdata
+    sizes, batches = [], tdata.batch_indices
+    monkeypatch.setattr(tdata, "batch_indices", lambda order, size, *a, **k: (sizes.append(size),
+                                                                             batches(order, size, *a, **k))[1])
+    r = tiny("transfer.task=segment", "train.eval_every=2", "train.keep_checkpoints=1",
+             "train.checkpoint_every_steps=1", "train.eval_batch_size=3", "train.resume=auto")
+    run_transfer(r, tmp_path / "r", progress=False)
+    recs = read_jsonl(tmp_path / "r" / "metrics.jsonl")
+    assert "miou" not in recs[0] and "miou" in recs[1]
+    assert sizes == [4, 4, 3]                                  # two training epochs of 4, one evaluation of 3
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["step-000000004.pt"]
+    run_transfer(r, tmp_path / "r", progress=False)          # auto: the finished run is not started over
+    assert "already complete" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="holds a run of another recipe"):
+        run_transfer(tiny("transfer.task=segment", "train.resume=auto"), tmp_path / "r", progress=False)
