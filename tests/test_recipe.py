@@ -144,7 +144,7 @@ def test_unknown_arch_suggests_close_name():
 
 def test_dump_is_plain_yaml():
     d = yaml.safe_load(recipe.dump(Recipe()))
-    assert set(d) == {"model", "data", "optim", "schedule", "tricks", "train"}
+    assert set(d) == {"model", "data", "optim", "schedule", "tricks", "train", "transfer"}
     assert d["schedule"]["milestones"] == [30.0, 60.0, 90.0]
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bagoftricks.data.catalog import AUGMENTS, DATASETS
+from bagoftricks.data.catalog import AUGMENTS, DATASETS, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
 from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, VARIANTS, list_models, model_spec
 from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
@@ -47,7 +47,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic
+    name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic | fmnist_scenes
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
     class_subset: tuple[int, ...] = ()  # keep only these classes (dataset indices), relabelled 0..k-1 in this
@@ -133,6 +133,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """§6: the classifier's backbone under a detection or segmentation head (`bagoftricks transfer` only).
+    The backbone is the model section's classifier, its weights model.pretrained (a `train` run, or a
+    torchvision/timm file)."""
+    task: str = "detect"            # detect (Faster R-CNN + FPN) | segment (FCN); `transfer --task` sets it
+    frozen_bn: bool = True          # backbone BN as FrozenBatchNorm2d (statistics and affine fixed); torchvision: True
+    trainable_layers: int = 3       # backbone layers trained, counted from the last stage (the stem counts as one)
+    backbone_lr_mult: float = 1.0   # backbone lr = head lr x this (0 < m); common: 0.1-1
+    fpn_channels: int = 64          # detect: FPN output channels; torchvision: 256
+    anchor_scale: float = 8.0       # detect: anchor side = anchor_scale x level stride, capped at data.image_size
+    #                                 (torchvision's 32 px anchors at stride 4)
+    aux_weight: float = 0.5         # segment: loss weight of the auxiliary FCN head on the second-last stage; 0 = none
+    scale_jitter: float = 0.0       # training images scaled by a factor uniform in [1-j, 1+j], boxes/masks alike
+    train_scenes: int = 2000        # fmnist_scenes: training scenes (from the 60000 training garments)
+    test_scenes: int = 500          # fmnist_scenes: test scenes (from the 10000 test garments)
+
+
+@dataclass(frozen=True)
 class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -140,21 +158,23 @@ class Recipe:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     tricks: TricksConfig = field(default_factory=TricksConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
 
 SECTIONS = {f.name: f.type for f in fields(Recipe)}
 _SECTION_TYPES = {
     "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-    "schedule": ScheduleConfig, "tricks": TricksConfig, "train": TrainConfig,
+    "schedule": ScheduleConfig, "tricks": TricksConfig, "train": TrainConfig, "transfer": TransferConfig,
 }
 
 # The recipe's own choices; every other list is owned by the package that implements it.
 PRECISIONS = ("fp32", "fp16", "bf16")  # train.precision
 IN_MEMORY = ("auto", "always", "never")  # data.in_memory
 RESUME = ("", "auto")  # train.resume
+TRANSFER_TASKS = ("detect", "segment")  # transfer.task
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": DATASETS,
+    "data.name": DATASETS + TRANSFER_DATASETS,
     "data.augment": AUGMENTS,
     "data.in_memory": IN_MEMORY,
     "model.variant": tuple(VARIANTS),
@@ -166,6 +186,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
     "train.resume": RESUME,
+    "transfer.task": TRANSFER_TASKS,
 }
 
 
@@ -375,6 +396,7 @@ def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Rec
     _validate_optim(r.optim, r.schedule, changed)
     _validate_schedule_length(r.schedule, r.train.epochs, changed)
     _validate_tricks(r.tricks, r.train.epochs, changed)
+    _validate_transfer(r.transfer)
     return r
 
 
@@ -480,3 +502,16 @@ def _validate_train(tr: TrainConfig) -> None:
     dev = tr.device
     _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
            "train.device", dev, "must be auto, cpu, cuda or cuda:N")
+
+
+def _validate_transfer(t: TransferConfig) -> None:
+    _check(0 <= t.trainable_layers <= 8, "transfer.trainable_layers", t.trainable_layers,
+           "must be in [0, 8] (0 = the whole backbone frozen)")
+    _check(math.isfinite(t.backbone_lr_mult) and t.backbone_lr_mult > 0, "transfer.backbone_lr_mult",
+           t.backbone_lr_mult, "must be > 0 (freeze layers with transfer.trainable_layers instead)")
+    _check(t.fpn_channels >= 1, "transfer.fpn_channels", t.fpn_channels, "must be >= 1")
+    _check(t.anchor_scale > 0, "transfer.anchor_scale", t.anchor_scale, "must be > 0")
+    _check(t.aux_weight >= 0, "transfer.aux_weight", t.aux_weight, "must be >= 0 (0 = no auxiliary head)")
+    _check(0.0 <= t.scale_jitter < 1.0, "transfer.scale_jitter", t.scale_jitter, "must be in [0, 1)")
+    _check(t.train_scenes >= 1, "transfer.train_scenes", t.train_scenes, "must be >= 1")
+    _check(t.test_scenes >= 1, "transfer.test_scenes", t.test_scenes, "must be >= 1")

@@ -36,6 +36,7 @@ SPEC_KEYS = ("name", "description", "base", "set", "seeds", "ladder", "grid", "t
 STEP_KEYS = ("name", "set", "paper", "note")
 TEACHER_KEYS = ("base", "set")
 TEACHER_TOKEN = "{teacher}"
+SEED_TOKEN = "{seed}"  # in an override value: the cell's seed (a transfer cell's backbone run of the same seed)
 TEACHER_DIR = "runs/teacher"
 DEFAULT_SEEDS = 3
 
@@ -329,7 +330,8 @@ def expand(spec: Spec, out: str | Path, seeds: tuple[int, ...] | None = None,
 def _step_cell(spec: Spec, step: Step, seed: int, extra: tuple[str, ...], teacher_dir: str, where: str) -> Cell:
     ov = merge(spec.set, step.overrides, extra)
     needs = any(TEACHER_TOKEN in o for o in ov)
-    ov = merge(tuple(o.replace(TEACHER_TOKEN, teacher_dir) for o in ov), (f"train.seed={seed}",))
+    ov = merge(tuple(o.replace(TEACHER_TOKEN, teacher_dir).replace(SEED_TOKEN, str(seed)) for o in ov),
+               (f"train.seed={seed}",))
     cell = Cell(f"{step.folder}/seed{seed}", step, seed, f"runs/{step.folder}/seed{seed}", ov, needs)
     w = f"{where}: {spec.kind} step {step.index} '{step.name}'"
     teacher = _resolve(spec.base_dict, cell, w, brecipe.override_keys(extra)).tricks.distill_teacher
@@ -353,6 +355,14 @@ def cell_recipe(spec: Spec, cell: Cell) -> brecipe.Recipe:
     """The validated recipe a cell trains."""
     base = spec.teacher["base_dict"] if cell.is_teacher else spec.base_dict
     return _resolve(base, cell, cell.key)
+
+
+def cell_task(spec: Spec, cell: Cell) -> str:
+    """'detect' or 'segment' for a transfer cell (its data is a detection/segmentation dataset), '' for a
+    classification cell: which command trains it."""
+    from bagoftricks.data.catalog import TRANSFER_DATASETS
+    r = cell_recipe(spec, cell)
+    return r.transfer.task if r.data.name in TRANSFER_DATASETS else ""
 
 
 def select_steps(spec: Spec, only: list[str] | tuple[str, ...]) -> set[int]:

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 
+# Detection and segmentation datasets (`bagoftricks transfer`, bagoftricks.transfer.data): images with
+# boxes and label maps. fmnist_scenes is built from the Fashion-MNIST files (its root is theirs); voc is
+# a VOCdevkit folder, ade20k a folder with images/ and annotations/ (segmentation only), coco a folder
+# with annotations/instances_*.json (detection only).
+TRANSFER_DATASETS = ("fmnist_scenes", "voc", "ade20k", "coco")
+
 # Where a dataset is looked for (and downloaded to) when no root is given. imagefolder and
 # synthetic have none: an ImageFolder needs its root, synthetic data is generated.
 DEFAULT_ROOTS = {

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bagoftricks.errors import DataError
 
-from .catalog import DATASETS, DEFAULT_ROOTS, STATS
+from .catalog import DATASETS, DEFAULT_ROOTS, STATS, TRANSFER_DATASETS
 from .common import TensorDataset
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ MEMORY_LIMIT_BYTES = 2 << 30
 
 
 def _check_name(name: str) -> None:
+    if name in TRANSFER_DATASETS:
+        raise DataError(f"data.name: {name!r} is a detection/segmentation dataset; train on it with "
+                        f"`bagoftricks transfer --task detect|segment`, or choose one of {', '.join(DATASETS)}")
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bagoftricks.ablate.spec import slugify
 from bagoftricks.files import atomic_write_text
-from bagoftricks.report import ran, stats
+from bagoftricks.report import ran, stats, transfer
 from bagoftricks.report.stats import Interval
 from bagoftricks.report.render import to_html, to_markdown
 from bagoftricks.report.sweep import CellData, Sweep, load_sweep, summary_json
@@ -280,6 +280,11 @@ def _prediction_figures(sweep: Sweep, fig_dir: Path, slug: str, device: str,
 def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: Callable[[str], None]) -> list[tuple]:
     """The section of one sweep: its table, what each row changes, the cells that did not finish, figures."""
     slug = slugify(sweep.name)
+    if transfer.is_transfer(sweep):  # detection/segmentation cells: their scores; no top-1 figures
+        from bagoftricks.report import figures
+        blocks = _intro_blocks(sweep) + [transfer.table_block(sweep)] + _changes_blocks(sweep) + _status_blocks(sweep)
+        return blocks + _figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
+                                f"{sweep.name}: learning rate of every iteration of each step.")
     blocks = _intro_blocks(sweep) + [table_block(sweep)] + _paper_note(sweep)
     blocks += _changes_blocks(sweep) + _status_blocks(sweep)
     blocks += _curve_figures(sweep, fig_dir, slug)
