@@ -53,3 +53,19 @@ def test_a_missing_or_unfitting_file_names_the_field(backbone, tmp_path):
     with pytest.raises(RecipeError, match=r"model.pretrained: .*conv1.0.weight has shape \[2, 3, 3, 3\] in the "
                                           r"file and \[8, 3, 3, 3\]"):
         setup.setup_training(_finetune(backbone, "model.width=16"), torch.device("cpu"), DistInfo())
+
+
+def test_a_torchvision_resnet50_state_dict_fine_tunes(tmp_path):
+    import torchvision
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet50()  # 1000 classes, random weights: nothing is downloaded
+    torch.save(tv.state_dict(), tmp_path / "resnet50.pth")
+    r = tiny("model.arch=resnet50", "model.variant=B", "model.width=0", "data.image_size=32",
+             "data.synthetic_samples=16", "train.epochs=1", "train.batch_size=8",
+             f"model.pretrained={tmp_path / 'resnet50.pth'}", "optim.head_lr_mult=10")
+    final = train(r, tmp_path / "run", progress=False)
+    log = (tmp_path / "run" / "run.log").read_text()
+    assert "torchvision resnet50 layout" in log and "(1000 classes in the file, 4 here)" in log
+    trained = final_state(tmp_path / "run")["model"]
+    assert not torch.equal(trained["layer4.2.conv3.weight"], tv.state_dict()["layer4.2.conv3.weight"])
+    assert final["epoch"] == 1 and "val_top1" in final

@@ -122,3 +122,16 @@ def test_a_file_that_is_no_state_dict(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(WeightsError, match="not a state dict"):
         load_pretrained(_small(), path)
+
+
+def test_a_head_for_other_classes_is_reinitialised_even_when_its_shape_fits(tmp_path):
+    src = _small(num_classes=4, seed=1)
+    state = {"model": src.state_dict(), "recipe": {}, "classes": ["a", "b", "c", "d"]}
+    save_checkpoint(tmp_path / "run", state, 1, 2)
+    same, other = _small(seed=2), _small(seed=3)
+    assert "re-initialised" not in load_pretrained(same, tmp_path / "run", classes=["a", "b", "c", "d"])
+    assert torch.equal(same.fc.weight, src.fc.weight)
+    head = other.fc.weight.clone()
+    line = load_pretrained(other, tmp_path / "run", classes=["w", "x", "y", "z"])
+    assert "classifier head fc re-initialised (the file's classes are others)" in line
+    assert torch.equal(other.fc.weight, head) and torch.equal(other.layer1[0].conv1.weight, src.layer1[0].conv1.weight)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from bagoftricks.data.imagefolder import decode_rgb, image_extensions
+from bagoftricks.data.imagefolder import _probe, decode_rgb, image_extensions
 from bagoftricks.errors import DataError
 
 # ITU-R BT.601 luma weights: RGB files for a model trained on grey images (Fashion-MNIST)
@@ -42,6 +42,9 @@ def load_image(path: str, channels: int) -> torch.Tensor:
         raise DataError(f"{path}: not found")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder with no image files")
+    _, reason = _probe(path, verify=True)  # the training folders' reasons: empty, not an image, truncated
+    if reason is not None:
+        raise DataError(f"{path}: {reason}")
     rgb = decode_rgb(path)
     if channels == 3:
         return rgb

@@ -174,9 +174,11 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
 
 
 def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
-                dinfo: bdist.DistInfo | None = None, pretrained: bool = True) -> nn.Module:
+                dinfo: bdist.DistInfo | None = None, pretrained: bool = True,
+                classes: list[str] | None = None) -> nn.Module:
     """The seeded model with the run-level tricks applied: zero gamma, pretrained weights (unless
-    pretrained=False: a resumed run's checkpoint replaces them), frozen stages, SyncBN, memory format.
+    pretrained=False: a resumed run's checkpoint replaces them; a head trained for other `classes` is
+    re-initialised), frozen stages, SyncBN, memory format.
 
     The line saying what model.pretrained loaded is kept as ``model.pretrained_note`` for the run log.
     """
@@ -185,7 +187,7 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
     if r.tricks.zero_gamma:
         tricks.zero_last_bn_gamma(model)
     if r.model.pretrained and pretrained:
-        model.pretrained_note = _load_pretrained(model, r.model.pretrained)
+        model.pretrained_note = _load_pretrained(model, r.model.pretrained, classes)
     if r.model.freeze:
         bmodels.freeze(model, r.model.freeze)
     if dinfo is not None and dinfo.enabled and r.model.sync_bn:
@@ -196,9 +198,9 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
     return model
 
 
-def _load_pretrained(model: nn.Module, path: str) -> str:
+def _load_pretrained(model: nn.Module, path: str, classes: list[str] | None) -> str:
     try:
-        return bmodels.load_pretrained(model, path)
+        return bmodels.load_pretrained(model, path, classes)
     except BadInput as e:
         raise RecipeError(f"model.pretrained: {e}") from None
 
@@ -299,7 +301,7 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     if steps < 1:
         raise UsageError(f"train.batch_size: {tr.batch_size} x {dinfo.world_size} process(es) is larger than the "
                          f"{len(data.train.ds) if hasattr(data.train, 'ds') else 'available'} training images")
-    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo, pretrained)
+    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo, pretrained, data.classes or None)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher \
         else None
     optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size))

@@ -6,12 +6,14 @@ torchvision/timm state-dict file (``.pth``, ``.pt``, ``.bin``, ``.safetensors``)
 keys by the tables of :mod:`convert`. Nothing is fetched from a hub: the user passes a file.
 
 The classifier head (the model's last ``nn.Linear``) is the one part that may differ: when its shape
-does not match (another ``num_classes``) the model keeps its own freshly initialised head, and the
-returned log line says so. Any other missing, extra or differently shaped tensor is a
-``WeightsError`` naming the file, the key and both shapes; nothing is skipped silently.
+does not match (another ``num_classes``), or the file names other classes than the caller's
+``classes``, the model keeps its own freshly initialised head, and the returned log line says so.
+Any other missing, extra or differently shaped tensor is a ``WeightsError`` naming the file, the key
+and both shapes; nothing is skipped silently.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +34,7 @@ class Weights(NamedTuple):
     state: dict[str, torch.Tensor]
     ours: bool   # our key layout (run folder, checkpoint, our safetensors export)
     what: str    # for the log: which weights of which file
+    classes: list[str] | None = None  # the class names the file records (our checkpoints and exports)
 
 
 def classifier_head(model: nn.Module) -> str:
@@ -47,9 +50,10 @@ def _our_checkpoint(path: Path) -> Weights:
     ckpt = resolve_checkpoint(path)
     state = load_checkpoint(ckpt)
     ema = ema_weights(state)
+    classes = list(state.get("classes") or []) or None
     if ema is not None:
-        return Weights(ema, True, f"EMA weights of {ckpt.name}")
-    return Weights(state["model"], True, f"raw weights of {ckpt.name}, the run kept no EMA")
+        return Weights(ema, True, f"EMA weights of {ckpt.name}", classes)
+    return Weights(state["model"], True, f"raw weights of {ckpt.name}, the run kept no EMA", classes)
 
 
 def _safetensors(path: Path) -> Weights:
@@ -61,7 +65,8 @@ def _safetensors(path: Path) -> Weights:
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
     ours = meta.get("format") == OUR_FORMAT
-    return Weights(state, ours, "bagoftricks export" if ours else "safetensors state dict")
+    classes = json.loads(meta["classes"]) if ours and "classes" in meta else None
+    return Weights(state, ours, "bagoftricks export" if ours else "safetensors state dict", classes)
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -125,8 +130,7 @@ def _kind(state: dict) -> str:
     return f"state dict ({len(state)} tensors)"
 
 
-def _fit(model: nn.Module, state: dict, path: Path) -> tuple[dict, str]:
-    """``state`` checked key by key against the model; a mismatching head is replaced by the model's own."""
+def _check_keys(model: nn.Module, state: dict, path: Path) -> None:
     own = model.state_dict()
     arch = getattr(model, "arch", type(model).__name__)
     missing = [k for k in own if k not in state]
@@ -136,27 +140,35 @@ def _fit(model: nn.Module, state: dict, path: Path) -> tuple[dict, str]:
             (extra[0], f"is in the file but not in {arch}")
         more = len(missing) + len(extra) - 1
         raise WeightsError(f"{path}: key {k} {where}" + (f" (and {more} more mismatched keys)" if more else ""))
-    head = classifier_head(model)
-    head_keys = {k for k in own if k.startswith(head + ".")}
-    out, note = dict(state), ""
     for k, t in own.items():
-        if tuple(state[k].shape) == tuple(t.shape):
-            continue
-        if k not in head_keys:
+        if tuple(state[k].shape) != tuple(t.shape) and not k.startswith(classifier_head(model) + "."):
             raise WeightsError(f"{path}: {k} has shape {list(state[k].shape)} in the file and {list(t.shape)} in "
                                f"{arch}")
-        note = f"; classifier head {head} re-initialised ({state[head + '.weight'].shape[0]} classes in the file, " \
-               f"{own[head + '.weight'].shape[0]} here)"
-    if note:
-        out.update({k: own[k] for k in head_keys})
-    return out, note
 
 
-def load_pretrained(model: nn.Module, path: str | Path) -> str:
-    """Load the weights in ``path`` into the built ``model`` (in place); returns the line for the run log."""
+def _fit(model: nn.Module, state: dict, path: Path, why: str = "") -> tuple[dict, str]:
+    """``state`` checked key by key against the model; the head is replaced by the model's own when its shape
+    differs or ``why`` (other classes) is given."""
+    _check_keys(model, state, path)
+    own, head = model.state_dict(), classifier_head(model)
+    head_keys = [k for k in own if k.startswith(head + ".")]
+    if any(state[k].shape != own[k].shape for k in head_keys):
+        why = f"{state[head + '.weight'].shape[0]} classes in the file, {own[head + '.weight'].shape[0]} here"
+    if not why:
+        return dict(state), ""
+    return {**state, **{k: own[k] for k in head_keys}}, f"; classifier head {head} re-initialised ({why})"
+
+
+def load_pretrained(model: nn.Module, path: str | Path, classes: list[str] | None = None) -> str:
+    """Load the weights in ``path`` into the built ``model`` (in place); returns the line for the run log.
+
+    ``classes``: the model's class names. When the file records other ones (our runs and exports do),
+    the head is re-initialised even if its shape fits: a head trained for other classes is no start.
+    """
     p = Path(path)
     w = read_weights(p)
     state, layout = (w.state, "our layout") if w.ours else _convert(model, w.state, p)
-    state, note = _fit(model, state, p)
+    other = classes is not None and w.classes is not None and list(classes) != list(w.classes)
+    state, note = _fit(model, state, p, "the file's classes are others" if other else "")
     model.load_state_dict(state, strict=True)
     return f"pretrained weights from {p} ({w.what}, {layout}): {len(state)} tensors{note}"
