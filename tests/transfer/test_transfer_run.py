@@ -98,6 +98,19 @@ def test_cli_transfer_draw_and_exit_codes(tmp_path, capsys):
     assert cli.main(["transfer", "--task", "segment", "--recipe", str(r), "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert cli.main(["transfer", "--resume", str(out), "--no-progress"]) == 0      # complete: nothing to do
+    # `predict` on a transfer run draws its label maps; a bad file is named and does not stop the others
+    from PIL import Image
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(imgs / "a.png")
+    (imgs / "b.jpg").write_bytes(b"not an image")
+    capsys.readouterr()
+    assert cli.main(["predict", "--checkpoint", str(out), str(imgs), "--draw", str(tmp_path / "pics")]) == 0
+    text = capsys.readouterr().out
+    assert f"{imgs / 'a.png'} -> {tmp_path / 'pics' / 'a.png'}" in text and f"{imgs / 'b.jpg'}  error:" in text
+    assert Image.open(tmp_path / "pics" / "a.png").size == (32, 32)
+    assert cli.main(["predict", "--checkpoint", str(out), str(imgs / "b.jpg"), "--draw", str(tmp_path / "p2")]) == 2
+    assert not (tmp_path / "p2").exists()
     assert cli.main(["transfer", "--recipe", str(r), "--out", str(tmp_path / "x")]) == 2   # no --task
     assert cli.main(["transfer", "--task", "detect", "--recipe", str(r), "--set", "transfer.aux_weight=-1",
                      "--out", str(tmp_path / "y")]) == 2

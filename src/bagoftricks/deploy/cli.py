@@ -34,4 +34,7 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (the run's train.device), cpu, cuda or cuda:N")
     p.add_argument("--ema", action="store_true", help="use the EMA weights (tricks.ema_decay > 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--draw", default="predictions", metavar="DIR",
+                   help="a detection or segmentation run (bagoftricks transfer): draw its boxes or label map on "
+                        "each image into DIR/<file name>.png (default ./predictions)")
     tta_argument(p, "rank by the logits averaged over views (default: none)")

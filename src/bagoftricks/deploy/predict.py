@@ -103,7 +103,33 @@ def render(preds: list[Prediction], fails: list[Failure], fmt: str) -> str:
     return "\n".join(lines)
 
 
+def transfer_task(checkpoint: str) -> str:
+    """'detect' or 'segment' for a transfer run's checkpoint (or run folder), '' for a classifier's."""
+    from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    return str(load_checkpoint(resolve_checkpoint(checkpoint)).get("task", ""))
+
+
+def draw_predictions(paths: list[str], checkpoint: str, dest: str) -> tuple[list[tuple[str, str]], list[Failure]]:
+    """A detection/segmentation run's boxes or label maps drawn on every readable file under ``paths``
+    into dest/<file stem>.png; (file, png) pairs and the failures, each in file order."""
+    from bagoftricks.transfer.predict import draw_files
+    good, fails = [], []
+    for path in collect(paths):
+        try:
+            load_image(path, 3)
+            good.append(path)
+        except BadInput as e:
+            fails.append(Failure(path, str(e).removeprefix(f"{path}: ")))
+    written = draw_files(checkpoint, good, dest) if good else []
+    return [(src, str(out)) for src, out in zip(good, written)], fails
+
+
 def cmd_predict(args) -> int:
+    if transfer_task(args.checkpoint):
+        written, fails = draw_predictions(args.paths, args.checkpoint, args.draw)
+        print("\n".join([f"{src} -> {out}" for src, out in written] + [f"{f.path}  error: {f.reason}" for f in fails]))
+        print(f"{len(written)} image(s) drawn into {args.draw}, {len(fails)} could not be read", file=sys.stderr)
+        return 0 if written else 2
     preds, fails = predict_files(args.paths, args.checkpoint, topk=args.topk, batch_size=args.batch_size,
                                  device=args.device, use_ema=args.ema, tta=args.tta or "none",
                                  progress=False if args.no_progress else None)
