@@ -132,7 +132,8 @@ CASES = {
 # Fields whose effect is on the run itself (files, devices, processes), each with its own test below.
 RUN_LEVEL = {
     "model.sync_bn", "data.root", "data.strict", "data.download", "data.workers", "data.timeout",
-    "tricks.ema_decay", "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
+    "tricks.ema_decay", "tricks.lookahead_every", "tricks.lookahead_decay", "tricks.lookahead_ramp",
+    "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.log_every_steps",
     "train.max_bad_steps", "train.resume",
 }
@@ -242,6 +243,26 @@ def test_ema_is_evaluated_alongside(tmp_path):
     loop.train(make("train.epochs=1", "tricks.ema_decay=0.5"), tmp_path / "on", progress=False)
     assert "ema_val_top1" not in read_jsonl(tmp_path / "off" / "metrics.jsonl")[0]
     assert "ema_val_top1" in read_jsonl(tmp_path / "on" / "metrics.jsonl")[0]
+
+
+def _weights_after_steps(r, n):
+    t = setup.setup_training(r, CPU, DistInfo())
+    batches = t.data.train.epoch(0)
+    for s in range(n):
+        x, y = next(batches)
+        t.step(x, y, 0, s)
+    return torch.cat([p.detach().flatten() for p in t.model.parameters()])
+
+
+@pytest.mark.parametrize("key,a,b,extra", [
+    ("tricks.lookahead_every", 0, 2, ("tricks.lookahead_ramp=0",)),
+    ("tricks.lookahead_decay", 0.77, 0.3, ("tricks.lookahead_every=2", "tricks.lookahead_ramp=0")),
+    ("tricks.lookahead_ramp", 0.0, 3.0, ("tricks.lookahead_every=2",)),
+])
+def test_lookahead_fields_change_the_trained_weights(key, a, b, extra):
+    wa = _weights_after_steps(make(*extra, f"{key}={a}"), 2)
+    wb = _weights_after_steps(make(*extra, f"{key}={b}"), 2)
+    assert not torch.equal(wa, wb), key
 
 
 def test_compile_wraps_the_model(tmp_path, monkeypatch):

@@ -2,7 +2,8 @@
 
 The run-level tricks are applied here, in this order (the order fixes every random draw of the
 initialisation): model tweaks (the zoo builds them) -> zero γ -> SyncBN -> memory format -> teacher
-(distillation) -> param groups (no bias decay) -> base lr (linear scaling) -> loss scaler -> EMA.
+(distillation) -> param groups (no bias decay) -> base lr (linear scaling) -> loss scaler -> EMA ->
+lookahead.
 `setup_training` returns all of it, with the one training step (`engine.step.TrainStep`) bound to
 it; the loop, `bench` and the wiring test all start from it.
 """
@@ -256,6 +257,7 @@ class Training:
     scaler: torch.amp.GradScaler
     ema: tricks.ModelEMA | None
     step: object  # engine.step.TrainStep
+    lookahead: tricks.Lookahead | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -278,7 +280,8 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size))
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
     ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
-    t = Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, None)
+    lookahead = tricks.Lookahead(model) if tk.lookahead_every > 0 else None
+    t = Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, None, lookahead)
     t.step = TrainStep(t)
     return t
 

@@ -2,7 +2,7 @@
 
 Per step, in this order: lr (warmup + step/cosine) -> seeded generators -> (smoothed) targets ->
 mixup/CutMix -> Cutout/erasing -> forward under autocast (+ teacher) -> loss -> guarded backward and
-optimizer step -> EMA update.
+optimizer step -> lookahead sync (every k steps) -> EMA update.
 
 Determinism: every random draw of step s in epoch e comes from generators seeded with
 (seed, e, s, rank): torch's global generator (dropout, drop-path), a generator on the batch's device
@@ -128,9 +128,20 @@ class TrainStep:
             t.optimizer.zero_grad(set_to_none=True)
             # every rank skips together (DDP's averaged gradients, plus an all-reduce of the flag)
             skipped = tricks.step_with_scaler(t.scaler, t.optimizer, loss, reduce_flag=self.reduce_flag)
+            self.lookahead(epoch, s)
             if t.ema is not None:
                 t.ema.update(t.model, r.tricks.ema_decay, skip=skipped)
         return StepResult(loss, skipped, self.bad_step(loss, skipped), lr)
+
+    def lookahead(self, epoch: int, s: int) -> None:
+        """Every tricks.lookahead_every steps: the slow weights step towards the fast ones, which are reset
+        to them, with a decay ramped over the planned length of the run."""
+        t, tk = self.t, self.t.recipe.tricks
+        gstep = epoch * t.steps_per_epoch + s
+        if t.lookahead is None or not tricks.is_sync_step(gstep, tk.lookahead_every):
+            return
+        total = planned_epochs(t.recipe, epoch) * t.steps_per_epoch
+        t.lookahead.sync(t.model, tricks.lookahead_decay(gstep + 1, total, tk.lookahead_decay, tk.lookahead_ramp))
 
     def forward_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         t = self.t

@@ -19,6 +19,7 @@ _EXPORTS = {
     "ModelEMA": "ema", "unwrap": "ema",
     "grads_nonfinite": "guarded_step", "loss_scaler": "guarded_step", "prepare_momentum": "guarded_step",
     "skips_on_device": "guarded_step", "step_with_scaler": "guarded_step",
+    "Lookahead": "lookahead", "is_sync_step": "lookahead", "lookahead_decay": "lookahead",
     "optimal_logit_gap": "label_smoothing", "smoothed_targets": "label_smoothing",
     "soft_cross_entropy": "loss",
     "batch_permutation": "mixup", "mix": "mixup", "sample_lambda": "mixup",
