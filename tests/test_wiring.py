@@ -110,6 +110,8 @@ CASES = {
     "tricks.warmup_epochs": (0.0, 1.5, "lr", ()),
     "tricks.zero_gamma": (False, True, "model", ()),
     "tricks.no_bias_decay": (False, True, "groups", ()),
+    "tricks.bn_lr_mult": (1.0, 4.0, "groups", ()),
+    "tricks.bn_freeze_gamma": (False, True, "groups", ()),
     "tricks.label_smoothing": (0.0, 0.1, "loss", ()),
     "tricks.label_smoothing_form": ("paper", "uniform", "prepared_first", ("tricks.label_smoothing=0.2",)),
     "tricks.mixup_alpha": (0.0, 0.2, "prepared_first", ()),

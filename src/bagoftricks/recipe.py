@@ -89,6 +89,8 @@ class TricksConfig:
     warmup_epochs: float = 0.0      # §3.1 linear ramp from 0, per iteration; paper: 5
     zero_gamma: bool = False        # §3.1 gamma = 0 in the last BN of each residual block
     no_bias_decay: bool = False     # §3.1 weight decay on conv/linear weights only
+    bn_lr_mult: float = 1.0         # lr of batch-norm gamma/beta = scheduled lr x this; 1 = off; airbench: ~64 on beta
+    bn_freeze_gamma: bool = False   # batch-norm gamma fixed at 1 (not trained); airbench: on
     label_smoothing: float = 0.0    # §5.2 epsilon; paper: 0.1
     label_smoothing_form: str = "paper"  # paper: eps/(K-1) on wrong classes | uniform: eps/K (timm/torchvision)
     mixup_alpha: float = 0.0        # §5.4 Beta(alpha, alpha); 0 = off; paper: 0.2
@@ -427,6 +429,12 @@ def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> N
     _check_pair(t.warmup_epochs < epochs, changed,
                 ("tricks.warmup_epochs", t.warmup_epochs, f"must be below train.epochs ({epochs})"),
                 ("train.epochs", epochs, f"must be more than tricks.warmup_epochs ({t.warmup_epochs:g})"))
+    _check(math.isfinite(t.bn_lr_mult) and t.bn_lr_mult > 0, "tricks.bn_lr_mult", t.bn_lr_mult, "must be > 0")
+    _check_pair(not (t.bn_freeze_gamma and t.zero_gamma), changed,
+                ("tricks.bn_freeze_gamma", t.bn_freeze_gamma, "would freeze tricks.zero_gamma's γ = 0 (switching "
+                                                              "residual branches off for good); set one of the two"),
+                ("tricks.zero_gamma", t.zero_gamma, "would be frozen at γ = 0 by tricks.bn_freeze_gamma; set one "
+                                                    "of the two"))
     _check(0.0 <= t.label_smoothing < 1.0, "tricks.label_smoothing", t.label_smoothing, "must be in [0, 1)")
     _check(t.mixup_alpha >= 0, "tricks.mixup_alpha", t.mixup_alpha, "must be >= 0 (0 = off)")
     _check(t.cutmix_alpha >= 0, "tricks.cutmix_alpha", t.cutmix_alpha, "must be >= 0 (0 = off)")

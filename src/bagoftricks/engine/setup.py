@@ -1,8 +1,8 @@
 """Everything a run builds once from its recipe: device, data, model, teacher, optimizer, scaler, EMA.
 
 The run-level tricks are applied here, in this order (the order fixes every random draw of the
-initialisation): model tweaks (the zoo builds them) -> zero γ -> SyncBN -> memory format -> teacher
-(distillation) -> param groups (no bias decay) -> base lr (linear scaling) -> loss scaler -> EMA ->
+initialisation): model tweaks (the zoo builds them) -> zero γ -> SyncBN -> frozen BN γ -> memory format -> teacher
+(distillation) -> param groups (no bias decay, BN lr) -> base lr (linear scaling) -> loss scaler -> EMA ->
 lookahead.
 `setup_training` returns all of it, with the one training step (`engine.step.TrainStep`) bound to
 it; the loop, `bench` and the wiring test all start from it.
@@ -170,13 +170,15 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
 
 def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
                 dinfo: bdist.DistInfo | None = None) -> nn.Module:
-    """The seeded model with the run-level tricks applied: zero gamma, SyncBN, memory format."""
+    """The seeded model with the run-level tricks applied: zero gamma, SyncBN, frozen BN γ, memory format."""
     torch.manual_seed(r.train.seed)
     model = recipe_model(r, num_classes, in_channels)
     if r.tricks.zero_gamma:
         tricks.zero_last_bn_gamma(model)
     if dinfo is not None and dinfo.enabled and r.model.sync_bn:
         model = syncbn.convert(model, device)  # torch's on CUDA, the portable one on CPU (gloo)
+    if r.tricks.bn_freeze_gamma:
+        tricks.freeze_bn_gamma(model)
     model.to(device)
     if r.train.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -234,7 +236,7 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimi
     (or this torch), torch's default (foreach on accelerators) is used and a skip costs one sync.
     """
     kw = dict(lr=lr, momentum=r.optim.momentum, nesterov=r.optim.nesterov, weight_decay=r.optim.weight_decay)
-    groups = lambda: tricks.param_groups(model, r.optim.weight_decay, r.tricks.no_bias_decay)
+    groups = lambda: tricks.param_groups(model, r.optim.weight_decay, r.tricks.no_bias_decay, r.tricks.bn_lr_mult)
     try:
         opt = torch.optim.SGD(groups(), fused=True, **kw)
     except (RuntimeError, ValueError, TypeError):  # SGD fills in the group dicts it is given: fresh ones

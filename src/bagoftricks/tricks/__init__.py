@@ -13,6 +13,7 @@ from bagoftricks.lazy import lazy_exports
 
 # exported name -> the module that defines it
 _EXPORTS = {
+    "freeze_bn_gamma": "bn_tweaks",
     "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix",
     "cutout": "cutout", "random_erasing": "cutout",
     "distillation_loss": "distillation",
