@@ -91,6 +91,7 @@ CASES = {
     "data.augment": ("paper", "small", "batch", ()),
     "data.crop_area_min": (0.08, 0.9, "batch", ()),
     "data.flip": (0.5, 0.0, "batch", ()),
+    "data.flip_mode": ("random", "alternate", "batch", ()),
     "data.jitter": (0.4, 0.0, "batch", ()),
     "data.lighting": (0.1, 0.0, "batch", ()),
     "data.pad": (4, 1, "batch", ("data.augment=small",)),

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from bagoftricks.data.catalog import AUGMENTS, DATASETS
+from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES
 from bagoftricks.errors import RecipeError
 from bagoftricks.models.catalog import ACTIVATIONS, INITS, VARIANTS, list_models
 from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS
@@ -52,6 +52,7 @@ class DataConfig:
     augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
+    flip_mode: str = "random"       # random (per image and epoch) | alternate (drawn once, inverted each epoch)
     jitter: float = 0.4             # brightness/saturation/hue factors uniform in [1-j, 1+j]; paper: 0.4
     lighting: float = 0.1           # PCA lighting noise std; paper: 0.1
     pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
@@ -153,6 +154,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": DATASETS,
     "data.augment": AUGMENTS,
     "data.in_memory": IN_MEMORY,
+    "data.flip_mode": FLIP_MODES,
     "model.variant": tuple(VARIANTS),
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
@@ -390,6 +392,8 @@ def _validate_data(d: DataConfig) -> None:
            f"is used with data.augment: paper only ('{d.augment}' trains and evaluates on the whole image)")
     _check(0.0 < d.crop_area_min <= 1.0, "data.crop_area_min", d.crop_area_min, "must be in (0, 1]")
     _check(0.0 <= d.flip <= 1.0, "data.flip", d.flip, "must be a probability in [0, 1]")
+    _check(d.flip_mode == "random" or d.augment != "none", "data.flip_mode", d.flip_mode,
+           "flips images, but data.augment is 'none' (no augmentation); use 'random' or another data.augment")
     _check(0.0 <= d.jitter < 1.0, "data.jitter", d.jitter, "must be in [0, 1)")
     _check(d.lighting >= 0.0, "data.lighting", d.lighting, "must be >= 0")
     _check(d.pad >= 0, "data.pad", d.pad, "must be >= 0")

@@ -25,7 +25,8 @@ def assert_bitwise_equal(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("extra", [(), RANDOM_TRICKS, ("data.in_memory=never", "data.workers=0", "data.augment=paper")],
+@pytest.mark.parametrize("extra", [(), RANDOM_TRICKS, ("data.in_memory=never", "data.workers=0", "data.augment=paper",
+                                                       "data.flip_mode=alternate")],
                          ids=["plain", "random-tricks", "per-image-loader"])
 def test_mid_epoch_resume_is_bitwise(tmp_path, extra):
     r = tiny("train.epochs=3", *extra)          # 4 steps per epoch, 12 steps

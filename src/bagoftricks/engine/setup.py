@@ -10,6 +10,7 @@ it; the loop, `bench` and the wiring test all start from it.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -88,6 +89,13 @@ class _PerImage:
         return self.augment.per_image(img, generator)
 
 
+def _alternating_flips(r: Recipe, n: int, device: torch.device) -> Callable:
+    """data.flip_mode "alternate": flips(index, epoch), one bit per image drawn once (the same on every
+    rank), inverted every epoch."""
+    bits = tricks.flip_bits(n, r.data.flip, r.train.seed).to(device)
+    return functools.partial(tricks.epoch_flips, bits)
+
+
 def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: bdist.DistInfo):
     """The training batches: in memory and augmented in whole batches when the split fits, else per image."""
     d, t = r.data, r.tricks
@@ -95,8 +103,11 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
         raise UsageError(f"data.in_memory: 'always' but {d.name} at {d.root or 'its default root'} "
                          f"does not fit in memory")
     in_memory = isinstance(train_ds, bdata.TensorDataset) and d.in_memory != "never"
-    augment = bdata.BatchAugment(d.image_size, d.augment, area=(d.crop_area_min, 1.0), flip=d.flip,
-                                 jitter=d.jitter, lighting=d.lighting, pad=d.pad, mean=mean, std=std)
+    alternate = d.flip_mode == "alternate"
+    augment = bdata.BatchAugment(d.image_size, d.augment, area=(d.crop_area_min, 1.0),
+                                 flip=0.0 if alternate else d.flip, jitter=d.jitter, lighting=d.lighting, pad=d.pad,
+                                 mean=mean, std=std)
+    flips = _alternating_flips(r, len(train_ds), device if in_memory else torch.device("cpu")) if alternate else None
     pre = None
     if t.randaugment_ops > 0:
         ops, mag = t.randaugment_ops, t.randaugment_magnitude
@@ -104,10 +115,10 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
     if in_memory:
         transform = _PreAugment(pre, augment) if pre else augment
         return bdata.MemoryBatches(train_ds, r.train.batch_size, transform, device, r.train.seed,
-                                   rank=dinfo.rank, world_size=dinfo.world_size), True
+                                   rank=dinfo.rank, world_size=dinfo.world_size, flips=flips), True
     return bdata.LoaderBatches(train_ds, r.train.batch_size, _PerImage(pre, augment), device, r.train.seed,
                                rank=dinfo.rank, world_size=dinfo.world_size, workers=d.workers,
-                               timeout=d.timeout), False
+                               timeout=d.timeout, flips=flips), False
 
 
 def eval_crop_ratio(r: Recipe) -> float:

@@ -14,6 +14,7 @@ from bagoftricks.lazy import lazy_exports
 # exported name -> the module that defines it
 _EXPORTS = {
     "freeze_bn_gamma": "bn_tweaks",
+    "epoch_flips": "alternating_flip", "flip_bits": "alternating_flip", "flip_where": "alternating_flip",
     "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix",
     "cutout": "cutout", "random_erasing": "cutout",
     "distillation_loss": "distillation",
