@@ -84,6 +84,7 @@ CASES = {
                                                "data.image_size=32")),
     "model.drop_path": (0.0, 0.5, "loss", ()),
     "model.width_mult": (1.0, 0.5, "model", ("model.arch=mobilenet_v1", "model.width=0", "data.image_size=32")),
+    "model.stem": ("learned", "whiten", "model", ("model.arch=airbench",)),
     "data.name": ("synthetic", "imagefolder", "batch", ("data.root=@folder",)),
     "data.train_limit": (0, 32, "batch", ()),
     "data.image_size": (16, 12, "batch", ()),

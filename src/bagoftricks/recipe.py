@@ -22,7 +22,7 @@ import yaml
 
 from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES
 from bagoftricks.errors import RecipeError
-from bagoftricks.models.catalog import ACTIVATIONS, INITS, VARIANTS, list_models
+from bagoftricks.models.catalog import ACTIVATIONS, INITS, STEMS, VARIANTS, list_models
 from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
@@ -40,6 +40,7 @@ class ModelConfig:
     drop_path: float = 0.0          # stochastic depth: max per-block drop probability in [0, 1)
     width_mult: float = 1.0         # MobileNet width multiplier in (0, 1]
     sync_bn: bool = False           # SyncBatchNorm across ranks under torchrun
+    stem: str = "learned"           # airbench: learned | whiten (frozen, from the training images' patch covariance)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.variant": tuple(VARIANTS),
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
+    "model.stem": STEMS,
     "schedule.kind": SCHEDULE_KINDS,
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
     "train.precision": PRECISIONS,

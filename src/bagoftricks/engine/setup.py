@@ -174,7 +174,7 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
         return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
                                    activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
                                    width_per_group=m.width_per_group, drop_path=m.drop_path,
-                                   width_mult=m.width_mult)
+                                   width_mult=m.width_mult, stem=m.stem)
     except ValueError as e:  # an option the architecture lacks, or widths that do not fit: bad input
         raise RecipeError(f"model: {e}") from None
 
@@ -194,6 +194,20 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
     if r.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+WHITEN_IMAGES = 5000  # training images whose patches set a whitening stem (airbench: 5000)
+
+
+def fit_stem(model: nn.Module, data: DataBundle) -> None:
+    """model.stem "whiten": the stem's filters from the patch covariance of the first WHITEN_IMAGES
+    training images, unaugmented, framed and normalised as at evaluation."""
+    ds = getattr(data.train, "ds", None)
+    if not isinstance(ds, bdata.TensorDataset):
+        raise UsageError("model.stem: 'whiten' needs a dataset held in memory (fashion_mnist, cifar10/100, "
+                         "synthetic); this one is read image by image")
+    images = data.eval_transform(ds.images[:WHITEN_IMAGES])
+    tricks.fit_whitening(model.stem, images)
 
 
 def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
@@ -288,6 +302,8 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
         raise UsageError(f"train.batch_size: {tr.batch_size} x {dinfo.world_size} process(es) is larger than the "
                          f"{len(data.train.ds) if hasattr(data.train, 'ds') else 'available'} training images")
     model = setup_model(r, data.num_classes, data.in_channels, device, dinfo)
+    if r.model.stem == "whiten":
+        fit_stem(model, data)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher \
         else None
     optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size))

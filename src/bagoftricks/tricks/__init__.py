@@ -28,6 +28,7 @@ _EXPORTS = {
     "param_groups": "param_groups",
     "randaugment": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
+    "fit_whitening": "whitening", "patch_covariance": "whitening", "whitening_filters": "whitening",
     "zero_last_bn_gamma": "zero_gamma",
 }
 __all__ = sorted(_EXPORTS)
