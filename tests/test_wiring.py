@@ -88,6 +88,7 @@ CASES = {
     "data.name": ("synthetic", "imagefolder", "batch", ("data.root=@folder",)),
     "data.train_limit": (0, 32, "batch", ()),
     "data.image_size": (16, 12, "batch", ()),
+    "data.progressive_sizes": ([], [8], "prepared_first", ()),
     "data.crop_ratio": (0.875, 0.5, "eval", ("data.name=imagefolder", "data.root=@folder")),
     "data.augment": ("paper", "small", "batch", ()),
     "data.crop_area_min": (0.08, 0.9, "batch", ()),

@@ -49,6 +49,8 @@ class DataConfig:
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
+    progressive_sizes: tuple[int, ...] = ()  # training image size of epochs 1, 2, ...; later epochs at image_size;
+    #                                          () = off; e.g. [20, 24] (progressive resizing, FFCV-style)
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
     augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
@@ -228,12 +230,13 @@ def _coerce(key: str, typ, value: Any) -> Any:
             return tuple(_coerce(key, elem, v) for v in value)
     except (TypeError, ValueError):
         pass
-    what = _TYPE_WORDS.get(typ, "a list of epochs, e.g. [30, 60, 90]")
+    what = _TYPE_WORDS.get(typ) or _LIST_WORDS.get(key, "a list of epochs, e.g. [30, 60, 90]")
     raise RecipeError(f"{key}: expected {what}, got {given!r}")
 
 
-# How a value of each field type is described in an error (the tuple fields all hold epochs).
+# How a value of each field type is described in an error (the tuple fields hold epochs, unless listed).
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_LIST_WORDS = {"data.progressive_sizes": "a list of image sizes in pixels, e.g. [20, 24]"}
 
 
 def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
@@ -370,6 +373,7 @@ def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Rec
     _validate_train(r.train)  # before the rules that compare other fields with train.epochs
     _validate_optim(r.optim, r.schedule, changed)
     _validate_schedule_length(r.schedule, r.train.epochs, changed)
+    _validate_progressive(r.data, r.train.epochs, changed)
     _validate_tricks(r.tricks, r.train.epochs, changed)
     return r
 
@@ -428,6 +432,16 @@ def _validate_schedule_length(s: ScheduleConfig, epochs: int, changed: frozenset
                 ("schedule.extended_from", ext, f"must be below train.epochs ({epochs})"),
                 ("train.epochs", epochs, f"must be more than the extended run's {ext[-1] if ext else 0} epochs "
                                          f"(schedule.extended_from)"))
+
+
+def _validate_progressive(d: DataConfig, epochs: int, changed: frozenset[str]) -> None:
+    sizes = list(d.progressive_sizes)
+    _check(all(8 <= s <= d.image_size for s in sizes), "data.progressive_sizes", sizes,
+           f"must be sizes in [8, data.image_size ({d.image_size})] pixels")
+    _check_pair(len(sizes) < epochs, changed,
+                ("data.progressive_sizes", sizes, f"must leave the last epoch at data.image_size: at most "
+                                                  f"train.epochs - 1 ({epochs - 1}) sizes"),
+                ("train.epochs", epochs, f"must be more than the {len(sizes)} epochs of data.progressive_sizes"))
 
 
 def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> None:

@@ -28,7 +28,8 @@ def assert_bitwise_equal(a: dict, b: dict):
 @pytest.mark.parametrize("extra", [(), RANDOM_TRICKS, ("data.in_memory=never", "data.workers=0", "data.augment=paper",
                                                        "data.flip_mode=alternate"),
                                    ("model.arch=airbench", "model.stem=whiten", "tricks.bn_freeze_gamma=true",
-                                    "data.flip_mode=alternate", "tricks.lookahead_every=2")],
+                                    "data.flip_mode=alternate", "tricks.lookahead_every=2",
+                                    "data.progressive_sizes=[12]")],
                          ids=["plain", "random-tricks", "per-image-loader", "airbench-whiten"])
 def test_mid_epoch_resume_is_bitwise(tmp_path, extra):
     r = tiny("train.epochs=3", *extra)          # 4 steps per epoch, 12 steps

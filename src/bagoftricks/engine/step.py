@@ -1,8 +1,8 @@
 """The training step, written once: the loop, `bench` and the wiring test all call `TrainStep`.
 
-Per step, in this order: lr (warmup + step/cosine) -> seeded generators -> (smoothed) targets ->
-mixup/CutMix -> Cutout/erasing -> forward under autocast (+ teacher) -> loss -> guarded backward and
-optimizer step -> lookahead sync (every k steps) -> EMA update.
+Per step, in this order: lr (warmup + step/cosine) -> seeded generators -> progressive resize ->
+(smoothed) targets -> mixup/CutMix -> Cutout/erasing -> forward under autocast (+ teacher) -> loss ->
+guarded backward and optimizer step -> lookahead sync (every k steps) -> EMA update.
 
 Determinism: every random draw of step s in epoch e comes from generators seeded with
 (seed, e, s, rank): torch's global generator (dropout, drop-path), a generator on the batch's device
@@ -41,7 +41,7 @@ def mixing_active(r: Recipe, epoch: int) -> bool:
 
 def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int, epoch: int, g: torch.Generator,
                   soft: bool, host_generator: torch.Generator | None = None):
-    """Targets, mixing and erasing for one batch: returns (x, targets or None).
+    """Progressive resizing, targets, mixing and erasing for one batch: returns (x, targets or None).
 
     Per-image draws (partners, boxes, erasing) come from `g`, on the batch's device; the batch's
     scalars (mixup or CutMix, λ, the CutMix box) from `host_generator` (default: `g`). Smoothed
@@ -49,6 +49,7 @@ def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     """
     t = r.tricks
     gh = host_generator if host_generator is not None else g
+    x = tricks.resize_batch(x, tricks.epoch_size(r.data.progressive_sizes, epoch, r.data.image_size))
     mixing = mixing_active(r, epoch)
     targets = make_targets(r, y, num_classes, soft or mixing)
     if mixing:

@@ -26,6 +26,7 @@ _EXPORTS = {
     "soft_cross_entropy": "loss",
     "batch_permutation": "mixup", "mix": "mixup", "sample_lambda": "mixup",
     "param_groups": "param_groups",
+    "epoch_size": "progressive_resize", "resize_batch": "progressive_resize",
     "randaugment": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
     "fit_whitening": "whitening", "patch_covariance": "whitening", "whitening_filters": "whitening",
