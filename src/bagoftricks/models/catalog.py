@@ -102,7 +102,7 @@ def _specs() -> dict[str, ModelSpec]:
         ModelSpec("seresnet50", "resnet", 224, 50, dict(se_reduction=16), "SE-ResNet-50 (Hu et al. 2018), r = 16"),
         ModelSpec("seresnext50_32x4d", "resnet", 224, 50, dict(resnext, se_reduction=16),
                   "SE-ResNeXt-50 32×4d, r = 16"),
-        ModelSpec("airbench", "airbench", 32, 0, dict(activation="gelu"),
+        ModelSpec("airbench", "airbench", 32, 0, dict(activation="gelu", width=64),
                   "airbench-style net for 28–32 px (Jordan 2024): 2×2 stem, 3 conv–pool–BN–GELU groups "
                   "(w, 4w, 4w; w = 64), no residuals; model.stem: whiten freezes the stem to patch whitening"),
         ModelSpec("mobilenet_v1", "mobilenet", 224, 0, {}, "MobileNet v1 (Howard et al. 2017), width_mult α"),
