@@ -113,7 +113,21 @@ INVALID = [
     ("schedule.milestones=[60,30]", "schedule.milestones"),
     ("tricks.ema_decay=1.0", "tricks.ema_decay"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints"),
+    ("model.freeze=layer5", "model.freeze"),
+    ("optim.head_lr_mult=0", "optim.head_lr_mult"),
+    ("tricks.tta=rotate", "tricks.tta"),
+    ("data.class_subset=[3]", "data.class_subset"),
 ]
+
+
+@pytest.mark.parametrize("arch, freeze, say", [
+    ("resnet20", "layer4", r"resnet20 has 3 stages \(layer1..layer3\)"),
+    ("mobilenet_v1", "stem", "freezes ResNet stages; mobilenet_v1 has none"),
+])
+def test_freeze_names_the_stages_the_model_has(arch, freeze, say):
+    with pytest.raises(RecipeError, match=say):
+        recipe.validate(recipe.apply_overrides(Recipe(), [f"model.arch={arch}", f"model.freeze={freeze}"]))
+    assert recipe.validate(recipe.apply_overrides(Recipe(), ["model.arch=resnet20", "model.freeze=layer3"]))
 
 
 @pytest.mark.parametrize("item, field", INVALID)
@@ -130,7 +144,7 @@ def test_unknown_arch_suggests_close_name():
 
 def test_dump_is_plain_yaml():
     d = yaml.safe_load(recipe.dump(Recipe()))
-    assert set(d) == {"model", "data", "optim", "schedule", "tricks", "train"}
+    assert set(d) == {"model", "data", "optim", "schedule", "tricks", "train", "transfer"}
     assert d["schedule"]["milestones"] == [30.0, 60.0, 90.0]
 
 

@@ -85,8 +85,11 @@ CASES = {
     "model.drop_path": (0.0, 0.5, "loss", ()),
     "model.width_mult": (1.0, 0.5, "model", ("model.arch=mobilenet_v1", "model.width=0", "data.image_size=32")),
     "model.stem": ("learned", "whiten", "model", ("model.arch=airbench",)),
+    "model.pretrained": ("", "@teacher", "model", ("model.variant=D",)),
+    "model.freeze": ("", "layer1", "groups", ()),
     "data.name": ("synthetic", "imagefolder", "batch", ("data.root=@folder",)),
     "data.train_limit": (0, 32, "batch", ()),
+    "data.class_subset": ([], [3, 0], "model", ()),
     "data.image_size": (16, 12, "batch", ()),
     "data.progressive_sizes": ([], [8], "prepared_first", ()),
     "data.crop_ratio": (0.875, 0.5, "eval", ("data.name=imagefolder", "data.root=@folder")),
@@ -104,6 +107,7 @@ CASES = {
     "optim.momentum": (0.9, 0.5, "groups", ()),
     "optim.nesterov": (True, False, "groups", ()),
     "optim.weight_decay": (1e-4, 5e-4, "groups", ()),
+    "optim.head_lr_mult": (1.0, 10.0, "groups", ()),
     "schedule.kind": ("step", "cosine", "lr", ()),
     "schedule.milestones": ([1, 2], [2, 3], "lr", ()),
     "schedule.gamma": (0.1, 0.5, "lr", ("schedule.milestones=[1]",)),
@@ -140,12 +144,13 @@ RUN_LEVEL = {
     "tricks.ema_decay", "tricks.lookahead_every", "tricks.lookahead_decay", "tricks.lookahead_ramp",
     "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.log_every_steps",
-    "train.max_bad_steps", "train.resume",
+    "train.max_bad_steps", "train.resume", "tricks.tta",
 }
 
 
 def test_every_field_has_a_wiring_case():
-    covered = set(CASES) | RUN_LEVEL
+    from tests.transfer.test_transfer_wiring import CASES as TRANSFER_CASES  # the transfer section's own cases
+    covered = set(CASES) | RUN_LEVEL | {k for k in TRANSFER_CASES if k.startswith("transfer.")}
     missing = sorted(set(recipe.all_keys()) - covered)
     assert not missing, f"recipe fields without a wiring test: {missing}"
     assert not (set(CASES) & RUN_LEVEL)
@@ -188,6 +193,12 @@ def test_field_changes_what_it_promises(key, folder, teacher):
     rb = make(*extra, f"{key}={vb}")
     changed = differs(ra, rb)
     assert aspect in changed, f"{key}: {a!r} -> {b!r} changed {changed}, expected {aspect}"
+
+
+@pytest.mark.parametrize("key, a, b", [("data.jitter", 0.4, 0.0), ("data.lighting", 0.1, 0.0)])
+def test_jitter_and_lighting_apply_with_the_small_preset_too(key, a, b):
+    # data.augment: small is pad-and-crop + flip, then the recipe's colour jitter and lighting (0 = off).
+    assert "batch" in differs(make("data.augment=small", f"{key}={a}"), make("data.augment=small", f"{key}={b}"))
 
 
 # ------------------------------------------------------------------------------ run-level fields
@@ -367,3 +378,35 @@ def test_resume_auto_continues_instead_of_refusing(tmp_path):
         loop.train(r, tmp_path / "r", progress=False)
     final = loop.train(make("train.epochs=2", "train.resume=auto"), tmp_path / "r", progress=False)
     assert final["epoch"] == 2
+
+
+def test_tta_is_reported_beside_the_plain_top1(tmp_path):
+    loop.train(make("train.epochs=1"), tmp_path / "off", progress=False)
+    loop.train(make("train.epochs=1", "tricks.tta=flip"), tmp_path / "on", progress=False)
+    off = read_jsonl(tmp_path / "off" / "metrics.jsonl")[0]
+    on = read_jsonl(tmp_path / "on" / "metrics.jsonl")[0]
+    assert "val_tta_top1" not in off and {"val_tta_top1", "val_tta_top5"} <= set(on)
+    assert on["val_top1"] == off["val_top1"]  # the plain number is unchanged by the extra views
+    assert "(TTA flip: top-1" in (tmp_path / "on" / "run.log").read_text()
+
+
+def test_head_lr_mult_scales_the_heads_lr_in_the_step():
+    t = setup.setup_training(make("optim.head_lr_mult=10"), CPU, DistInfo())
+    lr = t.step.set_lr(0, 3)
+    by_name = {g["name"]: g for g in t.optimizer.param_groups}
+    head = {id(p) for p in t.model.fc.parameters()}
+    assert {id(p) for p in by_name["head_decay"]["params"]} == head
+    assert by_name["head_decay"]["lr"] == pytest.approx(10 * lr) and by_name["decay"]["lr"] == pytest.approx(lr)
+
+
+def test_freeze_keeps_frozen_bn_in_eval_mode_and_weights_fixed():
+    t = setup.setup_training(make("model.freeze=layer1", "optim.lr=0.5"), CPU, DistInfo())
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    for s in range(2):
+        x, y = next(iter(t.data.train.epoch(0)))
+        t.step(x, y, 0, s)
+    after = t.model.state_dict()
+    frozen = [k for k in after if k.startswith(("conv1", "bn1", "layer1."))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # running stats included
+    assert not torch.equal(before["layer2.0.conv1.weight"], after["layer2.0.conv1.weight"])
+    assert not t.model.layer1[0].bn1.training and t.model.layer2[0].bn1.training

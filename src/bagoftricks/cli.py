@@ -60,6 +60,12 @@ COMMANDS: dict[str, Command] = {
                       "bagoftricks.ablate.cli:add_arguments", "bagoftricks.ablate.cli:cmd_ablate"),
     "report": Command("tables and figures of ablation sweeps (Markdown + HTML)",
                       "bagoftricks.report:add_arguments", "bagoftricks.report:cmd_report"),
+    "transfer": Command("fine-tune a backbone as a Faster R-CNN detector or an FCN segmenter (§6) into a run folder",
+                        "bagoftricks.cli:transfer_arguments", "bagoftricks.transfer.cli:cmd_transfer"),
+    "export": Command("write a run's model as safetensors, torchvision/timm weights, ONNX or torch.export",
+                      "bagoftricks.deploy.cli:export_arguments", "bagoftricks.deploy.export:cmd_export"),
+    "predict": Command("top-k classes of image files or folders with a run's model",
+                       "bagoftricks.deploy.cli:predict_arguments", "bagoftricks.deploy.predict:cmd_predict"),
     "bench": Command("training/eval/loader img/s, peak memory, MFU and speed-up over plain PyTorch",
                      "bagoftricks.cli:bench_arguments", "bagoftricks.bench:cmd_bench"),
 }
@@ -90,6 +96,20 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
 
 
+def transfer_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("Put a classifier's backbone (the model section, its weights model.pretrained) under "
+                     "torchvision's Faster R-CNN with an FPN (--task detect) or FCN (--task segment) and train it "
+                     "into a run folder like `train` does: metrics.jsonl holds mAP (map_50, map) or mIoU and pixel "
+                     "accuracy per epoch.")
+    p.add_argument("--task", choices=("detect", "segment"), help="detect or segment (sets transfer.task)")
+    recipe_arguments(p)
+    p.add_argument("--out", metavar="DIR", help="the new run folder")
+    p.add_argument("--resume", metavar="RUN", help="continue the transfer run in RUN from its newest valid checkpoint")
+    p.add_argument("--draw", type=int, default=0, metavar="N",
+                   help="after training, draw the predictions on the first N test images into RUN/predictions/*.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (epoch lines only)")
+
+
 def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
                    help="checkpoint file, or a run folder (its newest valid checkpoint)")
@@ -98,6 +118,13 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="override data.* fields of the run's recipe (repeatable)")
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda or cuda:N")
     p.add_argument("--ema", action="store_true", help="evaluate the EMA weights (tricks.ema_decay > 0)")
+    tta_argument(p, "also report top-1/top-5 with test-time augmentation (default: the run's tricks.tta)")
+
+
+def tta_argument(p: argparse.ArgumentParser, what: str) -> None:
+    from bagoftricks.tricks.catalog import TTA_MODES
+    p.add_argument("--tta", choices=TTA_MODES, default=None,
+                   help=f"{what}: flip = mean logits of the image and its mirror; flip_shift = also +-2 px shifts")
 
 
 def models_arguments(p: argparse.ArgumentParser) -> None:
@@ -194,7 +221,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from bagoftricks.engine.evaluate import evaluate_checkpoint
     res = evaluate_checkpoint(args.checkpoint, data_root=args.data, overrides=args.overrides, device=args.device,
-                              use_ema=args.ema)
+                              use_ema=args.ema, tta=args.tta)
     print(json.dumps(res))
     return EXIT_OK
 
@@ -283,9 +310,10 @@ def _command_word(argv: list[str]) -> str | None:
 def _resume_hint(e: TrainingInterrupted) -> str:
     """The command that continues an interrupted run (its folder holds the checkpoint's folder)."""
     run = shlex.quote(str(Path(e.checkpoint).parent.parent))
+    command = getattr(e, "command", "train")  # transfer runs set "transfer"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return f"to continue: torchrun <the same options> -m bagoftricks train --resume {run}"
-    return f"to continue: bagoftricks train --resume {run}"
+        return f"to continue: torchrun <the same options> -m bagoftricks {command} --resume {run}"
+    return f"to continue: bagoftricks {command} --resume {run}"
 
 
 def _report(e: BaseException, debug: bool) -> None:

@@ -4,6 +4,7 @@
         RecipeError      a recipe key or value
         DataError        a dataset file or folder
         CheckpointError  a checkpoint file or run folder that cannot be read or used
+        WeightsError     a weights file (model.pretrained, export, predict) that does not fit the model
         UsageError       a command-line option or a combination of them
         SpecError        an ablation spec
     RunFailure (exit 1): the input was fine, the run failed.
@@ -42,6 +43,12 @@ class DataError(BadInput):
 
 class CheckpointError(BadInput):
     """A checkpoint could not be read or used; the message names the file."""
+
+
+class WeightsError(BadInput):
+    """Weights that cannot go where they were asked to: a key or shape that does not fit the model, a
+    file of no known layout, a model with no counterpart in another library. The message names the
+    file, the key and both shapes."""
 
 
 class UsageError(BadInput):

@@ -20,10 +20,10 @@ from typing import Any
 
 import yaml
 
-from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES
+from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
-from bagoftricks.models.catalog import ACTIVATIONS, INITS, STEMS, VARIANTS, list_models
-from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS
+from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec
+from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
 
@@ -40,24 +40,29 @@ class ModelConfig:
     drop_path: float = 0.0          # stochastic depth: max per-block drop probability in [0, 1)
     width_mult: float = 1.0         # MobileNet width multiplier in (0, 1]
     sync_bn: bool = False           # SyncBatchNorm across ranks under torchrun
+    pretrained: str = ""            # initial weights: a run folder/checkpoint (EMA when kept) or a torchvision/timm
+    #                                 state dict (.pth/.pt/.bin/.safetensors); a head of another shape is re-initialised
+    freeze: str = ""                # "" | stem | layer1..layer4: frozen up to and including it (BN in eval mode there)
     stem: str = "learned"           # airbench: learned | whiten (frozen, from the training images' patch covariance)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic
+    name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic | fmnist_scenes
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
+    class_subset: tuple[int, ...] = ()  # keep only these classes (dataset indices), relabelled 0..k-1 in this
+    #                                     order, both splits (fine-tuning on another split); () = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
     progressive_sizes: tuple[int, ...] = ()  # training image size of epochs 1, 2, ...; later epochs at image_size;
     #                                          () = off; e.g. [20, 24] (progressive resizing, FFCV-style)
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
-    augment: str = "paper"          # paper (§2 pipeline) | small (pad-and-crop + flip, 28-32 px) | none
+    augment: str = "paper"          # paper (§2) | small (pad-and-crop + flip, 28-32 px; + jitter, lighting) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
     flip_mode: str = "random"       # random (per image and epoch) | alternate (drawn once, inverted each epoch)
-    jitter: float = 0.4             # brightness/saturation/hue factors uniform in [1-j, 1+j]; paper: 0.4
-    lighting: float = 0.1           # PCA lighting noise std; paper: 0.1
+    jitter: float = 0.4             # brightness/saturation/hue factors in [1-j, 1+j] (paper, small); paper: 0.4
+    lighting: float = 0.1           # PCA lighting noise std (paper, small; 3 channels); paper: 0.1
     pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
     strict: bool = False            # imagefolder: unreadable file = error (True) or skipped and counted (False)
     download: bool = False          # fetch fashion_mnist/cifar from the official location (MD5-checked) if missing
@@ -74,12 +79,14 @@ class OptimConfig:
     momentum: float = 0.9           # paper: 0.9
     nesterov: bool = True           # Nesterov accelerated gradient, paper §2
     weight_decay: float = 1e-4      # L2 penalty; paper: 1e-4
+    head_lr_mult: float = 1.0       # lr multiplier of the classifier head (fine-tuning a new head: e.g. 10)
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; all per iteration after warmup
-    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: epochs after warmup where lr *= gamma
+    kind: str = "step"              # step (paper §2) | cosine (§5.1) | linear; per iteration, decay after warmup
+    milestones: tuple[float, ...] = (30.0, 60.0, 90.0)  # step: lr *= gamma at these absolute epochs; paper: 30/60/90
+    #                                                    (warmup eats into the first phase, it does not shift them)
     gamma: float = 0.1              # step: decay factor; paper: 0.1
     floor: float = 0.0              # cosine/linear: final learning rate
     extended_from: tuple[int, ...] = ()  # epochs of the shorter runs this one extends (train --resume RUN
@@ -111,6 +118,8 @@ class TricksConfig:
     lookahead_ramp: float = 3.0     # lookahead: d = lookahead_decay x (fraction of training done)^ramp; airbench: 3
     randaugment_ops: int = 0        # RandAugment ops per image; 0 = off; common: 2
     randaugment_magnitude: int = 9  # RandAugment magnitude in [0, 30]
+    tta: str = "none"               # test-time augmentation of every evaluation: none | flip (mean logits of the
+    #                                 image and its mirror) | flip_shift (also +-2 px shifts); reported beside plain
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TransferConfig:
+    """§6: the classifier's backbone under a detection or segmentation head (`bagoftricks transfer` only).
+    The backbone is the model section's classifier, its weights model.pretrained (a `train` run, or a
+    torchvision/timm file)."""
+    task: str = "detect"            # detect (Faster R-CNN + FPN) | segment (FCN); `transfer --task` sets it
+    frozen_bn: bool = True          # backbone BN as FrozenBatchNorm2d (statistics and affine fixed); torchvision: True
+    trainable_layers: int = 3       # backbone layers trained, counted from the last stage (the stem counts as one)
+    backbone_lr_mult: float = 1.0   # backbone lr = head lr x this (0 < m); common: 0.1-1
+    fpn_channels: int = 64          # detect: FPN output channels; torchvision: 256
+    anchor_scale: float = 8.0       # detect: anchor side = anchor_scale x level stride, capped at data.image_size
+    #                                 (torchvision's 32 px anchors at stride 4)
+    aux_weight: float = 0.5         # segment: loss weight of the auxiliary FCN head on the second-last stage; 0 = none
+    scale_jitter: float = 0.0       # training images scaled by a factor uniform in [1-j, 1+j], boxes/masks alike
+    train_scenes: int = 2000        # fmnist_scenes: training scenes (from the 60000 training garments)
+    test_scenes: int = 500          # fmnist_scenes: test scenes (from the 10000 test garments)
+
+
+@dataclass(frozen=True)
 class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -140,21 +167,23 @@ class Recipe:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     tricks: TricksConfig = field(default_factory=TricksConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
 
 SECTIONS = {f.name: f.type for f in fields(Recipe)}
 _SECTION_TYPES = {
     "model": ModelConfig, "data": DataConfig, "optim": OptimConfig,
-    "schedule": ScheduleConfig, "tricks": TricksConfig, "train": TrainConfig,
+    "schedule": ScheduleConfig, "tricks": TricksConfig, "train": TrainConfig, "transfer": TransferConfig,
 }
 
 # The recipe's own choices; every other list is owned by the package that implements it.
 PRECISIONS = ("fp32", "fp16", "bf16")  # train.precision
 IN_MEMORY = ("auto", "always", "never")  # data.in_memory
 RESUME = ("", "auto")  # train.resume
+TRANSFER_TASKS = ("detect", "segment")  # transfer.task
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.name": DATASETS,
+    "data.name": DATASETS + TRANSFER_DATASETS,
     "data.augment": AUGMENTS,
     "data.in_memory": IN_MEMORY,
     "data.flip_mode": FLIP_MODES,
@@ -162,10 +191,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
     "model.stem": STEMS,
+    "model.freeze": FREEZE_POINTS,
     "schedule.kind": SCHEDULE_KINDS,
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
+    "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
     "train.resume": RESUME,
+    "transfer.task": TRANSFER_TASKS,
 }
 
 
@@ -236,7 +268,8 @@ def _coerce(key: str, typ, value: Any) -> Any:
 
 # How a value of each field type is described in an error (the tuple fields hold epochs, unless listed).
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-_LIST_WORDS = {"data.progressive_sizes": "a list of image sizes in pixels, e.g. [20, 24]"}
+_LIST_WORDS = {"data.progressive_sizes": "a list of image sizes in pixels, e.g. [20, 24]",
+               "data.class_subset": "a list of class indices, e.g. [5, 6, 7, 8, 9]"}
 
 
 def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
@@ -375,6 +408,7 @@ def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Rec
     _validate_schedule_length(r.schedule, r.train.epochs, changed)
     _validate_progressive(r.data, r.train.epochs, changed)
     _validate_tricks(r.tricks, r.train.epochs, changed)
+    _validate_transfer(r.transfer)
     return r
 
 
@@ -388,10 +422,19 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.width_per_group >= 0, "model.width_per_group", m.width_per_group, "must be >= 0")
     _check(0.0 <= m.drop_path < 1.0, "model.drop_path", m.drop_path, "must be in [0, 1)")
     _check(0.0 < m.width_mult <= 4.0, "model.width_mult", m.width_mult, "must be in (0, 4]")
+    if m.freeze:
+        spec = model_spec(m.arch)
+        stages = {"resnet": 4, "resnet_small": 3}.get(spec.family, 0)
+        _check(stages > 0, "model.freeze", m.freeze, f"freezes ResNet stages; {m.arch} has none")
+        _check(m.freeze == "stem" or int(m.freeze[5:]) <= stages, "model.freeze", m.freeze,
+               f"{m.arch} has {stages} stages (layer1..layer{stages})")
 
 
 def _validate_data(d: DataConfig) -> None:
     _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
+    cs = list(d.class_subset)
+    _check(not cs or (len(cs) >= 2 and len(set(cs)) == len(cs) and min(cs) >= 0), "data.class_subset", cs,
+           "must be at least 2 different class indices >= 0 (or [] for all)")
     _check(8 <= d.image_size <= 1024, "data.image_size", d.image_size, "must be in [8, 1024]")
     _check(0.0 < d.crop_ratio <= 1.0, "data.crop_ratio", d.crop_ratio, "must be in (0, 1]")
     _check(d.augment == "paper" or d.crop_ratio == DataConfig.crop_ratio, "data.crop_ratio", d.crop_ratio,
@@ -416,6 +459,7 @@ def _validate_optim(o: OptimConfig, s: ScheduleConfig, changed: frozenset[str]) 
                 ("optim.nesterov", o.nesterov, "needs optim.momentum > 0"),
                 ("optim.momentum", o.momentum, "must be > 0 while optim.nesterov is true (set it to false too)"))
     _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be >= 0")
+    _check(math.isfinite(o.head_lr_mult) and o.head_lr_mult > 0, "optim.head_lr_mult", o.head_lr_mult, "must be > 0")
     _check(all(m > 0 for m in s.milestones), "schedule.milestones", list(s.milestones), "must be positive epochs")
     _check(list(s.milestones) == sorted(s.milestones), "schedule.milestones", list(s.milestones), "must be increasing")
     _check(0.0 < s.gamma <= 1.0, "schedule.gamma", s.gamma, "must be in (0, 1]")
@@ -491,3 +535,16 @@ def _validate_train(tr: TrainConfig) -> None:
     dev = tr.device
     _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
            "train.device", dev, "must be auto, cpu, cuda or cuda:N")
+
+
+def _validate_transfer(t: TransferConfig) -> None:
+    _check(0 <= t.trainable_layers <= 8, "transfer.trainable_layers", t.trainable_layers,
+           "must be in [0, 8] (0 = the whole backbone frozen)")
+    _check(math.isfinite(t.backbone_lr_mult) and t.backbone_lr_mult > 0, "transfer.backbone_lr_mult",
+           t.backbone_lr_mult, "must be > 0 (freeze layers with transfer.trainable_layers instead)")
+    _check(t.fpn_channels >= 1, "transfer.fpn_channels", t.fpn_channels, "must be >= 1")
+    _check(t.anchor_scale > 0, "transfer.anchor_scale", t.anchor_scale, "must be > 0")
+    _check(t.aux_weight >= 0, "transfer.aux_weight", t.aux_weight, "must be >= 0 (0 = no auxiliary head)")
+    _check(0.0 <= t.scale_jitter < 1.0, "transfer.scale_jitter", t.scale_jitter, "must be in [0, 1)")
+    _check(t.train_scenes >= 1, "transfer.train_scenes", t.train_scenes, "must be >= 1")
+    _check(t.test_scenes >= 1, "transfer.test_scenes", t.test_scenes, "must be >= 1")

@@ -8,6 +8,7 @@ import torch
 from PIL import Image, features
 
 from bagoftricks.data import DataError, ImageFolderDataset, LoaderBatches, TensorDataset, load_split
+from bagoftricks.data.imagefolder import decode_rgb
 from bagoftricks.data.transforms import BatchAugment
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
@@ -135,6 +136,24 @@ def test_load_split_memory_or_per_image(folder):
     val = load_split("imagefolder", str(root), "test", image_size=224)
     assert val.images.shape == (1, 3, 5, 5)
     assert torch.equal(val.images[0], torch.from_numpy(np.array(Image.open(root / "val/dog/v.png"))).permute(2, 0, 1))
+
+
+def test_training_split_in_memory_keeps_every_whole_image(folder):
+    """With whole_images (the §2 crop), an in-memory split holds each image whole, aspect kept, in the
+    top-left of the canvas with its size; without, the centre square (the evaluation framing)."""
+    root, good, _ = folder
+    mem = load_split("imagefolder", str(root), "train", image_size=28, whole_images=True)
+    ds = ImageFolderDataset(str(root), "train")
+    assert mem.images.shape == (len(good), 3, 32, 32) and mem.sizes.shape == (len(good), 2)
+    for i, (h0, w0) in enumerate(ds.sizes):
+        h, w = (int(v) for v in mem.sizes[i])
+        assert max(h, w) == 32 and abs(h / w - h0 / w0) < 0.1, (ds.paths[i], h0, w0, h, w)
+        whole = torch.nn.functional.interpolate(decode_rgb(ds.paths[i])[None].float(), size=(h, w), mode="bilinear",
+                                                align_corners=False, antialias=True)[0]
+        assert (mem.images[i, :, :h, :w].float() - whole).abs().max() <= 1.0   # the whole image, edges included
+        assert int(mem.images[i, :, h:, :].sum()) == 0 and int(mem.images[i, :, :, w:].sum()) == 0
+    assert load_split("imagefolder", str(root), "train", image_size=28).sizes is None
+    assert load_split("imagefolder", str(root), "test", image_size=224, whole_images=True).sizes is None
 
 
 def test_train_limit_is_a_seeded_subset_across_classes(folder):

@@ -270,6 +270,33 @@ def test_reference_and_batched_agree_in_distribution():
     assert (_pixel_stats(bad)["spatial_std"] - a["spatial_std"]).abs().max() > tol["spatial_std"]
 
 
+@pytest.mark.parametrize("H, W", [(24, 44), (44, 26)])
+def test_whole_image_in_a_canvas_agrees_with_the_per_image_path(H, W):
+    """A non-square image held in the top-left of a square canvas (an in-memory image folder) with its
+    size: the batched crops come from the image alone, so the outputs agree in distribution with the
+    per-image reference on the image itself; without its size, crops take in the zero canvas and differ."""
+    img = make_image(H, W)
+    S, side = 24, max(H, W)
+    canvas = torch.zeros(3, side, side, dtype=torch.uint8)
+    canvas[:, :H, :W] = img
+    ref = torch.stack([paper_train_transform(img, S, torch.Generator().manual_seed(derive_seed(0, i)))
+                       for i in range(1024)])
+    sizes = torch.tensor([[H, W]]).expand(4096, 2)
+    aug = BatchAugment(S, "paper")
+    batch = aug(canvas.expand(4096, -1, -1, -1), torch.Generator().manual_seed(1), sizes=sizes)
+    p = aug.sample_params(4096, side, side, torch.Generator().manual_seed(1), sizes=sizes)
+    top, left, h, w = p["crop"].double().unbind(1)
+    assert bool(((top + h <= H) & (left + w <= W)).all())
+    assert bool(((h * w >= 0.08 * H * W * (1 - 1e-9)) & (h * w <= H * W)).all())
+    assert int((left + w).max()) == W and int((top + h).max()) == H   # the image edges are reached
+    a, b = _pixel_stats(ref), _pixel_stats(batch)
+    tol = {"mean": 0.06, "std": 0.06, "sample_mean_std": 0.06, "spatial_std": 0.03, "left_minus_right": 0.2}
+    for k, t in tol.items():
+        assert (a[k] - b[k]).abs().max() < t, (k, a[k], b[k])
+    blind = _pixel_stats(aug(canvas.expand(4096, -1, -1, -1), torch.Generator().manual_seed(1)))
+    assert any((blind[k] - a[k]).abs().max() > t for k, t in tol.items())
+
+
 def test_batched_is_deterministic_and_per_sample():
     img = make_image()
     aug = BatchAugment(24, "paper")

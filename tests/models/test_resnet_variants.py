@@ -193,3 +193,30 @@ def test_zero_gamma_makes_every_block_the_identity(arch, kwargs, size):
             else:
                 assert torch.equal(y, torch.relu(b.downsample(x)))
     assert identity > 0
+
+
+def test_narrow_strided_pointwise_conv_is_the_same_function_and_trains_in_channels_last():
+    """Below 8 input channels a strided 1×1 conv is computed as subsample + 1×1 (a oneDNN heap
+    corruption in channels-last weight gradients); values, gradients and keys equal nn.Conv2d's."""
+    from bagoftricks.models.resnet import SubsampledPointwise, _conv1x1
+
+    torch.manual_seed(0)
+    narrow = _conv1x1(4, 8, 2)
+    assert isinstance(narrow, SubsampledPointwise) and type(_conv1x1(8, 16, 2)) is torch.nn.Conv2d
+    plain = torch.nn.Conv2d(4, 8, 1, stride=2, bias=False)
+    plain.load_state_dict(narrow.state_dict(), strict=True)
+    x = torch.randn(3, 4, 9, 9)
+    (a := narrow(x)).sum().backward()
+    (b := plain(x)).sum().backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(narrow.weight.grad, plain.weight.grad)
+    model = build_model("resnet20", 4, 3, width=4).to(memory_format=torch.channels_last)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(3):
+            xb = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+            model(xb).sum().backward()
+    finally:
+        torch.set_num_threads(before)
+    assert model.layer2[0].downsample[0].weight.grad is not None

@@ -23,7 +23,8 @@ SPEC = {
     "seeds": [0, 1],
     "ladder": [
         {"name": "baseline", "paper": 75.0},
-        {"name": "+ label smoothing", "set": {"tricks.label_smoothing": 0.1, "schedule.kind": "cosine"}, "paper": 76.5},
+        {"name": "+ label smoothing", "set": {"tricks.label_smoothing": 0.1, "schedule.kind": "cosine"},
+         "paper": {"top1": 76.5, "verified": False}},
         {"name": "+ diverge", "set": {"optim.lr": 1e30, "train.max_bad_steps": 1}},
     ],
 }

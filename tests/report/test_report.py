@@ -71,13 +71,23 @@ def test_table_holds_seed_means_and_deltas(tiny_sweep, report):
         assert row[col["img/s"]] == f"{statistics.mean(r['images_per_sec'] for r in ok):,.0f}"
         assert row[col["params"]] != "—" and row[col["MACs"]] != "—"
     d = means["+ label smoothing"] - means["baseline"]
-    assert rows["+ label smoothing"][col["Δ prev"]] == f"{d:+.2f}"
-    assert rows["+ label smoothing"][col["Δ base"]] == f"{d:+.2f}"
-    assert rows["+ label smoothing"][col["paper top-1 (Δ prev)"]] == "76.50 (+1.50)"
+    by = lambda step: {r["seed"]: r["val_top1"] for r in recs if r["step"] == step and r["status"] == "ok"}  # noqa: E731
+    diffs = [by("+ label smoothing")[s] - by("baseline")[s] for s in (0, 1)]
+    half = 12.7062 * statistics.stdev(diffs) / 2 ** 0.5   # t(0.975, 1) · sd / sqrt(2), paired over seeds 0, 1
+    lo, hi = statistics.mean(diffs) - half, statistics.mean(diffs) + half
+    bold = "**" if lo > 0 or hi < 0 else ""
+    want = f"{bold}{d:+.2f}{bold} [{lo:+.2f}, {hi:+.2f}]"
+    assert rows["+ label smoothing"][col["Δ prev [95 % CI]"]] == want
+    assert rows["+ label smoothing"][col["Δ base [95 % CI]"]] == want
+    assert rows["+ label smoothing"][col["paper top-1 (Δ prev)"]] == "76.50 (r) (+1.50)"
+    reading = "within noise" if not bold else ("agrees with the paper" if d > 0 else "opposite and significant")
+    assert rows["+ label smoothing"][col["vs paper"]] == reading
+    assert "(r): the paper's value as recalled" in md and f"- {reading}: + label smoothing" in md
     assert rows["+ diverge"][col["top-1 (%)"]] == "—" and rows["+ diverge"][col["n"]] == "0 (+2 failed)"
     data = json.loads(Path(paths["json"]).read_text())["sweeps"][0]["rows"]
     assert data[1]["top1_mean"] == pytest.approx(means["+ label smoothing"])
     assert data[1]["delta_base"] == pytest.approx(d)
+    assert data[1]["ci95_prev"]["low"] == pytest.approx(lo, abs=1e-4) and data[1]["ci95_prev"]["paired"]
 
 
 def test_failed_cells_are_listed_with_their_reason(report):

@@ -25,14 +25,23 @@ def test_no_warmup_is_base_lr_at_step_zero():
     assert lr_at(0, base_lr=0.4, steps_per_epoch=10, epochs=12, kind="cosine") == 0.4
 
 
-def test_step_milestones_count_after_warmup():
-    kw = dict(base_lr=0.4, steps_per_epoch=10, epochs=12, warmup_epochs=2.0, milestones=(3, 6), gamma=0.1)
-    # warmup ends at step 20, so milestone 3 is at step 20 + 30 = 50 and milestone 6 at 80.
-    assert lr_at(49, **kw) == pytest.approx(0.4)
-    assert lr_at(50, **kw) == pytest.approx(0.04)
-    assert lr_at(79, **kw) == pytest.approx(0.04)
-    assert lr_at(80, **kw) == pytest.approx(0.004)
-    assert lr_at(119, **kw) == pytest.approx(0.004)
+def test_step_milestones_are_absolute_epochs_with_warmup():
+    # The paper's schedule (§2, authors' reference script): 5 warmup epochs, drops still at 30/60/90.
+    kw = dict(base_lr=0.4, steps_per_epoch=10, epochs=120, warmup_epochs=5.0, milestones=(30, 60, 90), gamma=0.1)
+    assert lr_at(50, **kw) == pytest.approx(0.4)      # warmup over: base lr
+    assert lr_at(299, **kw) == pytest.approx(0.4)     # last step of epoch 29
+    assert lr_at(300, **kw) == pytest.approx(0.04)    # first step of epoch 30: base · 0.1
+    assert lr_at(599, **kw) == pytest.approx(0.04)
+    assert lr_at(600, **kw) == pytest.approx(0.004)   # epoch 60
+    assert lr_at(900, **kw) == pytest.approx(0.0004)  # epoch 90
+    assert lr_at(300, **kw) == lr_at(300, **{**kw, "warmup_epochs": 0.0})  # warmup moves no drop
+
+
+def test_milestone_inside_warmup_applies_after_it():
+    kw = dict(base_lr=1.0, steps_per_epoch=10, epochs=6, warmup_epochs=2.0, milestones=(1, 4), gamma=0.5)
+    assert lr_at(10, **kw) == pytest.approx(10 / 20)          # warmup ramps to base, not to base · gamma
+    assert lr_at(20, **kw) == pytest.approx(0.5)              # after warmup, milestone 1 already passed
+    assert lr_at(40, **kw) == pytest.approx(0.25)
 
 
 def test_cosine_endpoints_and_midpoint():

@@ -41,6 +41,9 @@ LOCK = ".ablate.lock"
 EXEC_FIELDS = ("train.threads", "train.resume", "data.root", "data.workers", "data.timeout",
                "train.log_every_steps", "tricks.distill_teacher")
 
+# A transfer cell's scores (bagoftricks transfer's final.json), copied into its results line.
+TRANSFER_SCORES = ("map_50", "map", "miou", "pixel_acc")
+
 
 def base_file(cell: Cell) -> str:
     """The recipe file in OUT that a cell's command starts from."""
@@ -137,7 +140,10 @@ def model_cost(run_dir: Path) -> tuple[int | None, int | None]:
         r = brecipe.from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()))
     except (OSError, RecipeError, yaml.YAMLError):
         return None, None
-    num_classes = read_json_object(run_dir / "env.json").get("num_classes")
+    env = read_json_object(run_dir / "env.json")
+    if env.get("task"):  # a transfer run: its size is the detector's or segmenter's, not the zoo model's
+        return None, None
+    num_classes = env.get("num_classes")
     in_channels = None
     from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
     ckpts = list_checkpoints(run_dir)
@@ -181,6 +187,7 @@ def result_record(spec: Spec, out: Path, cell: Cell, status: str, reason: str | 
         "status": status, "reason": reason, "exit_code": exit_code,
         "epochs": final.get("epoch", metrics[-1]["epoch"] if metrics else None),
         "val_top1": final.get("val_top1"), "val_top5": final.get("val_top5"),
+        **{k: final.get(k) for k in TRANSFER_SCORES if k in final},
         "best_val_top1": max(tops) if tops else None,
         "images_per_sec": _mean([m.get("images_per_sec") for m in metrics]),
         "seconds_per_epoch": _mean([m.get("seconds") for m in metrics]),

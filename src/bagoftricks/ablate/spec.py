@@ -8,7 +8,7 @@
     seeds: 3                            # a count (seeds 0..K-1) or a list of seeds; default 3
     ladder:                             # cumulative: step i = base + set + steps 0..i
       - {name: baseline}
-      - {name: + warmup, set: {tricks.warmup_epochs: 1}, paper: 75.93}
+      - {name: + warmup, set: {tricks.warmup_epochs: 1}, paper: {top1: 75.93, verified: false}}
     # grid:                             # instead of ladder: each alternative = base + set + its own set
     teacher:                            # optional: trained once, before the cells that need it;
       base: ../fmnist/teacher.yaml      # an override value "{teacher}" is replaced by its run folder
@@ -36,6 +36,7 @@ SPEC_KEYS = ("name", "description", "base", "set", "seeds", "ladder", "grid", "t
 STEP_KEYS = ("name", "set", "paper", "note")
 TEACHER_KEYS = ("base", "set")
 TEACHER_TOKEN = "{teacher}"
+SEED_TOKEN = "{seed}"  # in an override value: the cell's seed (a transfer cell's backbone run of the same seed)
 TEACHER_DIR = "runs/teacher"
 DEFAULT_SEEDS = 3
 
@@ -200,15 +201,35 @@ def _seeds(value: Any, where: str) -> tuple[int, ...]:
     raise SpecError(f"{where}: expected a count or a non-empty list of seeds >= 0, got {value!r}")
 
 
+PAPER_METRICS = ("top1", "top5")
+
+
 def _paper(value: Any, where: str) -> dict:
+    """`paper:` -> {"top1": .., "top5": .., "unverified": [metrics]}: a number is the top-1; a mapping may
+    say `verified: false` (none of its values checked against the paper's text) or `verified: [top5]` (only
+    those), and the report marks the unverified values."""
     if value is None:
         return {}
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"top1": float(value)}
-    if isinstance(value, dict) and set(value) <= {"top1", "top5"} and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
-        return {k: float(v) for k, v in value.items()}
-    raise SpecError(f"{where}: expected a top-1 number or {{top1: .., top5: ..}}, got {value!r}")
+    expected = f"expected a top-1 number or {{top1: .., top5: .., verified: ..}}, got {value!r}"
+    if not isinstance(value, dict) or not set(value) <= {*PAPER_METRICS, "verified"}:
+        raise SpecError(f"{where}: {expected}")
+    nums = {k: v for k, v in value.items() if k != "verified"}
+    if not nums or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in nums.values()):
+        raise SpecError(f"{where}: {expected}")
+    out: dict = {k: float(v) for k, v in nums.items()}
+    verified = value.get("verified", True)
+    if isinstance(verified, bool):
+        checked = set(nums) if verified else set()
+    elif isinstance(verified, list) and set(verified) <= set(nums):
+        checked = set(verified)
+    else:
+        raise SpecError(f"{where}: verified: expected true, false or a list of the values checked against the "
+                        f"paper (of {', '.join(sorted(nums))}), got {verified!r}")
+    if set(nums) - checked:
+        out["unverified"] = [k for k in PAPER_METRICS if k in nums and k not in checked]
+    return out
 
 
 def _parse_steps(items: list, kind: str, where: str) -> list[Step]:
@@ -309,7 +330,8 @@ def expand(spec: Spec, out: str | Path, seeds: tuple[int, ...] | None = None,
 def _step_cell(spec: Spec, step: Step, seed: int, extra: tuple[str, ...], teacher_dir: str, where: str) -> Cell:
     ov = merge(spec.set, step.overrides, extra)
     needs = any(TEACHER_TOKEN in o for o in ov)
-    ov = merge(tuple(o.replace(TEACHER_TOKEN, teacher_dir) for o in ov), (f"train.seed={seed}",))
+    ov = merge(tuple(o.replace(TEACHER_TOKEN, teacher_dir).replace(SEED_TOKEN, str(seed)) for o in ov),
+               (f"train.seed={seed}",))
     cell = Cell(f"{step.folder}/seed{seed}", step, seed, f"runs/{step.folder}/seed{seed}", ov, needs)
     w = f"{where}: {spec.kind} step {step.index} '{step.name}'"
     teacher = _resolve(spec.base_dict, cell, w, brecipe.override_keys(extra)).tricks.distill_teacher
@@ -333,6 +355,14 @@ def cell_recipe(spec: Spec, cell: Cell) -> brecipe.Recipe:
     """The validated recipe a cell trains."""
     base = spec.teacher["base_dict"] if cell.is_teacher else spec.base_dict
     return _resolve(base, cell, cell.key)
+
+
+def cell_task(spec: Spec, cell: Cell) -> str:
+    """'detect' or 'segment' for a transfer cell (its data is a detection/segmentation dataset), '' for a
+    classification cell: which command trains it."""
+    from bagoftricks.data.catalog import TRANSFER_DATASETS
+    r = cell_recipe(spec, cell)
+    return r.transfer.task if r.data.name in TRANSFER_DATASETS else ""
 
 
 def select_steps(spec: Spec, only: list[str] | tuple[str, ...]) -> set[int]:

@@ -33,7 +33,7 @@ from bagoftricks.ablate.folder import (BASE, CELLS, RESULTS, SPEC_COPY, TEACHER_
                                        read_results, result_record)
 from bagoftricks.ablate.launchers import LAUNCHERS, Executor, Finished, LocalExecutor
 from bagoftricks.ablate.ray_launcher import RayExecutor, import_ray
-from bagoftricks.ablate.spec import TEACHER_DIR, Cell, Spec, cell_recipe, expand, merge, select_steps
+from bagoftricks.ablate.spec import TEACHER_DIR, Cell, Spec, cell_recipe, cell_task, expand, merge, select_steps
 from bagoftricks.errors import SpecError, UsageError
 from bagoftricks.files import atomic_write_text
 
@@ -127,13 +127,16 @@ def _print_plan(cells: list[Cell], states: dict[str, str], retry_failed: bool, e
 
 
 # ----------------------------------------------------------------------------------- the plan
-def train_command(out: Path, cell: Cell, threads: int, resume: bool, python: str = sys.executable) -> list[str]:
+def train_command(out: Path, cell: Cell, threads: int, resume: bool, python: str = sys.executable,
+                  task: str = "") -> list[str]:
     """The `bagoftricks train` command of a cell: afresh from OUT's base recipe and the cell's overrides,
-    or `--resume` of its folder."""
+    or `--resume` of its folder; `bagoftricks transfer --task TASK` for a transfer cell (spec.cell_task)."""
     d = out / cell.rel_dir
+    command = ["transfer"] if task else ["train"]
     if resume:
-        return [python, "-m", "bagoftricks", "train", "--resume", str(d), "--no-progress"]
-    cmd = [python, "-m", "bagoftricks", "train", "--recipe", str(out / base_file(cell))]
+        return [python, "-m", "bagoftricks", *command, "--resume", str(d), "--no-progress"]
+    cmd = [python, "-m", "bagoftricks", *command, *(["--task", task] if task else []),
+           "--recipe", str(out / base_file(cell))]
     for o in merge(cell.overrides, (f"train.threads={threads}",)):
         cmd += ["--set", o]
     return cmd + ["--out", str(d), "--no-progress"]
@@ -170,7 +173,8 @@ def write_plan(spec: Spec, out: Path, cells: list[Cell], threads: int, jobs: int
         "teacher": None if spec.teacher is None else {"run_dir": TEACHER_DIR, "set": list(spec.teacher["set"])},
         "cells": [{"cell": c.key, "step": "teacher" if c.is_teacher else c.step.name,
                    "index": None if c.is_teacher else c.step.index, "seed": c.seed, "run_dir": c.rel_dir,
-                   "overrides": list(c.overrides), "command": _display(train_command(out, c, threads, False))}
+                   "overrides": list(c.overrides),
+                   "command": _display(train_command(out, c, threads, False, task=cell_task(spec, c)))}
                   for c in cells],
     }
     _write_if_changed(out / CELLS, json.dumps(plan, indent=2) + "\n")
@@ -274,7 +278,8 @@ class _Driver:
     def _start(self, cell: Cell) -> None:
         d = self.out / cell.rel_dir
         resume = self._prepare_folder(cell, d)
-        self.executor.start(cell, train_command(self.out, cell, self.executor.threads, resume), d)
+        task = cell_task(self.spec, cell)
+        self.executor.start(cell, train_command(self.out, cell, self.executor.threads, resume, task=task), d)
         self.started += 1
         self.echo(f"[{self.started}/{self.total}] start  {cell.key}{' (resume)' if resume else ''}")
 

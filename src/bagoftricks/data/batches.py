@@ -99,8 +99,9 @@ def _check_start(start_step: int) -> None:
 class MemoryBatches:
     """A TensorDataset resident on ``device`` (uint8), augmented in whole batches there.
 
-    ``augment`` is a BatchAugment (or any ``f(uint8 batch, generator) -> float batch``); None yields
-    the raw pixels as float (0..255, not normalised).
+    ``augment`` is a BatchAugment (or any ``f(uint8 batch, generator) -> float batch``; for a dataset
+    with per-image ``sizes``, ``f(batch, generator, sizes=...)``); None yields the raw pixels as float
+    (0..255, not normalised).
     """
 
     def __init__(self, ds: TensorDataset, batch_size: int, augment: Callable | None, device: torch.device | str,
@@ -112,6 +113,7 @@ class MemoryBatches:
         self.ds = ds
         self.images = ds.images.to(self.device)
         self.labels = ds.labels.to(self.device)
+        self.sizes = None if ds.sizes is None else ds.sizes.to(self.device)
         self.n, self.batch_size, self.augment = len(ds), int(batch_size), augment
         self.seed, self.rank, self.world_size, self.drop_last = int(seed), rank, world_size, drop_last
 
@@ -136,7 +138,7 @@ class MemoryBatches:
             else:
                 g = torch.Generator(device=self.device).manual_seed(
                     derive_seed(self.seed, "augment", epoch, s, self.rank))
-                x = self.augment(x, g)
+                x = self.augment(x, g) if self.sizes is None else self.augment(x, g, sizes=self.sizes[idx])
             yield x, y
 
 

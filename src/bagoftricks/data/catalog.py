@@ -8,6 +8,12 @@ from __future__ import annotations
 
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 
+# Detection and segmentation datasets (`bagoftricks transfer`, bagoftricks.transfer.data): images with
+# boxes and label maps. fmnist_scenes is built from the Fashion-MNIST files (its root is theirs); voc is
+# a VOCdevkit folder, ade20k a folder with images/ and annotations/ (segmentation only), coco a folder
+# with annotations/instances_*.json (detection only).
+TRANSFER_DATASETS = ("fmnist_scenes", "voc", "ade20k", "coco")
+
 # Where a dataset is looked for (and downloaded to) when no root is given. imagefolder and
 # synthetic have none: an ImageFolder needs its root, synthetic data is generated.
 DEFAULT_ROOTS = {
@@ -17,7 +23,8 @@ DEFAULT_ROOTS = {
 }
 
 # Training augmentation presets (data.augment): "paper" is the §2 pipeline, "small" pad-and-crop +
-# flip for 28-32 px images, "none" resize + centre crop only. See transforms.BatchAugment.
+# flip for 28-32 px images, then data.jitter/data.lighting as in "paper" (0 = off), "none" resize +
+# centre crop only. See transforms.BatchAugment.
 AUGMENTS = ("paper", "small", "none")
 
 # Horizontal flips (data.flip_mode): "random" draws a flip per image and epoch; "alternate" draws one

@@ -17,6 +17,8 @@ class TensorDataset:
     labels: torch.Tensor  # int64 [N]
     classes: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of unreadable files
+    sizes: torch.Tensor | None = None  # int64 [N, 2]: each image's own (h, w) in the top-left of its
+    #                                    H x W canvas (an image folder of mixed sizes); None: the whole canvas
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -25,6 +27,8 @@ class TensorDataset:
             raise ValueError(
                 f"labels must be [N] with N={self.images.shape[0]}, got shape {tuple(self.labels.shape)}"
             )
+        if self.sizes is not None and tuple(self.sizes.shape) != (self.images.shape[0], 2):
+            raise ValueError(f"sizes must be [N, 2] with N={self.images.shape[0]}, got {tuple(self.sizes.shape)}")
         self.images = self.images.contiguous()
         self.labels = self.labels.to(torch.int64)
 

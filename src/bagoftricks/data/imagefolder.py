@@ -235,26 +235,53 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         """Bytes of the whole split decoded at the stored sizes."""
         return sum(3 * h * w for h, w in self.sizes)
 
-    def to_memory(self, size: int | None, workers: int | None = None) -> TensorDataset:
+    def to_memory(self, size: int | None, workers: int | None = None, whole: bool = False) -> TensorDataset:
         """Decode everything into one TensorDataset.
 
         When all images share one size they are kept as they are (size ignored). Otherwise each image's
         shorter edge is resized to ``size`` (bilinear, antialiased) and the centre ``size`` x ``size``
-        square is kept, so one tensor can hold them all.
+        square is kept, so one tensor can hold them all. With ``whole``, each image is instead resized
+        so that it fits the ``size`` x ``size`` square with its aspect ratio kept, and held in the square's
+        top-left corner (zeros elsewhere) with its own (h, w) in ``sizes``: a random-resized crop drawn
+        within ``sizes`` sees the whole image, edges included, as on the per-image path.
         """
-        from .transforms import resize_shorter_center_crop
-
         same = len(set(self.sizes)) == 1
         if not same and not size:
             raise ValueError("to_memory: images differ in size; give the size to resize them to")
+        fitted = [_fit(h, w, size) for h, w in self.sizes] if whole and not same else None
 
         def load(i: int) -> torch.Tensor:
             x = decode_rgb(self.paths[i])
             if same:
                 return x
-            return resize_shorter_center_crop(x, size, size).round_().clamp_(0, 255).to(torch.uint8)
+            return _fitted(x, size, fitted[i]) if fitted else _square(x, size)
 
         with ThreadPoolExecutor(max_workers=_threads(workers)) as ex:
             imgs = list(ex.map(load, range(len(self))))
+        sizes = None if fitted is None else torch.tensor(fitted, dtype=torch.int64)
         return TensorDataset(torch.stack(imgs).contiguous(), self.labels.clone(), list(self.classes),
-                             list(self.skipped))
+                             list(self.skipped), sizes)
+
+
+def _fit(h: int, w: int, size: int) -> tuple[int, int]:
+    """(h, w) scaled so that the longer edge is ``size``, the aspect ratio kept (each edge >= 1)."""
+    s = size / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _to_uint8_pixels(x: torch.Tensor) -> torch.Tensor:
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _square(x: torch.Tensor, size: int) -> torch.Tensor:
+    from .transforms import resize_shorter_center_crop
+    return _to_uint8_pixels(resize_shorter_center_crop(x, size, size))
+
+
+def _fitted(x: torch.Tensor, size: int, hw: tuple[int, int]) -> torch.Tensor:
+    """The whole image resized to ``hw``, in the top-left corner of a zero ``size`` x ``size`` canvas."""
+    out = torch.zeros(x.shape[0], size, size, dtype=torch.uint8)
+    small = torch.nn.functional.interpolate(x[None].float(), size=hw, mode="bilinear", align_corners=False,
+                                            antialias=True)[0]
+    out[:, : hw[0], : hw[1]] = _to_uint8_pixels(small)
+    return out

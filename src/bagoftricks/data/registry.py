@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from bagoftricks.errors import DataError
 
-from .catalog import DATASETS, DEFAULT_ROOTS, STATS
+from .catalog import DATASETS, DEFAULT_ROOTS, STATS, TRANSFER_DATASETS
 from .common import TensorDataset
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ MEMORY_LIMIT_BYTES = 2 << 30
 
 
 def _check_name(name: str) -> None:
+    if name in TRANSFER_DATASETS:
+        raise DataError(f"data.name: {name!r} is a detection/segmentation dataset; train on it with "
+                        f"`bagoftricks transfer --task detect|segment`, or choose one of {', '.join(DATASETS)}")
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
@@ -46,7 +49,7 @@ def dataset_stats(name: str, channels: int | None = None) -> tuple[tuple[float, 
 
 def load_split(name: str, root: str, split: str, *, train_limit: int = 0, strict: bool = False,
                download: bool = False, image_size: int = 32, num_classes: int = 10, synthetic_samples: int = 512,
-               in_channels: int = 3, seed: int = 0,
+               in_channels: int = 3, seed: int = 0, whole_images: bool = False,
                memory_limit_bytes: int = MEMORY_LIMIT_BYTES) -> TensorDataset | ImageFolderDataset:
     """Load one split ('train' or 'test') of a dataset, checking it fully before returning.
 
@@ -59,7 +62,9 @@ def load_split(name: str, root: str, split: str, *, train_limit: int = 0, strict
     Returns a TensorDataset, except for an imagefolder whose decoded size exceeds memory_limit_bytes:
     then an ImageFolderDataset (per image, stored sizes). An imagefolder that fits is returned as a
     TensorDataset: at its stored size if all images share one, else with every image's shorter edge
-    resized to round(image_size / 0.875) (256 for 224, the eval resize) and centre-cropped square.
+    resized to round(image_size / 0.875) (256 for 224, the eval resize) and centre-cropped square —
+    or, with whole_images (the training split for the §2 random-resized crop), the whole image resized
+    to fit that square with its aspect kept, held in its top-left corner with its size in ``sizes``.
     Pass memory_limit_bytes=0 to always get the per-image dataset.
     """
     _check_name(name)
@@ -86,7 +91,7 @@ def load_split(name: str, root: str, split: str, *, train_limit: int = 0, strict
         same = len(set(ds.sizes)) == 1
         resized = ds.stored_bytes() if same else len(ds) * 3 * side * side
         if max(ds.stored_bytes(), resized) <= memory_limit_bytes:
-            return ds.to_memory(None if same else side)
+            return ds.to_memory(None if same else side, whole=whole_images and split == "train")
         return ds
     if download:
         from .fetch import download as _download

@@ -160,8 +160,11 @@ def _check_mode(mode: str) -> None:
 def sample_params(batch: int, H: int, W: int, generator: torch.Generator | None = None, *,
                   mode: str = "paper", area: tuple[float, float] = (0.08, 1.0),
                   ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: float = 0.5, jitter: float = 0.4,
-                  lighting: float = 0.1, pad: int = 4) -> dict[str, torch.Tensor]:
+                  lighting: float = 0.1, pad: int = 4, sizes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-sample random parameters, as tensors on the generator's device:
+
+    ``sizes`` (int64 [B, 2], mode "paper" only): each sample's own (height, width), an image held in the
+    top-left corner of a larger H x W canvas (an in-memory image folder); its crop is drawn from it alone.
 
     ``crop`` int64 [B, 4] = (top, left, height, width) — in the image for mode "paper", in the image
     zero-padded by ``pad`` on every side for mode "small" (height, width = H, W); ``flip`` bool [B];
@@ -177,7 +180,8 @@ def sample_params(batch: int, H: int, W: int, generator: torch.Generator | None 
     kw = dict(generator=generator, device=dev)
     f64 = torch.float32 if dev.type == "mps" else torch.float64  # exact integer box arithmetic; MPS lacks fp64
     if mode == "paper":
-        crop = _random_resized_crops(batch, H, W, area, ratio, f64, kw)
+        hs, ws = (H, W) if sizes is None else (sizes[:, 0].to(dev, f64), sizes[:, 1].to(dev, f64))
+        crop = _random_resized_crops(batch, hs, ws, area, ratio, f64, kw)
     else:
         crop = _padded_crops(batch, H, W, pad, f64, kw)
     flips = torch.rand(batch, **kw) < flip
@@ -202,9 +206,10 @@ def _padded_crops(B: int, H: int, W: int, pad: int, f64: torch.dtype, kw: dict) 
     return torch.stack([off[:, 0], off[:, 1], torch.full_like(off[:, 0], H), torch.full_like(off[:, 0], W)], 1)
 
 
-def _random_resized_crops(B: int, H: int, W: int, area: tuple[float, float], ratio: tuple[float, float],
-                          f64: torch.dtype, kw: dict) -> torch.Tensor:
-    """Mode "paper": step 1 of the module docstring, TRIES tries per sample drawn at once."""
+def _random_resized_crops(B: int, H: int | torch.Tensor, W: int | torch.Tensor, area: tuple[float, float],
+                          ratio: tuple[float, float], f64: torch.dtype, kw: dict) -> torch.Tensor:
+    """Mode "paper": step 1 of the module docstring, TRIES tries per sample drawn at once. H and W are
+    the image size, or float [B] tensors of each sample's own size."""
     a0, a1 = area
     r0, r1 = ratio
     if not (0 < a0 <= a1 <= 1) or not (0 < r0 <= r1):
@@ -212,35 +217,35 @@ def _random_resized_crops(B: int, H: int, W: int, area: tuple[float, float], rat
     u_area = torch.rand(B, TRIES, dtype=f64, **kw)
     u_ratio = torch.rand(B, TRIES, dtype=f64, **kw)
     u_pos = torch.rand(B, 2, dtype=f64, **kw)
-    hw = float(H * W)
+    H = torch.as_tensor(H, dtype=f64, device=u_pos.device).expand(B)
+    W = torch.as_tensor(W, dtype=f64, device=u_pos.device).expand(B)
+    hw = (H * W)[:, None]
     target = hw * (a0 + (a1 - a0) * u_area)
     aspect = torch.exp(math.log(r0) + (math.log(r1) - math.log(r0)) * u_ratio)
     w = torch.round(torch.sqrt(target * aspect))
     h = torch.round(torch.sqrt(target / aspect))
     eps = 1e-9 if f64 == torch.float64 else 1e-6
-    valid = ((w >= 1) & (h >= 1) & (w <= W) & (h <= H)
+    valid = ((w >= 1) & (h >= 1) & (w <= W[:, None]) & (h <= H[:, None])
              & (w * h >= a0 * hw * (1 - eps)) & (w * h <= a1 * hw * (1 + eps))
              & (w >= r0 * h * (1 - eps)) & (w <= r1 * h * (1 + eps)))
     first = valid.int().argmax(dim=1, keepdim=True)  # index of the first accepted try
     ok = valid.any(dim=1)
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
     fw, fh = _fallback_box(H, W, r0, r1)
-    w = torch.where(ok, w, torch.full_like(w, fw))
-    h = torch.where(ok, h, torch.full_like(h, fh))
-    top = torch.floor(u_pos[:, 0] * (H - h + 1)).clamp_(max=H - h)
-    left = torch.floor(u_pos[:, 1] * (W - w + 1)).clamp_(max=W - w)
-    top = torch.where(ok, top, torch.full_like(top, (H - fh) // 2))
-    left = torch.where(ok, left, torch.full_like(left, (W - fw) // 2))
+    w, h = torch.where(ok, w, fw), torch.where(ok, h, fh)
+    top = torch.minimum(torch.floor(u_pos[:, 0] * (H - h + 1)), H - h)
+    left = torch.minimum(torch.floor(u_pos[:, 1] * (W - w + 1)), W - w)
+    top = torch.where(ok, top, torch.div(H - fh, 2, rounding_mode="floor"))
+    left = torch.where(ok, left, torch.div(W - fw, 2, rounding_mode="floor"))
     return torch.stack([top, left, h, w], dim=1).long()
 
 
-def _fallback_box(H: int, W: int, r0: float, r1: float) -> tuple[int, int]:
+def _fallback_box(H: torch.Tensor, W: torch.Tensor, r0: float, r1: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(width, height) after TRIES failures: the whole image, narrowed to the ratio range (torchvision's rule)."""
-    if r0 > W / H:
-        return W, min(H, round(W / r0))
-    if r1 < W / H:
-        return min(W, round(H * r1)), H
-    return W, H
+    too_tall, too_wide = r0 > W / H, r1 < W / H
+    fw = torch.where(too_wide, torch.minimum(W, torch.round(H * r1)), W)
+    fh = torch.where(too_tall, torch.minimum(H, torch.round(W / r0)), H)
+    return fw, fh
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -336,10 +341,12 @@ class BatchAugment:
 
     mode "paper": §2 pipeline (random-resized crop, flip, jitter, lighting, normalise).
     mode "small": zero-pad ``pad`` px, random crop back to H x W, flip — the usual CIFAR/MNIST preset;
-                  resized to out_size if that differs from H x W.
-    mode "none":  resize shorter edge to out_size + centre crop if needed, normalise.
-    ``jitter``/``lighting`` default to the paper's 0.4/0.1 in mode "paper" and to 0 otherwise; give
-    them explicitly to add colour jitter/lighting to mode "small".
+                  resized to out_size if that differs from H x W; then colour jitter (brightness only
+                  on 1 channel) and lighting (3 channels) of strengths ``jitter``/``lighting``, as in "paper".
+    mode "none":  resize shorter edge to out_size + centre crop if needed, normalise (no jitter).
+    When not given, ``jitter``/``lighting`` are the paper's 0.4/0.1 in mode "paper" and 0 in mode
+    "small"; a run always gives the recipe's ``data.jitter``/``data.lighting`` (defaults 0.4/0.1), so
+    the "small" preset of a recipe has them unless the recipe sets them to 0.
     """
 
     def __init__(self, out_size: int, mode: str = "paper", *, area: tuple[float, float] = (0.08, 1.0),
@@ -361,15 +368,18 @@ class BatchAugment:
         return (f"BatchAugment(out_size={self.out_size}, mode={self.mode!r}, area={self.area}, ratio={self.ratio}, "
                 f"flip={self.flip}, jitter={self.jitter}, lighting={self.lighting}, pad={self.pad})")
 
-    def sample_params(self, batch: int, H: int, W: int, generator: torch.Generator | None = None) -> dict:
+    def sample_params(self, batch: int, H: int, W: int, generator: torch.Generator | None = None,
+                      sizes: torch.Tensor | None = None) -> dict:
         return sample_params(batch, H, W, generator, mode=self.mode, area=self.area, ratio=self.ratio,
-                             flip=self.flip, jitter=self.jitter, lighting=self.lighting, pad=self.pad)
+                             flip=self.flip, jitter=self.jitter, lighting=self.lighting, pad=self.pad, sizes=sizes)
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """``sizes``: each image's own (height, width) in the top-left of the batch's canvas, or None."""
         if images.dim() != 4:
             raise ValueError(f"BatchAugment expects [B, C, H, W], got {tuple(images.shape)}")
         B, _, H, W = images.shape
-        return self.apply(images, self.sample_params(B, H, W, generator))
+        return self.apply(images, self.sample_params(B, H, W, generator, sizes))
 
     def apply(self, images: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Deterministic part: apply given per-sample ``params`` to a uint8 (or 0..255 float) batch."""

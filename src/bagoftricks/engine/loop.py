@@ -71,7 +71,7 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
             torch.set_num_threads(r.train.threads)
         device = resolve_device(r.train.device, dinfo)
         bdist.init(dinfo, device)
-        run = _Run(r, out, dinfo, device, progress, stop_after_steps)
+        run = _Run(r, out, dinfo, device, progress, stop_after_steps, fresh=state is None)
         with warnings_to(run.log.warning_line):  # library warnings go to run.log, one line each
             run.start(plan["ckpt"], state, plan["skipped"], extends)
             return run.loop()
@@ -161,11 +161,11 @@ class _Run:
     """One process's part of a run: set-up, then the epoch loop with its checkpoint and stop protocol."""
 
     def __init__(self, r: Recipe, out: Path, dinfo: bdist.DistInfo, device: torch.device, progress: bool | None,
-                 stop_after_steps: int):
+                 stop_after_steps: int, fresh: bool = True):
         self.t_start = self.t_epoch = time.perf_counter()
         self.r, self.out, self.dinfo, self.device = r, out, dinfo, device
         self.progress, self.stop_after_steps = progress, stop_after_steps
-        self.t: Training = setup_training(r, device, dinfo)
+        self.t: Training = setup_training(r, device, dinfo, pretrained=fresh)  # a checkpoint holds the rest
         self.steps = self.t.steps_per_epoch
         self.start_epoch, self.start_step = 0, 0
         self.acc = _new_acc()
@@ -222,6 +222,7 @@ class _Run:
         for stale in (self.metrics_path, out / "run.log", out / "final.json"):
             stale.unlink(missing_ok=True)
         atomic_write_text(out / "recipe.yaml", brecipe.dump(r))
+        write_json(out / "classes.json", list(data.classes) or [str(k) for k in range(data.num_classes)])
         extra = {"base_lr": base_lr(r, self.dinfo.world_size), "global_batch": tr.batch_size * self.dinfo.world_size,
                  "steps_per_epoch": self.steps, "in_memory_data": data.in_memory, "num_classes": data.num_classes,
                  "skipped_files": data.skipped}
@@ -237,6 +238,9 @@ class _Run:
                      f"{'in-memory batched' if data.in_memory else 'per-image loader'}) | global batch "
                      f"{r.train.batch_size * ws} ({ws} x {r.train.batch_size}) | base lr "
                      f"{base_lr(r, ws):.4g} | {r.train.precision} on {self.device}")
+        note = getattr(self.t.model, "pretrained_note", "")
+        if note:
+            self.log.log(note)
         if data.skipped:
             self.log.log(f"skipped {data.skipped} unreadable image file(s) (data.strict: true makes them errors)")
 
@@ -340,13 +344,18 @@ class _Run:
         kw = dict(dinfo=self.dinfo, workers=r.data.workers, timeout=r.data.timeout)
         args = (t.data.test, t.data.eval_transform, eval_batch_size(r), self.device, r.train.precision,
                 r.train.channels_last)
+        kw["tta"] = r.tricks.tta
         ev = evaluate(t.model, *args, **kw)
         out = dict(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"], val_images=ev["images"])
+        if "tta_top1" in ev:  # tricks.tta: beside the plain numbers
+            out.update(val_tta_top1=ev["tta_top1"], val_tta_top5=ev["tta_top5"])
         if t.ema is not None:
             ema_model = copy.deepcopy(t.model)
             t.ema.copy_to(ema_model)
             ev2 = evaluate(ema_model, *args, **kw)
             out.update(ema_val_top1=ev2["top1"], ema_val_top5=ev2["top5"])
+            if "tta_top1" in ev2:
+                out.update(ema_val_tta_top1=ev2["tta_top1"])
         return out
 
     def _write_record(self, record: dict, epoch: int) -> None:
@@ -358,6 +367,8 @@ class _Run:
                         self.writer.add_scalar(k, v, epoch + 1)
                 self.writer.flush()
         top = f" | top-1 {record['val_top1']:.2f} top-5 {record['val_top5']:.2f}" if "val_top1" in record else ""
+        if "val_tta_top1" in record:
+            top += f" (TTA {self.r.tricks.tta}: top-1 {record['val_tta_top1']:.2f})"
         self.log.log(f"epoch {epoch + 1}/{self.r.train.epochs} | loss {record['train_loss']:.4f} | "
                      f"lr {record['lr']:.4g}{top} | {record['images_per_sec']:.0f} img/s | {record['seconds']:.1f} s")
 

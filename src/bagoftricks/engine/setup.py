@@ -23,7 +23,7 @@ from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import syncbn
 from bagoftricks.engine.checkpoint import ema_weights, load_checkpoint, resolve_checkpoint
-from bagoftricks.errors import CheckpointError, RecipeError, UsageError
+from bagoftricks.errors import BadInput, CheckpointError, RecipeError, UsageError
 from bagoftricks.recipe import Recipe, from_dict
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # recipe.PRECISIONS; fp32: no autocast
@@ -73,8 +73,8 @@ class _PreAugment:
     def __init__(self, pre: Callable, inner: Callable):
         self.pre, self.inner = pre, inner
 
-    def __call__(self, images, generator):
-        return self.inner(self.pre(images, generator), generator)
+    def __call__(self, images, generator, **kw):
+        return self.inner(self.pre(images, generator), generator, **kw)
 
 
 class _PerImage:
@@ -151,7 +151,13 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
     kw = dict(train_limit=d.train_limit, strict=d.strict, download=d.download, image_size=d.image_size,
               num_classes=d.num_classes, synthetic_samples=d.synthetic_samples, seed=r.train.seed)
     test_ds = bdata.load_split(d.name, d.root, "test", **kw)
-    train_ds = bdata.load_split(d.name, d.root, "train", **kw) if train else None
+    # The §2 random-resized crop samples from the whole image: an image folder held in memory keeps it
+    # (with its size, which only the batched augmentation reads).
+    whole = d.augment == "paper" and d.in_memory != "never"
+    train_ds = bdata.load_split(d.name, d.root, "train", whole_images=whole, **kw) if train else None
+    if d.class_subset:
+        test_ds = bdata.select_classes(test_ds, d.class_subset)
+        train_ds = bdata.select_classes(train_ds, d.class_subset) if train_ds is not None else None
     ref = train_ds if train_ds is not None else test_ds
     in_channels = int(ref.images.shape[1]) if isinstance(ref, bdata.TensorDataset) else 3
     mean, std = normalisation(r, in_channels)
@@ -180,12 +186,22 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
 
 
 def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
-                dinfo: bdist.DistInfo | None = None) -> nn.Module:
-    """The seeded model with the run-level tricks applied: zero gamma, SyncBN, frozen BN γ, memory format."""
+                dinfo: bdist.DistInfo | None = None, pretrained: bool = True,
+                classes: list[str] | None = None) -> nn.Module:
+    """The seeded model with the run-level tricks applied: zero gamma, pretrained weights (unless
+    pretrained=False: a resumed run's checkpoint replaces them; a head trained for other `classes` is
+    re-initialised), frozen stages, SyncBN, frozen BN γ, memory format.
+
+    The line saying what model.pretrained loaded is kept as ``model.pretrained_note`` for the run log.
+    """
     torch.manual_seed(r.train.seed)
     model = recipe_model(r, num_classes, in_channels)
     if r.tricks.zero_gamma:
         tricks.zero_last_bn_gamma(model)
+    if r.model.pretrained and pretrained:
+        model.pretrained_note = _load_pretrained(model, r.model.pretrained, classes)
+    if r.model.freeze:
+        bmodels.freeze(model, r.model.freeze)
     if dinfo is not None and dinfo.enabled and r.model.sync_bn:
         model = syncbn.convert(model, device)  # torch's on CUDA, the portable one on CPU (gloo)
     if r.tricks.bn_freeze_gamma:
@@ -208,6 +224,13 @@ def fit_stem(model: nn.Module, data: DataBundle) -> None:
                          "synthetic); this one is read image by image")
     images = data.eval_transform(ds.images[:WHITEN_IMAGES])
     tricks.fit_whitening(model.stem, images)
+
+
+def _load_pretrained(model: nn.Module, path: str, classes: list[str] | None) -> str:
+    try:
+        return bmodels.load_pretrained(model, path, classes)
+    except BadInput as e:
+        raise RecipeError(f"model.pretrained: {e}") from None
 
 
 def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
@@ -261,7 +284,11 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimi
     (or this torch), torch's default (foreach on accelerators) is used and a skip costs one sync.
     """
     kw = dict(lr=lr, momentum=r.optim.momentum, nesterov=r.optim.nesterov, weight_decay=r.optim.weight_decay)
-    groups = lambda: tricks.param_groups(model, r.optim.weight_decay, r.tricks.no_bias_decay, r.tricks.bn_lr_mult)
+    head = bmodels.classifier_head(model) if r.optim.head_lr_mult != 1.0 else ""
+    o = r.optim
+    groups = lambda: [dict(g, lr=lr * g.get("lr_mult", 1.0)) for g in
+                      tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult,
+                                          r.tricks.bn_lr_mult)]
     try:
         opt = torch.optim.SGD(groups(), fused=True, **kw)
     except (RuntimeError, ValueError, TypeError):  # SGD fills in the group dicts it is given: fresh ones
@@ -291,8 +318,11 @@ class Training:
         return self.data.train.steps_per_epoch
 
 
-def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None = None) -> Training:
-    """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them."""
+def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None = None,
+                   pretrained: bool = True) -> Training:
+    """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them.
+
+    pretrained=False skips loading model.pretrained (a resumed run: its checkpoint holds the weights)."""
     from bagoftricks.engine.step import TrainStep
     dinfo = dinfo or bdist.DistInfo()
     tr, tk = r.train, r.tricks
@@ -301,8 +331,8 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     if steps < 1:
         raise UsageError(f"train.batch_size: {tr.batch_size} x {dinfo.world_size} process(es) is larger than the "
                          f"{len(data.train.ds) if hasattr(data.train, 'ds') else 'available'} training images")
-    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo)
-    if r.model.stem == "whiten":
+    model = setup_model(r, data.num_classes, data.in_channels, device, dinfo, pretrained, data.classes or None)
+    if r.model.stem == "whiten" and not (r.model.pretrained and pretrained):  # pretrained weights hold a stem
         fit_stem(model, data)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher \
         else None

@@ -111,7 +111,7 @@ class TrainStep:
         t = self.t
         lr = scheduled_lr(t.recipe, epoch * t.steps_per_epoch + s, t.steps_per_epoch, t.dinfo.world_size)
         for group in t.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)  # tricks.bn_lr_mult's group
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # optim.head_lr_mult, tricks.bn_lr_mult groups
         return lr
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int, s: int) -> StepResult:

@@ -5,6 +5,7 @@ Inception-V3, plus parameter/MAC counting and the zero-γ lookup.
     build_model("resnet20", 10, in_channels=1)      # Fashion-MNIST
     count_params_macs(model, (3, 224, 224))         # ResNet-50-D: (25_576_264, 4_328_824_832)
     features(model)                                 # stage outputs with channels and strides
+    load_pretrained(model, "runs/r50")              # our run, or a torchvision/timm state-dict file
 
 The names are loaded on first use, so that importing the torch-free ``catalog`` (preset names,
 variants, activations) does not import torch.
@@ -21,6 +22,7 @@ _EXPORTS = {
     "count_params_macs": "analysis", "residual_last_bns": "analysis",
     "DropPath": "layers", "SqueezeExcite": "layers", "init_weights": "layers", "make_activation": "layers",
     "build_model": "registry",
+    "load_pretrained": "pretrained", "freeze": "freeze", "classifier_head": "pretrained",
     "StageFeatures": "features", "StageInfo": "features", "features": "features",
     "FAMILIES": "resnet", "ResNet": "resnet",
 }

@@ -17,6 +17,7 @@ STEMS = ("learned", "whiten")
 
 __all__ = [
     "ACTIVATIONS",
+    "FREEZE_POINTS",
     "STEMS",
     "INITS",
     "MODELS",
@@ -63,6 +64,9 @@ ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "hardswish": ("Hardswish", dict(inplace=True)),
     "mish": ("Mish", dict(inplace=True)),
 }
+
+# model.freeze: frozen up to and including this part of a ResNet ("" = nothing); see freeze.py.
+FREEZE_POINTS = ("", "stem", "layer1", "layer2", "layer3", "layer4")
 
 # xavier: the paper's §2; kaiming: He et al. (2015), as torchvision's ResNet. See layers.init_weights.
 INITS = ("xavier", "kaiming")

@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from .catalog import ACTIVATIONS, VARIANTS, check_choice
 from .layers import DropPath, SqueezeExcite, make_activation
@@ -89,7 +90,23 @@ def _conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, groups=groups, bias=False)
 
 
+class SubsampledPointwise(nn.Conv2d):
+    """A strided 1×1 conv computed as "keep every stride-th pixel, then a 1×1 conv with stride 1".
+
+    The same function, weights and state-dict keys as ``nn.Conv2d(cin, cout, 1, stride)``. It exists
+    because torch 2.14's oneDNN kernel for the weight gradient of a strided 1×1 conv corrupts the heap
+    (glibc abort) with fewer than 8 input channels in channels-last on one thread on AVX2 CPUs; only
+    such narrow convs (test-sized widths) are built this way.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sh, sw = self.stride
+        return F.conv2d(x[:, :, ::sh, ::sw], self.weight, self.bias)
+
+
 def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    if stride > 1 and cin < 8:
+        return SubsampledPointwise(cin, cout, 1, stride=stride, bias=False)
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from bagoftricks.ablate.spec import slugify
 from bagoftricks.files import atomic_write_text
-from bagoftricks.report import ran
+from bagoftricks.report import ran, stats, transfer
+from bagoftricks.report.stats import Interval
 from bagoftricks.report.render import to_html, to_markdown
 from bagoftricks.report.sweep import CellData, Sweep, load_sweep, summary_json
 
@@ -42,8 +43,14 @@ def _fmt_pm(m: float | None, s: float | None) -> str:
     return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
 
 
-def _fmt_d(d: float | None) -> str:
-    return "—" if d is None else f"{d:+.2f}"
+def _fmt_d(d: float | None, iv: Interval | None = None) -> str:
+    """Δ, and its 95 % interval in brackets; bold when the interval excludes 0."""
+    if d is None:
+        return "—"
+    if iv is None:
+        return f"{d:+.2f}"
+    mark = "**" if iv.excludes_zero else ""
+    return f"{mark}{d:+.2f}{mark} [{iv.low:+.2f}, {iv.high:+.2f}]"
 
 
 def _fmt_si(v: float | None, unit: str = "") -> str:
@@ -66,21 +73,22 @@ def _code(items: Iterable[str]) -> str:
 
 def table_block(sweep: Sweep) -> tuple:
     """The sweep's table: one row per step, seed means ± std, Δs, the paper's number, speed and size."""
-    headers = ["#", "step", "top-1 (%)", "top-5 (%)", "Δ prev", "Δ base"]
+    headers = ["#", "step", "top-1 (%)", "top-5 (%)", "Δ prev [95 % CI]", "Δ base [95 % CI]"]
     aligns = ["r", "l", "r", "r", "r", "r"]
     if sweep.has_paper:
-        headers.append("paper top-1 (Δ prev)")
-        aligns.append("r")
+        headers += ["paper top-1 (Δ prev)", "vs paper"]
+        aligns += ["r", "l"]
     headers += ["img/s", "s/epoch", "params", "MACs", "n"]
     aligns += ["r", "r", "r", "r", "r"]
     rows = []
     for r in sweep.rows:
         row = [str(r.index), r.name, _fmt_pm(r.top1_mean, r.top1_std), _fmt_pm(r.top5_mean, r.top5_std),
-               _fmt_d(r.d_prev), "(base)" if r is sweep.rows[0] else _fmt_d(r.d_base)]
+               _fmt_d(r.d_prev, r.ci_prev), "(base)" if r is sweep.rows[0] else _fmt_d(r.d_base, r.ci_base)]
         if sweep.has_paper:
             p = r.paper.get("top1")
             dp = f" ({r.paper_d_prev:+.2f})" if r.paper_d_prev is not None else ""
-            row.append("—" if p is None else f"{p:.2f}{dp}")
+            mark = " (r)" if "top1" in r.paper.get("unverified", ()) else ""
+            row += ["—" if p is None else f"{p:.2f}{mark}{dp}", r.reading or "—"]
         n = f"{r.n}"
         if r.failed:
             n += f" (+{len(r.failed)} failed)"
@@ -90,6 +98,31 @@ def table_block(sweep: Sweep) -> tuple:
                 _fmt_si(r.first("params")), _fmt_si(r.first("macs")), n]
         rows.append(row)
     return ("table", headers, rows, aligns)
+
+
+def _paper_note(sweep: Sweep) -> list[tuple]:
+    """What the brackets, the bold Δs, "vs paper" and "(r)" mean, and the rows grouped by their reading."""
+    paired = all(iv.paired for r in sweep.rows for iv in (r.ci_prev, r.ci_base) if iv is not None)
+    how = ("paired by seed: seed k of every row shares its initialisation, data order and augmentation draws, so "
+           "the per-seed differences leave out the noise the two cells share" if paired else
+           "paired by seed where two rows share at least two seeds (they share initialisation and data order), "
+           "else Welch's interval for two independent samples")
+    text = (f"Δ columns: the Δ in points and, in brackets, its 95 % Student-t confidence interval over seeds, {how}. "
+            f"**Bold**: the interval excludes 0.")
+    blocks: list[tuple] = [("p", text)]
+    if sweep.has_paper:
+        which = "Δ prev" if sweep.kind == "ladder" else "Δ base"
+        blocks.append(("p", f"vs paper: the measured {which} against the paper's — “{stats.AGREES}” (the interval "
+                            f"excludes 0 and the sign is the paper's), “{stats.OPPOSITE}” (it excludes 0 with the "
+                            f"other sign), “{stats.NOISE}” (it contains 0: these seeds cannot tell the trick's "
+                            f"effect from seed noise)."))
+        groups = {k: [r.name for r in sweep.rows if r.reading == k] for k in (stats.AGREES, stats.OPPOSITE,
+                                                                             stats.NOISE, stats.SIGNIFICANT)}
+        blocks.append(("list", [f"{k}: {', '.join(v)}" for k, v in groups.items() if v]))
+    if any("top1" in r.paper.get("unverified", ()) for r in sweep.rows):
+        blocks.append(("p", "(r): the paper's value as recalled, not verified against the paper's text "
+                            "(`verified: false` in the spec); treat it as a target to check."))
+    return blocks
 
 
 def _best(cells: list[CellData]) -> CellData | None:
@@ -172,7 +205,8 @@ def _curve_figures(sweep: Sweep, fig_dir: Path, slug: str) -> list[tuple]:
                       f"{sweep.name}: validation top-1 per epoch, mean over seeds, min–max over seeds shaded (after a "
                       f"single evaluated epoch: a point per row, the bar spanning min–max).")
             + _figure(figures.delta_bars(sweep, fig_dir / f"{slug}-delta.png"),
-                      f"{sweep.name}: Δ top-1 vs '{first}', error bars = std over seeds of the per-seed difference."))
+                      f"{sweep.name}: Δ top-1 vs '{first}', error bars = the 95 % Student-t interval over seeds "
+            f"(paired by seed)."))
 
 
 Predicted = Callable[[CellData], dict]
@@ -246,7 +280,13 @@ def _prediction_figures(sweep: Sweep, fig_dir: Path, slug: str, device: str,
 def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: Callable[[str], None]) -> list[tuple]:
     """The section of one sweep: its table, what each row changes, the cells that did not finish, figures."""
     slug = slugify(sweep.name)
-    blocks = _intro_blocks(sweep) + [table_block(sweep)] + _changes_blocks(sweep) + _status_blocks(sweep)
+    if transfer.is_transfer(sweep):  # detection/segmentation cells: their scores; no top-1 figures
+        from bagoftricks.report import figures
+        blocks = _intro_blocks(sweep) + [transfer.table_block(sweep)] + _changes_blocks(sweep) + _status_blocks(sweep)
+        return blocks + _figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
+                                f"{sweep.name}: learning rate of every iteration of each step.")
+    blocks = _intro_blocks(sweep) + [table_block(sweep)] + _paper_note(sweep)
+    blocks += _changes_blocks(sweep) + _status_blocks(sweep)
     blocks += _curve_figures(sweep, fig_dir, slug)
     if predict:
         figs, notes = _prediction_figures(sweep, fig_dir, slug, device, echo)

@@ -159,7 +159,8 @@ def delta_figure(sweep: Sweep) -> Figure | None:
     fig = Figure(figsize=(max(5.0, 1.1 * len(rows) + 2.5), 3.8))
     ax = fig.subplots()
     x = list(range(len(rows)))
-    err = [r.d_base_err or 0.0 for r in rows]
+    err = [[max(0.0, r.d_base - r.ci_base.low) if r.ci_base else 0.0 for r in rows],
+           [max(0.0, r.ci_base.high - r.d_base) if r.ci_base else 0.0 for r in rows]]
     colors = [_GAIN if r.d_base >= 0 else _LOSS for r in rows]
     ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75)
     handles = [Patch(color=c, alpha=0.75, label=f"measured {what} (mean over seeds)")
@@ -171,7 +172,7 @@ def delta_figure(sweep: Sweep) -> Figure | None:
     ax.set_xticks(x)
     ax.set_xticklabels([r.name for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(f"Δ top-1 vs '{sweep.rows[0].name}' (points)")
-    ax.set_title(f"{sweep.name}: Δ top-1 per step (error bars: std of the per-seed difference)", fontsize=10)
+    ax.set_title(f"{sweep.name}: Δ top-1 per step (error bars: 95 % interval over seeds, paired)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(handles=handles, fontsize=8)
     return fig

@@ -2,9 +2,9 @@
 
 Numbers are aggregated over the seeds whose cell finished ("ok"): mean and sample standard
 deviation (n - 1 in the denominator; no std for a single seed). Δ vs previous row and Δ vs base are
-differences of those means; the per-step error bars of the Δ figure are the std over seeds of the
-per-seed difference to the base (cells of the same seed share initialisation and data order, so the
-paired difference is the less noisy one).
+differences of those means; each has a 95 % Student-t confidence interval over seeds, paired by seed
+(report/stats.py: cells of the same seed share initialisation and data order, so the paired difference
+is the less noisy one); the error bars of the Δ figure are that interval for Δ vs base.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from bagoftricks import recipe as brecipe
 from bagoftricks.ablate.folder import CELLS, RESULTS, read_results
 from bagoftricks.errors import RecipeError, UsageError
 from bagoftricks.files import read_json_object, read_jsonl
+from bagoftricks.report.stats import Interval, delta_interval, verdict
 
 
 @dataclass
@@ -83,6 +84,9 @@ class Row:
     d_base_err: float | None = None
     paper_d_prev: float | None = None
     paper_d_base: float | None = None
+    ci_prev: Interval | None = None    # 95 % interval of Δ prev over seeds
+    ci_base: Interval | None = None    # 95 % interval of Δ base over seeds
+    reading: str = ""                  # the Δ the paper gives (prev in a ladder, base in a grid) read against it
 
     @property
     def ok(self) -> list[CellData]:
@@ -221,11 +225,27 @@ def summarise(sweep: Sweep) -> None:
             common = sorted(set(r.by_seed) & set(base.by_seed))
             if r is not base and len(common) >= 2:
                 r.d_base_err = statistics.stdev([r.by_seed[s] - base.by_seed[s] for s in common])
-        p, pb = r.paper.get("top1"), base.paper.get("top1") if base else None
-        if prev is not None and p is not None and prev.paper.get("top1") is not None:
-            r.paper_d_prev = p - prev.paper["top1"]
-        if p is not None and pb is not None:
-            r.paper_d_base = p - pb
+        _paper_deltas(r, prev, base)
+        if prev is not None:
+            r.ci_prev = delta_interval(r.by_seed, prev.by_seed)
+        if base is not None and r is not base:
+            r.ci_base = delta_interval(r.by_seed, base.by_seed)
+        if r is not base:
+            ladder = sweep.kind == "ladder"
+            r.reading = verdict(r.ci_prev if ladder else r.ci_base, r.paper_d_prev if ladder else r.paper_d_base)
+
+
+def _paper_deltas(r: Row, prev: Row | None, base: Row | None) -> None:
+    p, pb = r.paper.get("top1"), base.paper.get("top1") if base else None
+    if prev is not None and p is not None and prev.paper.get("top1") is not None:
+        r.paper_d_prev = p - prev.paper["top1"]
+    if p is not None and pb is not None:
+        r.paper_d_base = p - pb
+
+
+def _interval_json(iv: Interval | None) -> dict | None:
+    return None if iv is None else {"delta": iv.delta, "low": iv.low, "high": iv.high, "n": iv.n,
+                                    "paired": iv.paired, "excludes_zero": iv.excludes_zero}
 
 
 def summary_json(sweep: Sweep) -> dict:
@@ -234,7 +254,9 @@ def summary_json(sweep: Sweep) -> dict:
         "name": sweep.name, "kind": sweep.kind, "dir": str(sweep.dir),
         "rows": [{"index": r.index, "step": r.name, "n": r.n, "top1_mean": r.top1_mean, "top1_std": r.top1_std,
                   "top5_mean": r.top5_mean, "top5_std": r.top5_std, "delta_prev": r.d_prev, "delta_base": r.d_base,
-                  "delta_base_err": r.d_base_err, "images_per_sec": r.avg("images_per_sec"),
+                  "delta_base_err": r.d_base_err, "ci95_prev": _interval_json(r.ci_prev),
+                  "ci95_base": _interval_json(r.ci_base), "reading": r.reading,
+                  "images_per_sec": r.avg("images_per_sec"),
                   "seconds_per_epoch": r.avg("seconds_per_epoch"), "params": r.first("params"),
                   "macs": r.first("macs"), "paper": r.paper, "seeds": sorted(r.by_seed),
                   "failed": [{"cell": c.key, "reason": (c.result or {}).get("reason")} for c in r.failed],

@@ -30,6 +30,7 @@ _EXPORTS = {
     "randaugment": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
     "fit_whitening": "whitening", "patch_covariance": "whitening", "whitening_filters": "whitening",
+    "tta_logits": "tta", "tta_views": "tta",
     "zero_last_bn_gamma": "zero_gamma",
 }
 __all__ = sorted(_EXPORTS)

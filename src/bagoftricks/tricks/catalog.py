@@ -9,3 +9,7 @@ LABEL_SMOOTHING_FORMS = ("paper", "uniform")
 
 # RandAugment magnitude scale: m in [0, RANDAUGMENT_BINS - 1], torchvision's 31-bin default.
 RANDAUGMENT_BINS = 31
+
+# Test-time augmentation (tta.py): the logits averaged over the image and its mirror ("flip"), and
+# also over ±2-pixel shifts of both ("flip_shift").
+TTA_MODES = ("none", "flip", "flip_shift")

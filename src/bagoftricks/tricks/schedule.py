@@ -48,10 +48,12 @@ def lr_at(
     Early on all parameters are far from a solution and a large lr is numerically unstable
     (especially after linear scaling); ramping from 0 avoids the blow-up.
 
-    After warmup, with t = step - m:
-      - "step": base_lr · gamma^k, k = number of milestones e with t >= round(e · steps_per_epoch).
-        Milestones are epochs counted *after* the warmup, so warmup shifts the whole step
-        schedule instead of eating into the first constant phase.
+    After warmup:
+      - "step": base_lr · gamma^k, k = number of milestones e with step >= round(e · steps_per_epoch).
+        Milestones are absolute epochs, as in the paper (§2: ÷10 at 30, 60, 90) and the authors'
+        reference script: warmup eats into the first constant phase, it does not shift the drops.
+        A milestone inside the warmup applies from the end of the warmup.
+      with t = step - m:
       - "cosine" (§5.1): floor + (base_lr - floor) · ½ (1 + cos(π t / T)).
       - "linear": floor + (base_lr - floor) · (1 - t / T).
     T = total_steps - 1 - m, so the *last* iteration that is run (step total_steps - 1) gets
@@ -67,10 +69,10 @@ def lr_at(
     m = warmup_steps(warmup_epochs, steps_per_epoch)
     if step < m:
         return base_lr * step / m
-    t = step - m
     if kind == "step":
-        passed = sum(1 for e in milestones if t >= round(e * steps_per_epoch))
+        passed = sum(1 for e in milestones if step >= round(e * steps_per_epoch))
         return base_lr * gamma**passed
+    t = step - m
     total = epochs * steps_per_epoch
     T = max(1, total - 1 - m)
     frac = min(t, T) / T

@@ -1,0 +1,97 @@
+"""Confidence intervals for a Δ between two rows of a sweep, over seeds, and what they say against the paper.
+
+The cells of a sweep share their seeds: seed k of every row starts from the same seed-derived streams
+(initialisation, data order, augmentation draws). So a Δ is estimated from the per-seed differences
+d_k = x_k − y_k over the seeds both rows finished (paired), whose spread leaves out the part of the
+seed-to-seed noise the two cells share: mean(d) ± t(0.975, n−1) · sd(d) / √n. Where fewer than two seeds
+are shared, the two rows are treated as independent samples (Welch: t with the Welch–Satterthwaite degrees
+of freedom). Student's t quantile is computed here (no SciPy): the t density integrated by Simpson's rule,
+inverted by bisection.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from dataclasses import dataclass
+
+AGREES, OPPOSITE, NOISE = "agrees with the paper", "opposite and significant", "within noise"
+SIGNIFICANT = "significant (no paper Δ)"
+
+
+@dataclass(frozen=True)
+class Interval:
+    delta: float      # mean difference (paired) or difference of means (Welch)
+    low: float
+    high: float
+    n: int            # seeds in the paired differences, or the smaller of the two samples (Welch)
+    paired: bool
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def _t_density(x: float, df: float) -> float:
+    c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    return math.exp(c - (df + 1) / 2 * math.log1p(x * x / df))
+
+
+def t_cdf(t: float, df: float, intervals: int = 1000) -> float:
+    """P(T <= t) for Student's t with df degrees of freedom (Simpson's rule from 0 to |t|)."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    a = abs(t)
+    h = a / intervals
+    s = _t_density(0.0, df) + _t_density(a, df)
+    s += sum((4 if i % 2 else 2) * _t_density(i * h, df) for i in range(1, intervals))
+    half = s * h / 3
+    return 0.5 + half if t >= 0 else 0.5 - half
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: float) -> float:
+    """The t with P(T <= t) = p, for 0.5 <= p < 1 (bisection to 1e-8)."""
+    if not 0.5 <= p < 1:
+        raise ValueError(f"p must be in [0.5, 1), got {p}")
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1e-8:
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def delta_interval(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> Interval | None:
+    """The `level` interval of Δ = a − b from per-seed values {seed: value}: paired over the shared seeds
+    when there are at least two, else Welch's; None when either side has too few values."""
+    q = 0.5 + level / 2
+    common = sorted(set(a) & set(b))
+    if len(common) >= 2:
+        d = [a[s] - b[s] for s in common]
+        m, n = statistics.fmean(d), len(d)
+        half = t_quantile(q, n - 1) * statistics.stdev(d) / math.sqrt(n)
+        return Interval(m, m - half, m + half, n, True)
+    xa, xb = list(a.values()), list(b.values())
+    if len(xa) < 2 or len(xb) < 2:
+        return None
+    va, vb = statistics.variance(xa) / len(xa), statistics.variance(xb) / len(xb)
+    m = statistics.fmean(xa) - statistics.fmean(xb)
+    if va + vb == 0:
+        return Interval(m, m, m, min(len(xa), len(xb)), False)
+    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
+    half = t_quantile(q, df) * math.sqrt(va + vb)
+    return Interval(m, m - half, m + half, min(len(xa), len(xb)), False)
+
+
+def verdict(iv: Interval | None, paper_delta: float | None) -> str:
+    """How a measured Δ reads against the paper's: significant with the paper's sign, significant with
+    the opposite sign, or an interval that contains 0."""
+    if iv is None:
+        return "—"
+    if not iv.excludes_zero:
+        return NOISE
+    if paper_delta is None or paper_delta == 0:
+        return SIGNIFICANT
+    return AGREES if (iv.delta > 0) == (paper_delta > 0) else OPPOSITE

@@ -1,0 +1,115 @@
+"""The recipe's detection/segmentation data: splits, augmentation and batches.
+
+Augmentation uses torchvision.transforms.v2 on tv_tensors, so the boxes and the label map follow the
+image through every step: resize to data.image_size square, horizontal flip (data.flip), scale jitter
+(transfer.scale_jitter, an affine zoom about the centre; a box that leaves the picture is dropped by
+SanitizeBoundingBoxes). The random draws come from torch's global generator, which the loop seeds
+per step from (seed, epoch, step), so a resumed run draws the same.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from bagoftricks.data.catalog import DEFAULT_ROOTS, STATS, TRANSFER_DATASETS
+from bagoftricks.errors import RecipeError
+from bagoftricks.recipe import Recipe
+from bagoftricks.seeds import derive_seed
+from bagoftricks.transfer.targets import IGNORE, SceneSplit
+
+
+def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
+    """Split 'train' or 'test' of the recipe's detection/segmentation dataset."""
+    d = r.data
+    if d.name == "fmnist_scenes":
+        from bagoftricks.transfer.scenes import load_scenes
+        root = os.path.expanduser(d.root or DEFAULT_ROOTS["fashion_mnist"])
+        count = r.transfer.train_scenes if split == "train" else r.transfer.test_scenes
+        return load_scenes(root, split, count, d.image_size)
+    if d.name in ("voc", "ade20k", "coco") and not d.root:
+        raise RecipeError(f"data.root: {d.name} needs its folder (VOCdevkit, or the folder holding images/ and "
+                          f"annotations/, or annotations/instances_*.json)")
+    detect = r.transfer.task == "detect"
+    if d.name == "voc":
+        from bagoftricks.transfer.voc import load_voc
+        return load_voc(d.root, split, detect, d.image_size, d.strict)
+    if d.name == "ade20k":
+        if detect:
+            raise RecipeError("data.name: ade20k has label maps only; use it with transfer.task: segment")
+        from bagoftricks.transfer.ade20k import load_ade20k
+        return load_ade20k(d.root, split, d.image_size, d.strict)
+    if d.name == "coco":
+        if not detect:
+            raise RecipeError("data.name: coco is read for its boxes only; use it with transfer.task: detect")
+        from bagoftricks.transfer.coco import load_coco
+        return load_coco(d.root, split, d.image_size, d.strict)
+    raise RecipeError(f"data.name: {d.name!r} is a classification dataset; transfer trains on "
+                      f"{', '.join(TRANSFER_DATASETS)}")
+
+
+def normalisation(r: Recipe, channels: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on the 0..255 scale: the Fashion-MNIST statistics for its scenes."""
+    mean, std = STATS["fashion_mnist"] if r.data.name == "fmnist_scenes" else STATS["imagefolder"]
+    if len(mean) != channels:
+        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
+    return list(mean), list(std)
+
+
+def augmentation(size: int, flip: float = 0.0, scale_jitter: float = 0.0) -> v2.Compose:
+    """(image, target) -> (image, target) resized to size x size, then flipped and scale-jittered."""
+    ops = [v2.Resize((size, size), antialias=True)]
+    if flip > 0:
+        ops.append(v2.RandomHorizontalFlip(flip))
+    if scale_jitter > 0:
+        ops.append(v2.RandomAffine(degrees=0.0, scale=(1 - scale_jitter, 1 + scale_jitter),
+                                   fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}))
+    ops.append(v2.SanitizeBoundingBoxes(min_size=1.0))
+    return v2.Compose(ops)
+
+
+def apply(tf: v2.Compose, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+    """Run a v2 transform on one sample as tv_tensors; plain tensors come back."""
+    h, w = image.shape[-2:]
+    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
+    t = {"boxes": boxes, "labels": target["labels"], "mask": tv_tensors.Mask(target["mask"])}
+    img, out = tf(tv_tensors.Image(image), t)
+    return img.as_subclass(torch.Tensor), {"boxes": out["boxes"].as_subclass(torch.Tensor).float(),
+                                           "labels": out["labels"], "mask": out["mask"].as_subclass(torch.Tensor)}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The sample order of an epoch, from (seed, epoch) alone."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "transfer-order", epoch))
+    return torch.randperm(n, generator=g)
+
+
+def batch_indices(order: torch.Tensor, batch_size: int, first: int = 0, drop_last: bool = True):
+    """The sample indices of each batch of `order`, from batch `first` on."""
+    n = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
+    for b in range(first, n):
+        yield order[b * batch_size:(b + 1) * batch_size].tolist()
+
+
+def load_batch(split: SceneSplit, indices: list[int], tf: v2.Compose,
+               channels: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
+    """The transformed images (uint8) and targets of `indices`; a gray image repeated to `channels`
+    (a 3-channel backbone on 1-channel data) when channels is given."""
+    pairs = [apply(tf, split.images[i], split.targets[i]) for i in indices]
+    images = [p[0] if not channels or p[0].shape[0] == channels else p[0].expand(channels, -1, -1) for p in pairs]
+    return images, [p[1] for p in pairs]
+
+
+def segmentation_batch(images: list[torch.Tensor], targets: list[dict], mean: list[float], std: list[float]):
+    """Normalised float [B, C, H, W] and int64 label maps [B, H, W] (IGNORE kept)."""
+    x = torch.stack(images).float()
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    y = torch.stack([t["mask"] for t in targets]).long()
+    return (x - m) / s, y
+
+
+__all__ = ["IGNORE", "apply", "augmentation", "batch_indices", "epoch_order", "load_batch", "load_transfer_split",
+           "normalisation", "segmentation_batch"]

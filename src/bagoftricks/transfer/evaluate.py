@@ -1,0 +1,41 @@
+"""A transfer model on its test split: predictions and scores (mAP or mIoU and pixel accuracy)."""
+from __future__ import annotations
+
+import torch
+
+from bagoftricks.transfer import data as tdata
+from bagoftricks.transfer.job import Job
+from bagoftricks.transfer.metrics import DetectionScore, SegmentationScore
+
+
+@torch.no_grad()
+def predict(job: Job, images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
+    """Eval-mode predictions on the CPU: {"boxes", "scores", "labels"} (detect) or {"mask"} (segment) per image."""
+    model, dev = job.model, job.device
+    was_training = model.training
+    model.eval()
+    try:
+        if job.detect:
+            out = model([im.to(dev).float() for im in images])
+            return [{k: v.cpu() for k, v in o.items()} for o in out]
+        x, _ = tdata.segmentation_batch(images, targets, job.mean, job.std)
+        pred = model(x.to(dev))["out"].argmax(1).cpu()
+        return [{"mask": p} for p in pred]
+    finally:
+        model.train(was_training)
+
+
+def evaluate_transfer(job: Job) -> dict[str, float]:
+    """Scores over the whole test split (images resized to data.image_size, nothing random)."""
+    r = job.recipe
+    size = r.train.eval_batch_size or 2 * r.train.batch_size
+    tf = tdata.augmentation(r.data.image_size)
+    score = DetectionScore() if job.detect else SegmentationScore(job.test.num_classes)
+    for idx in tdata.batch_indices(torch.arange(len(job.test)), size, drop_last=False):
+        images, targets = tdata.load_batch(job.test, idx, tf, job.channels)
+        preds = predict(job, images, targets)
+        if job.detect:
+            score.update(preds, targets)
+        else:
+            score.update(torch.stack([p["mask"] for p in preds]), torch.stack([t["mask"] for t in targets]).long())
+    return score.compute()

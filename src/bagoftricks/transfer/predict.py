@@ -1,0 +1,64 @@
+"""A transfer run's model rebuilt from its checkpoint, and its predictions drawn onto PNGs.
+
+    job = load_transfer("runs/det")                # run folder or step-N.pt; eval mode, with its test split
+    paths = draw_run("runs/det", 8)                # RUN/predictions/test-0000.png ...: truth | prediction
+
+Each picture puts the ground truth (left) next to the prediction (right): boxes with their class and
+score (detections scoring at least SCORE_MIN) or the predicted label map.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bagoftricks import recipe as brecipe
+from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from bagoftricks.errors import CheckpointError
+from bagoftricks.transfer import data as tdata
+from bagoftricks.transfer.draw import draw, save_png
+from bagoftricks.transfer.evaluate import predict
+from bagoftricks.transfer.job import Job, build_model
+
+SCORE_MIN = 0.5
+
+
+def load_transfer(path: str | Path, device: str = "cpu") -> Job:
+    """The model of a transfer checkpoint (or run folder), in eval mode, with the run's test split."""
+    ckpt = resolve_checkpoint(path)
+    state = load_checkpoint(ckpt)
+    if "task" not in state:
+        raise CheckpointError(f"{ckpt} is a classification checkpoint, not a transfer run's")
+    r = brecipe.from_dict(state["recipe"])
+    test = tdata.load_transfer_split(r, "test")
+    model, _, _ = build_model(r, state["in_channels"], state["num_classes"], load=False)
+    model.load_state_dict(state["model"])
+    model.to(device).eval()
+    mean, std = tdata.normalisation(r, state["in_channels"])
+    return Job(r, torch.device(device), test, test, model, None, mean, std, 0, state["in_channels"])
+
+
+def drawn_pair(job: Job, image: torch.Tensor, target: dict, pred: dict) -> torch.Tensor:
+    """Truth (left) and prediction (right) drawn on one image, side by side: uint8 [3, H, 2W + 2]."""
+    classes = job.test.classes
+    if job.detect:
+        keep = pred["scores"] >= SCORE_MIN
+        truth = draw(image, boxes=target["boxes"], labels=target["labels"], classes=classes)
+        guess = draw(image, boxes=pred["boxes"][keep], labels=pred["labels"][keep], scores=pred["scores"][keep],
+                     classes=classes)
+    else:
+        truth, guess = draw(image, mask=target["mask"]), draw(image, mask=pred["mask"])
+    gap = torch.full((3, image.shape[1], 2), 255, dtype=torch.uint8)
+    return torch.cat([truth, gap, guess], dim=2)
+
+
+def draw_run(path: str | Path, count: int, dest: str | Path | None = None) -> list[Path]:
+    """Draw the first `count` test images of a transfer run into dest (default RUN/predictions/)."""
+    job = load_transfer(path)
+    run = Path(path) if Path(path).is_dir() else Path(path).parent.parent
+    dest = Path(dest) if dest is not None else run / "predictions"
+    idx = list(range(min(count, len(job.test))))
+    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size), job.channels)
+    preds = predict(job, images, targets)
+    return [save_png(dest / f"test-{i:04d}.png", drawn_pair(job, im, t, p))
+            for i, im, t, p in zip(idx, images, targets, preds)]
