@@ -9,7 +9,7 @@ from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.errors import RecipeError, TrainingInterrupted, UsageError
 from bagoftricks.files import read_jsonl
 from bagoftricks.transfer.loop import run_transfer
-from bagoftricks.transfer.predict import draw_run, load_transfer
+from bagoftricks.transfer.predict import draw_files, draw_run, load_transfer
 from tests.transfer.conftest import tiny
 
 
@@ -110,6 +110,9 @@ def test_draw_run_detection_pictures(tmp_path):
     paths = draw_run(tmp_path / "d", 3, tmp_path / "pics")
     from PIL import Image
     assert len(paths) == 3 and Image.open(paths[0]).size == (2 * 32 + 2, 32)
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(tmp_path / "mine.jpg")     # a user's image, another size
+    (drawn,) = draw_files(tmp_path / "d", [str(tmp_path / "mine.jpg")], tmp_path / "own")
+    assert drawn == tmp_path / "own" / "mine.png" and Image.open(drawn).size == (32, 32)
 
 
 @pytest.mark.timeout(120)
@@ -134,3 +137,23 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     assert got == signal.SIGTERM and 1 <= step < 400
     assert f"to continue: bagoftricks transfer --resume {out}" in text
     assert load_checkpoint(list_checkpoints(out)[-1])["global_step"] == step
+
+
+def test_run_level_train_fields(tmp_path, capsys, monkeypatch):
+    """train.eval_every, keep_checkpoints, checkpoint_every_steps, eval_batch_size and resume: auto, read by
+    the transfer loop as by train's."""
+    from bagoftricks.transfer import data as tdata
+    sizes, batches = [], tdata.batch_indices
+    monkeypatch.setattr(tdata, "batch_indices", lambda order, size, *a, **k: (sizes.append(size),
+                                                                             batches(order, size, *a, **k))[1])
+    r = tiny("transfer.task=segment", "train.eval_every=2", "train.keep_checkpoints=1",
+             "train.checkpoint_every_steps=1", "train.eval_batch_size=3", "train.resume=auto")
+    run_transfer(r, tmp_path / "r", progress=False)
+    recs = read_jsonl(tmp_path / "r" / "metrics.jsonl")
+    assert "miou" not in recs[0] and "miou" in recs[1]
+    assert sizes == [4, 4, 3]                                  # two training epochs of 4, one evaluation of 3
+    assert [p.name for p in list_checkpoints(tmp_path / "r")] == ["step-000000004.pt"]
+    run_transfer(r, tmp_path / "r", progress=False)          # auto: the finished run is not started over
+    assert "already complete" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="holds a run of another recipe"):
+        run_transfer(tiny("transfer.task=segment", "train.resume=auto"), tmp_path / "r", progress=False)

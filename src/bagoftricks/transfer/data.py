@@ -93,13 +93,10 @@ def batch_indices(order: torch.Tensor, batch_size: int, first: int = 0, drop_las
         yield order[b * batch_size:(b + 1) * batch_size].tolist()
 
 
-def load_batch(split: SceneSplit, indices: list[int], tf: v2.Compose,
-               channels: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
-    """The transformed images (uint8) and targets of `indices`; a gray image repeated to `channels`
-    (a 3-channel backbone on 1-channel data) when channels is given."""
+def load_batch(split: SceneSplit, indices: list[int], tf: v2.Compose) -> tuple[list[torch.Tensor], list[dict]]:
+    """The transformed images (uint8) and targets of `indices`."""
     pairs = [apply(tf, split.images[i], split.targets[i]) for i in indices]
-    images = [p[0] if not channels or p[0].shape[0] == channels else p[0].expand(channels, -1, -1) for p in pairs]
-    return images, [p[1] for p in pairs]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def segmentation_batch(images: list[torch.Tensor], targets: list[dict], mean: list[float], std: list[float]):

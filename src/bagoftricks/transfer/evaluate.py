@@ -32,7 +32,7 @@ def evaluate_transfer(job: Job) -> dict[str, float]:
     tf = tdata.augmentation(r.data.image_size)
     score = DetectionScore() if job.detect else SegmentationScore(job.test.num_classes)
     for idx in tdata.batch_indices(torch.arange(len(job.test)), size, drop_last=False):
-        images, targets = tdata.load_batch(job.test, idx, tf, job.channels)
+        images, targets = tdata.load_batch(job.test, idx, tf)
         preds = predict(job, images, targets)
         if job.detect:
             score.update(preds, targets)

@@ -79,7 +79,7 @@ class Job:
         so the augmentation and the detector's sampling draw the same after a resume."""
         torch.manual_seed(derive_seed(self.recipe.train.seed, "transfer-step", epoch, step))
         tf = tdata.augmentation(self.recipe.data.image_size, self.recipe.data.flip, self.recipe.transfer.scale_jitter)
-        return tdata.load_batch(self.train, indices, tf, self.channels)
+        return tdata.load_batch(self.train, indices, tf)
 
     def loss(self, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
         """The training loss of a batch (the model in train mode)."""

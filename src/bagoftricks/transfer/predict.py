@@ -2,6 +2,7 @@
 
     job = load_transfer("runs/det")                # run folder or step-N.pt; eval mode, with its test split
     paths = draw_run("runs/det", 8)                # RUN/predictions/test-0000.png ...: truth | prediction
+    paths = draw_files("runs/det", ["a.jpg"], "out")  # predictions on your own images: out/a.png
 
 Each picture puts the ground truth (left) next to the prediction (right): boxes with their class and
 score (detections scoring at least SCORE_MIN) or the predicted label map.
@@ -58,7 +59,37 @@ def draw_run(path: str | Path, count: int, dest: str | Path | None = None) -> li
     run = Path(path) if Path(path).is_dir() else Path(path).parent.parent
     dest = Path(dest) if dest is not None else run / "predictions"
     idx = list(range(min(count, len(job.test))))
-    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size), job.channels)
+    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size))
     preds = predict(job, images, targets)
     return [save_png(dest / f"test-{i:04d}.png", drawn_pair(job, im, t, p))
             for i, im, t, p in zip(idx, images, targets, preds)]
+
+
+def _as_model_input(path: str, channels: int, size: int) -> torch.Tensor:
+    """An image file as the model takes it: uint8 [channels, size, size] (gray by ITU-R 601 luma for 1 channel)."""
+    from torchvision.transforms.v2 import functional as tvf
+
+    from bagoftricks.transfer.files import read_image
+    image = read_image(path)
+    if channels == 1:
+        luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+        image = (image.float() * luma).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+    return tvf.resize(image, [size, size], antialias=True)
+
+
+def draw_files(checkpoint: str | Path, files: list[str], dest: str | Path) -> list[Path]:
+    """A transfer run's predictions drawn on image files (resized to its data.image_size) into dest/<stem>.png:
+    the hook for `bagoftricks predict` on a detection or segmentation run."""
+    job = load_transfer(checkpoint)
+    size, out = job.recipe.data.image_size, []
+    for f in files:
+        image = _as_model_input(f, job.channels, size)
+        pred = predict(job, [image], [{"mask": torch.zeros(size, size, dtype=torch.uint8)}])[0]
+        if job.detect:
+            keep = pred["scores"] >= SCORE_MIN
+            drawn = draw(image, boxes=pred["boxes"][keep], labels=pred["labels"][keep], scores=pred["scores"][keep],
+                         classes=job.test.classes)
+        else:
+            drawn = draw(image, mask=pred["mask"])
+        out.append(save_png(Path(dest) / f"{Path(f).stem}.png", drawn))
+    return out
