@@ -276,3 +276,15 @@ def test_job_env_shares_cores_and_gives_one_gpu_per_job():
     cmd = ablate.train_command(Path("out"), cell, 4, resume=False, python="py")
     assert cmd[:5] == ["py", "-m", "bagoftricks", "train", "--recipe"] and "train.threads=4" in cmd
     assert ablate.train_command(Path("out"), cell, 4, resume=True, python="py")[3:5] == ["train", "--resume"]
+
+
+def test_fast_spec_runs_from_all_fast_to_fast_3min(tmp_path):
+    spec = ablate.load_spec(REPO / "recipes" / "ablations" / "fmnist-fast.yaml")
+    cells = ablate.expand(spec, tmp_path / "out")
+    assert len(cells) == len(spec.steps) * 3 >= 3 * 6
+    rows = {c.step.index: ablate.cell_recipe(spec, c) for c in cells if c.seed == 0}
+    fmnist = REPO / "recipes" / "fmnist"
+    same = lambda a, b: brecipe.diff(a, brecipe.load(fmnist / b), ignore=("train.seed",))  # noqa: E731
+    assert same(rows[0], "all-fast.yaml") == [] and same(rows[len(rows) - 1], "fast-3min.yaml") == []
+    changed = [{k for k, *_ in brecipe.diff(rows[i - 1], rows[i])} for i in range(1, len(rows))]
+    assert {"model.stem"} in changed and {"data.flip_mode"} in changed and {"tricks.lookahead_every"} in changed

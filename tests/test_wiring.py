@@ -84,16 +84,19 @@ CASES = {
                                                "data.image_size=32")),
     "model.drop_path": (0.0, 0.5, "loss", ()),
     "model.width_mult": (1.0, 0.5, "model", ("model.arch=mobilenet_v1", "model.width=0", "data.image_size=32")),
+    "model.stem": ("learned", "whiten", "model", ("model.arch=airbench",)),
     "model.pretrained": ("", "@teacher", "model", ("model.variant=D",)),
     "model.freeze": ("", "layer1", "groups", ()),
     "data.name": ("synthetic", "imagefolder", "batch", ("data.root=@folder",)),
     "data.train_limit": (0, 32, "batch", ()),
     "data.class_subset": ([], [3, 0], "model", ()),
     "data.image_size": (16, 12, "batch", ()),
+    "data.progressive_sizes": ([], [8], "prepared_first", ()),
     "data.crop_ratio": (0.875, 0.5, "eval", ("data.name=imagefolder", "data.root=@folder")),
     "data.augment": ("paper", "small", "batch", ()),
     "data.crop_area_min": (0.08, 0.9, "batch", ()),
     "data.flip": (0.5, 0.0, "batch", ()),
+    "data.flip_mode": ("random", "alternate", "batch", ()),
     "data.jitter": (0.4, 0.0, "batch", ()),
     "data.lighting": (0.1, 0.0, "batch", ()),
     "data.pad": (4, 1, "batch", ("data.augment=small",)),
@@ -114,6 +117,8 @@ CASES = {
     "tricks.warmup_epochs": (0.0, 1.5, "lr", ()),
     "tricks.zero_gamma": (False, True, "model", ()),
     "tricks.no_bias_decay": (False, True, "groups", ()),
+    "tricks.bn_lr_mult": (1.0, 4.0, "groups", ()),
+    "tricks.bn_freeze_gamma": (False, True, "groups", ()),
     "tricks.label_smoothing": (0.0, 0.1, "loss", ()),
     "tricks.label_smoothing_form": ("paper", "uniform", "prepared_first", ("tricks.label_smoothing=0.2",)),
     "tricks.mixup_alpha": (0.0, 0.2, "prepared_first", ()),
@@ -136,7 +141,8 @@ CASES = {
 # Fields whose effect is on the run itself (files, devices, processes), each with its own test below.
 RUN_LEVEL = {
     "model.sync_bn", "data.root", "data.strict", "data.download", "data.workers", "data.timeout",
-    "tricks.ema_decay", "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
+    "tricks.ema_decay", "tricks.lookahead_every", "tricks.lookahead_decay", "tricks.lookahead_ramp",
+    "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.log_every_steps",
     "train.max_bad_steps", "train.resume", "tricks.tta",
 }
@@ -253,6 +259,26 @@ def test_ema_is_evaluated_alongside(tmp_path):
     loop.train(make("train.epochs=1", "tricks.ema_decay=0.5"), tmp_path / "on", progress=False)
     assert "ema_val_top1" not in read_jsonl(tmp_path / "off" / "metrics.jsonl")[0]
     assert "ema_val_top1" in read_jsonl(tmp_path / "on" / "metrics.jsonl")[0]
+
+
+def _weights_after_steps(r, n):
+    t = setup.setup_training(r, CPU, DistInfo())
+    batches = t.data.train.epoch(0)
+    for s in range(n):
+        x, y = next(batches)
+        t.step(x, y, 0, s)
+    return torch.cat([p.detach().flatten() for p in t.model.parameters()])
+
+
+@pytest.mark.parametrize("key,a,b,extra", [
+    ("tricks.lookahead_every", 0, 2, ("tricks.lookahead_ramp=0",)),
+    ("tricks.lookahead_decay", 0.77, 0.3, ("tricks.lookahead_every=2", "tricks.lookahead_ramp=0")),
+    ("tricks.lookahead_ramp", 0.0, 3.0, ("tricks.lookahead_every=2",)),
+])
+def test_lookahead_fields_change_the_trained_weights(key, a, b, extra):
+    wa = _weights_after_steps(make(*extra, f"{key}={a}"), 2)
+    wb = _weights_after_steps(make(*extra, f"{key}={b}"), 2)
+    assert not torch.equal(wa, wb), key
 
 
 def test_compile_wraps_the_model(tmp_path, monkeypatch):

@@ -20,9 +20,9 @@ from typing import Any
 
 import yaml
 
-from bagoftricks.data.catalog import AUGMENTS, DATASETS, TRANSFER_DATASETS
+from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
-from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, VARIANTS, list_models, model_spec
+from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec
 from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
@@ -43,6 +43,7 @@ class ModelConfig:
     pretrained: str = ""            # initial weights: a run folder/checkpoint (EMA when kept) or a torchvision/timm
     #                                 state dict (.pth/.pt/.bin/.safetensors); a head of another shape is re-initialised
     freeze: str = ""                # "" | stem | layer1..layer4: frozen up to and including it (BN in eval mode there)
+    stem: str = "learned"           # airbench: learned | whiten (frozen, from the training images' patch covariance)
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,13 @@ class DataConfig:
     class_subset: tuple[int, ...] = ()  # keep only these classes (dataset indices), relabelled 0..k-1 in this
     #                                     order, both splits (fine-tuning on another split); () = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
+    progressive_sizes: tuple[int, ...] = ()  # training image size of epochs 1, 2, ...; later epochs at image_size;
+    #                                          () = off; e.g. [20, 24] (progressive resizing, FFCV-style)
     crop_ratio: float = 0.875       # eval: shorter edge to image_size/crop_ratio, centre crop (augment paper); 224/256
     augment: str = "paper"          # paper (§2) | small (pad-and-crop + flip, 28-32 px; + jitter, lighting) | none
     crop_area_min: float = 0.08     # random-resized crop: min fraction of the image area; paper: 0.08
     flip: float = 0.5               # horizontal flip probability; paper: 0.5
+    flip_mode: str = "random"       # random (per image and epoch) | alternate (drawn once, inverted each epoch)
     jitter: float = 0.4             # brightness/saturation/hue factors in [1-j, 1+j] (paper, small); paper: 0.4
     lighting: float = 0.1           # PCA lighting noise std (paper, small; 3 channels); paper: 0.1
     pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
@@ -96,6 +100,8 @@ class TricksConfig:
     warmup_epochs: float = 0.0      # §3.1 linear ramp from 0, per iteration; paper: 5
     zero_gamma: bool = False        # §3.1 gamma = 0 in the last BN of each residual block
     no_bias_decay: bool = False     # §3.1 weight decay on conv/linear weights only
+    bn_lr_mult: float = 1.0         # lr of batch-norm gamma/beta = scheduled lr x this; 1 = off; airbench: ~64 on beta
+    bn_freeze_gamma: bool = False   # batch-norm gamma fixed at 1 (not trained); airbench: on
     label_smoothing: float = 0.0    # §5.2 epsilon; paper: 0.1
     label_smoothing_form: str = "paper"  # paper: eps/(K-1) on wrong classes | uniform: eps/K (timm/torchvision)
     mixup_alpha: float = 0.0        # §5.4 Beta(alpha, alpha); 0 = off; paper: 0.2
@@ -107,6 +113,9 @@ class TricksConfig:
     distill_temperature: float = 20.0  # §5.3 T; paper: 20
     distill_hard_weight: float = 1.0   # weight of the hard-label loss next to T^2 x soft loss
     ema_decay: float = 0.0          # EMA of weights per step (evaluated alongside); 0 = off; common: 0.9998
+    lookahead_every: int = 0        # every k steps slow <- d*slow + (1-d)*fast, fast <- slow; 0 = off; airbench: 5
+    lookahead_decay: float = 0.77   # lookahead: d at the end of training (ramped up from 0); airbench: 0.95^5
+    lookahead_ramp: float = 3.0     # lookahead: d = lookahead_decay x (fraction of training done)^ramp; airbench: 3
     randaugment_ops: int = 0        # RandAugment ops per image; 0 = off; common: 2
     randaugment_magnitude: int = 9  # RandAugment magnitude in [0, 30]
     tta: str = "none"               # test-time augmentation of every evaluation: none | flip (mean logits of the
@@ -177,9 +186,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": DATASETS + TRANSFER_DATASETS,
     "data.augment": AUGMENTS,
     "data.in_memory": IN_MEMORY,
+    "data.flip_mode": FLIP_MODES,
     "model.variant": tuple(VARIANTS),
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
+    "model.stem": STEMS,
     "model.freeze": FREEZE_POINTS,
     "schedule.kind": SCHEDULE_KINDS,
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
@@ -251,14 +262,14 @@ def _coerce(key: str, typ, value: Any) -> Any:
             return tuple(_coerce(key, elem, v) for v in value)
     except (TypeError, ValueError):
         pass
-    what = _TYPE_WORDS.get(typ, "a list of epochs, e.g. [30, 60, 90]")
-    if key == "data.class_subset":
-        what = "a list of class indices, e.g. [5, 6, 7, 8, 9]"
+    what = _TYPE_WORDS.get(typ) or _LIST_WORDS.get(key, "a list of epochs, e.g. [30, 60, 90]")
     raise RecipeError(f"{key}: expected {what}, got {given!r}")
 
 
-# How a value of each field type is described in an error (the tuple fields all hold epochs).
+# How a value of each field type is described in an error (the tuple fields hold epochs, unless listed).
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_LIST_WORDS = {"data.progressive_sizes": "a list of image sizes in pixels, e.g. [20, 24]",
+               "data.class_subset": "a list of class indices, e.g. [5, 6, 7, 8, 9]"}
 
 
 def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
@@ -395,6 +406,7 @@ def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Rec
     _validate_train(r.train)  # before the rules that compare other fields with train.epochs
     _validate_optim(r.optim, r.schedule, changed)
     _validate_schedule_length(r.schedule, r.train.epochs, changed)
+    _validate_progressive(r.data, r.train.epochs, changed)
     _validate_tricks(r.tricks, r.train.epochs, changed)
     _validate_transfer(r.transfer)
     return r
@@ -429,6 +441,8 @@ def _validate_data(d: DataConfig) -> None:
            f"is used with data.augment: paper only ('{d.augment}' trains and evaluates on the whole image)")
     _check(0.0 < d.crop_area_min <= 1.0, "data.crop_area_min", d.crop_area_min, "must be in (0, 1]")
     _check(0.0 <= d.flip <= 1.0, "data.flip", d.flip, "must be a probability in [0, 1]")
+    _check(d.flip_mode == "random" or d.augment != "none", "data.flip_mode", d.flip_mode,
+           "flips images, but data.augment is 'none' (no augmentation); use 'random' or another data.augment")
     _check(0.0 <= d.jitter < 1.0, "data.jitter", d.jitter, "must be in [0, 1)")
     _check(d.lighting >= 0.0, "data.lighting", d.lighting, "must be >= 0")
     _check(d.pad >= 0, "data.pad", d.pad, "must be >= 0")
@@ -464,11 +478,27 @@ def _validate_schedule_length(s: ScheduleConfig, epochs: int, changed: frozenset
                                          f"(schedule.extended_from)"))
 
 
+def _validate_progressive(d: DataConfig, epochs: int, changed: frozenset[str]) -> None:
+    sizes = list(d.progressive_sizes)
+    _check(all(8 <= s <= d.image_size for s in sizes), "data.progressive_sizes", sizes,
+           f"must be sizes in [8, data.image_size ({d.image_size})] pixels")
+    _check_pair(len(sizes) < epochs, changed,
+                ("data.progressive_sizes", sizes, f"must leave the last epoch at data.image_size: at most "
+                                                  f"train.epochs - 1 ({epochs - 1}) sizes"),
+                ("train.epochs", epochs, f"must be more than the {len(sizes)} epochs of data.progressive_sizes"))
+
+
 def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> None:
     _check(t.warmup_epochs >= 0.0, "tricks.warmup_epochs", t.warmup_epochs, "must be >= 0")
     _check_pair(t.warmup_epochs < epochs, changed,
                 ("tricks.warmup_epochs", t.warmup_epochs, f"must be below train.epochs ({epochs})"),
                 ("train.epochs", epochs, f"must be more than tricks.warmup_epochs ({t.warmup_epochs:g})"))
+    _check(math.isfinite(t.bn_lr_mult) and t.bn_lr_mult > 0, "tricks.bn_lr_mult", t.bn_lr_mult, "must be > 0")
+    _check_pair(not (t.bn_freeze_gamma and t.zero_gamma), changed,
+                ("tricks.bn_freeze_gamma", t.bn_freeze_gamma, "would freeze tricks.zero_gamma's γ = 0 (switching "
+                                                              "residual branches off for good); set one of the two"),
+                ("tricks.zero_gamma", t.zero_gamma, "would be frozen at γ = 0 by tricks.bn_freeze_gamma; set one "
+                                                    "of the two"))
     _check(0.0 <= t.label_smoothing < 1.0, "tricks.label_smoothing", t.label_smoothing, "must be in [0, 1)")
     _check(t.mixup_alpha >= 0, "tricks.mixup_alpha", t.mixup_alpha, "must be >= 0 (0 = off)")
     _check(t.cutmix_alpha >= 0, "tricks.cutmix_alpha", t.cutmix_alpha, "must be >= 0 (0 = off)")
@@ -482,6 +512,9 @@ def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> N
     _check(t.distill_temperature > 0, "tricks.distill_temperature", t.distill_temperature, "must be > 0")
     _check(t.distill_hard_weight >= 0, "tricks.distill_hard_weight", t.distill_hard_weight, "must be >= 0")
     _check(0.0 <= t.ema_decay < 1.0, "tricks.ema_decay", t.ema_decay, "must be in [0, 1)")
+    _check(t.lookahead_every >= 0, "tricks.lookahead_every", t.lookahead_every, "must be >= 0 steps (0 = off)")
+    _check(0.0 <= t.lookahead_decay < 1.0, "tricks.lookahead_decay", t.lookahead_decay, "must be in [0, 1)")
+    _check(t.lookahead_ramp >= 0.0, "tricks.lookahead_ramp", t.lookahead_ramp, "must be >= 0")
     _check(t.randaugment_ops >= 0, "tricks.randaugment_ops", t.randaugment_ops, "must be >= 0")
     top = RANDAUGMENT_BINS - 1
     _check(0 <= t.randaugment_magnitude <= top, "tricks.randaugment_magnitude", t.randaugment_magnitude,

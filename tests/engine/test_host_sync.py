@@ -64,7 +64,8 @@ def _recipe(samples: int, *overrides):
 @pytest.mark.parametrize("extra", [
     ("train.precision=fp32",),
     ("train.precision=bf16", "tricks.mixup_alpha=0.2", "tricks.cutmix_alpha=1.0", "tricks.label_smoothing=0.1",
-     "tricks.ema_decay=0.9", "tricks.random_erasing=0.5"),
+     "tricks.ema_decay=0.9", "tricks.random_erasing=0.5", "tricks.lookahead_every=3",
+     "data.flip_mode=alternate", "data.progressive_sizes=[12]"),
     ("train.precision=fp16",),
 ], ids=["fp32", "bf16-mixing-ema", "fp16"])
 def test_host_reads_do_not_grow_with_the_steps(tmp_path, monkeypatch, extra):

@@ -11,7 +11,8 @@ from tests.engine.conftest import tiny
 
 RANDOM_TRICKS = ("tricks.mixup_alpha=0.2", "tricks.cutmix_alpha=1.0", "tricks.random_erasing=0.5",
                  "model.drop_path=0.2", "tricks.label_smoothing=0.1", "tricks.ema_decay=0.9",
-                 "tricks.warmup_epochs=0.5", "data.augment=paper", "tricks.zero_gamma=true")
+                 "tricks.warmup_epochs=0.5", "data.augment=paper", "tricks.zero_gamma=true",
+                 "tricks.lookahead_every=3", "tricks.bn_lr_mult=4")
 
 
 def final_state(run):
@@ -24,8 +25,12 @@ def assert_bitwise_equal(a: dict, b: dict):
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("extra", [(), RANDOM_TRICKS, ("data.in_memory=never", "data.workers=0", "data.augment=paper")],
-                         ids=["plain", "random-tricks", "per-image-loader"])
+@pytest.mark.parametrize("extra", [(), RANDOM_TRICKS, ("data.in_memory=never", "data.workers=0", "data.augment=paper",
+                                                       "data.flip_mode=alternate"),
+                                   ("model.arch=airbench", "model.stem=whiten", "tricks.bn_freeze_gamma=true",
+                                    "data.flip_mode=alternate", "tricks.lookahead_every=2",
+                                    "data.progressive_sizes=[12]")],
+                         ids=["plain", "random-tricks", "per-image-loader", "airbench-whiten"])
 def test_mid_epoch_resume_is_bitwise(tmp_path, extra):
     r = tiny("train.epochs=3", *extra)          # 4 steps per epoch, 12 steps
     full = tmp_path / "full"

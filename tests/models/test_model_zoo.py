@@ -5,15 +5,17 @@ import torch
 
 from bagoftricks.models import MODELS, build_model, count_params_macs, default_image_size, list_models
 
-SMALL_INPUT = {"resnet_small": 32, "resnet": 32, "mobilenet": 32, "inception": 75}  # the smallest sizes that work
-NATIVE = {"resnet_small": 32, "resnet": 224, "mobilenet": 224, "inception": 299}
+# the smallest sizes that work
+SMALL_INPUT = {"airbench": 28, "resnet_small": 32, "resnet": 32, "mobilenet": 32, "inception": 75}
+NATIVE = {"airbench": 32, "resnet_small": 32, "resnet": 224, "mobilenet": 224, "inception": 299}
 
 
 def test_registry():
     names = list_models()
     assert names == sorted(MODELS)
     expected = {f"resnet{d}" for d in (18, 34, 50, 101, 152, 8, 14, 20, 32, 44, 56, 110)} | {
-        "resnext50_32x4d", "resnext101_32x8d", "seresnet50", "seresnext50_32x4d", "mobilenet_v1", "inception_v3"
+        "resnext50_32x4d", "resnext101_32x8d", "seresnet50", "seresnext50_32x4d", "mobilenet_v1", "inception_v3",
+        "airbench",
     }
     assert set(names) == expected
     for name in names:

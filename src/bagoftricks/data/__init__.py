@@ -16,7 +16,7 @@ from bagoftricks.lazy import lazy_exports
 
 # exported name -> the module that defines it
 _EXPORTS = {
-    "AUGMENTS": "catalog", "DATASETS": "catalog", "DEFAULT_ROOTS": "catalog",
+    "AUGMENTS": "catalog", "FLIP_MODES": "catalog", "DATASETS": "catalog", "DEFAULT_ROOTS": "catalog",
     "IMAGENET_MEAN": "catalog", "IMAGENET_STD": "catalog",
     "LoaderBatches": "batches", "MemoryBatches": "batches", "eval_batches": "batches",
     "TensorDataset": "common",

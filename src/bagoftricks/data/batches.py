@@ -21,6 +21,10 @@ Determinism (what makes bit-exact resume possible):
 
 So ``epoch(e, start_step=k)`` yields exactly batches k, k+1, ... of ``epoch(e)``, and the per-image
 path gives the same batches with any number of workers.
+
+``flips`` (optional, both sources): ``flips(index, epoch) -> bool`` per sample, a deterministic
+horizontal flip applied to the stored image before the augmentation (alternating flips,
+``tricks.alternating_flip``); the augmentation's own random flip is then off.
 """
 
 from __future__ import annotations
@@ -101,8 +105,10 @@ class MemoryBatches:
     """
 
     def __init__(self, ds: TensorDataset, batch_size: int, augment: Callable | None, device: torch.device | str,
-                 seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
+                 seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = True,
+                 flips: Callable | None = None) -> None:
         self.device = torch.device(device)
+        self.flips = flips
         self.steps_per_epoch = _steps_per_epoch(len(ds), batch_size, rank, world_size, drop_last)
         self.ds = ds
         self.images = ds.images.to(self.device)
@@ -125,6 +131,8 @@ class MemoryBatches:
         for s in range(start_step, self.steps_per_epoch):
             idx = idx_all[s * B : (s + 1) * B]
             x, y = self.images[idx], self.labels[idx]
+            if self.flips is not None:
+                x = _flip_where(x, self.flips(idx, epoch))
             if self.augment is None:
                 x = x.float()
             else:
@@ -134,11 +142,16 @@ class MemoryBatches:
             yield x, y
 
 
+def _flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mirror the images of a [B, C, H, W] batch left-right where mask [B] is true."""
+    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+
+
 class _SeededView(Dataset):
     """ds[(epoch, i)] -> (transform(image_i, generator seeded by (seed, epoch, i)), label_i)."""
 
-    def __init__(self, ds: Dataset, transform: Callable | None, seed: int) -> None:
-        self.ds, self.transform, self.seed = ds, transform, seed
+    def __init__(self, ds: Dataset, transform: Callable | None, seed: int, flips: Callable | None = None) -> None:
+        self.ds, self.transform, self.seed, self.flips = ds, transform, seed, flips
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -146,6 +159,8 @@ class _SeededView(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, i = key
         img, label = self.ds[i]
+        if self.flips is not None:
+            img = _flip_where(img[None], self.flips(torch.tensor([i]), epoch))[0]
         if self.transform is None:
             return img.float(), label
         g = torch.Generator().manual_seed(derive_seed(self.seed, "sample", epoch, i))
@@ -183,7 +198,7 @@ class LoaderBatches:
 
     def __init__(self, ds: Dataset, batch_size: int, transform_per_image: Callable | None, device: torch.device | str,
                  seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = True, workers: int = 2,
-                 timeout: float = 0.0) -> None:
+                 timeout: float = 0.0, flips: Callable | None = None) -> None:
         self.device = torch.device(device)
         self.steps_per_epoch = _steps_per_epoch(len(ds), batch_size, rank, world_size, drop_last)
         self.ds, self.n, self.batch_size = ds, len(ds), int(batch_size)
@@ -192,7 +207,8 @@ class LoaderBatches:
         self._sampler = _EpochBatchSampler(self)
         self._pin = self.device.type == "cuda"
         self.loader = DataLoader(
-            _SeededView(ds, transform_per_image, self.seed), batch_sampler=self._sampler, num_workers=self.workers,
+            _SeededView(ds, transform_per_image, self.seed, flips), batch_sampler=self._sampler,
+            num_workers=self.workers,
             pin_memory=self._pin, timeout=self.timeout if self.workers > 0 else 0.0,
             persistent_workers=self.workers > 0, prefetch_factor=4 if self.workers > 0 else None)
 

@@ -27,6 +27,10 @@ DEFAULT_ROOTS = {
 # centre crop only. See transforms.BatchAugment.
 AUGMENTS = ("paper", "small", "none")
 
+# Horizontal flips (data.flip_mode): "random" draws a flip per image and epoch; "alternate" draws one
+# per image for the first epoch and flips each image the other way every following epoch.
+FLIP_MODES = ("random", "alternate")
+
 # Mean and std per channel on the 0..255 scale.
 IMAGENET_MEAN = (123.68, 116.779, 103.939)  # the paper's §2 values
 IMAGENET_STD = (58.393, 57.12, 57.375)

@@ -207,6 +207,8 @@ class _Run:
             t.scaler.load_state_dict(state["scaler"])
         if t.ema is not None and state.get("ema"):
             t.ema.load_state_dict(state["ema"])
+        if t.lookahead is not None and state.get("lookahead"):
+            t.lookahead.load_state_dict(state["lookahead"])
         self.start_epoch, self.start_step = int(state["epoch"]), int(state["step"])
         self.acc = dict(state.get("epoch_acc", self.acc))
         torch.set_rng_state(state["rng"]["torch"])
@@ -398,6 +400,7 @@ class _Run:
         return {"model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scaler": t.scaler.state_dict() if t.scaler.is_enabled() else {},
                 "ema": t.ema.state_dict() if t.ema is not None else {},
+                "lookahead": t.lookahead.state_dict() if t.lookahead is not None else {},
                 "epoch": epoch, "step": step, "global_step": epoch * self.steps + step,
                 "epoch_acc": dict(self.acc, wall=self._epoch_wall()), "recipe": brecipe.to_dict(self.r),
                 "num_classes": t.data.num_classes, "in_channels": t.data.in_channels,

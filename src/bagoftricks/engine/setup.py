@@ -1,14 +1,16 @@
 """Everything a run builds once from its recipe: device, data, model, teacher, optimizer, scaler, EMA.
 
 The run-level tricks are applied here, in this order (the order fixes every random draw of the
-initialisation): model tweaks (the zoo builds them) -> zero γ -> SyncBN -> memory format -> teacher
-(distillation) -> param groups (no bias decay) -> base lr (linear scaling) -> loss scaler -> EMA.
+initialisation): model tweaks (the zoo builds them) -> zero γ -> SyncBN -> frozen BN γ -> memory format -> teacher
+(distillation) -> param groups (no bias decay, BN lr) -> base lr (linear scaling) -> loss scaler -> EMA ->
+lookahead.
 `setup_training` returns all of it, with the one training step (`engine.step.TrainStep`) bound to
 it; the loop, `bench` and the wiring test all start from it.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -87,6 +89,13 @@ class _PerImage:
         return self.augment.per_image(img, generator)
 
 
+def _alternating_flips(r: Recipe, n: int, device: torch.device) -> Callable:
+    """data.flip_mode "alternate": flips(index, epoch), one bit per image drawn once (the same on every
+    rank), inverted every epoch."""
+    bits = tricks.flip_bits(n, r.data.flip, r.train.seed).to(device)
+    return functools.partial(tricks.epoch_flips, bits)
+
+
 def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: bdist.DistInfo):
     """The training batches: in memory and augmented in whole batches when the split fits, else per image."""
     d, t = r.data, r.tricks
@@ -94,8 +103,11 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
         raise UsageError(f"data.in_memory: 'always' but {d.name} at {d.root or 'its default root'} "
                          f"does not fit in memory")
     in_memory = isinstance(train_ds, bdata.TensorDataset) and d.in_memory != "never"
-    augment = bdata.BatchAugment(d.image_size, d.augment, area=(d.crop_area_min, 1.0), flip=d.flip,
-                                 jitter=d.jitter, lighting=d.lighting, pad=d.pad, mean=mean, std=std)
+    alternate = d.flip_mode == "alternate"
+    augment = bdata.BatchAugment(d.image_size, d.augment, area=(d.crop_area_min, 1.0),
+                                 flip=0.0 if alternate else d.flip, jitter=d.jitter, lighting=d.lighting, pad=d.pad,
+                                 mean=mean, std=std)
+    flips = _alternating_flips(r, len(train_ds), device if in_memory else torch.device("cpu")) if alternate else None
     pre = None
     if t.randaugment_ops > 0:
         ops, mag = t.randaugment_ops, t.randaugment_magnitude
@@ -103,10 +115,10 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
     if in_memory:
         transform = _PreAugment(pre, augment) if pre else augment
         return bdata.MemoryBatches(train_ds, r.train.batch_size, transform, device, r.train.seed,
-                                   rank=dinfo.rank, world_size=dinfo.world_size), True
+                                   rank=dinfo.rank, world_size=dinfo.world_size, flips=flips), True
     return bdata.LoaderBatches(train_ds, r.train.batch_size, _PerImage(pre, augment), device, r.train.seed,
                                rank=dinfo.rank, world_size=dinfo.world_size, workers=d.workers,
-                               timeout=d.timeout), False
+                               timeout=d.timeout, flips=flips), False
 
 
 def eval_crop_ratio(r: Recipe) -> float:
@@ -168,7 +180,7 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
         return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
                                    activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
                                    width_per_group=m.width_per_group, drop_path=m.drop_path,
-                                   width_mult=m.width_mult)
+                                   width_mult=m.width_mult, stem=m.stem)
     except ValueError as e:  # an option the architecture lacks, or widths that do not fit: bad input
         raise RecipeError(f"model: {e}") from None
 
@@ -178,7 +190,7 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
                 classes: list[str] | None = None) -> nn.Module:
     """The seeded model with the run-level tricks applied: zero gamma, pretrained weights (unless
     pretrained=False: a resumed run's checkpoint replaces them; a head trained for other `classes` is
-    re-initialised), frozen stages, SyncBN, memory format.
+    re-initialised), frozen stages, SyncBN, frozen BN γ, memory format.
 
     The line saying what model.pretrained loaded is kept as ``model.pretrained_note`` for the run log.
     """
@@ -192,10 +204,26 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
         bmodels.freeze(model, r.model.freeze)
     if dinfo is not None and dinfo.enabled and r.model.sync_bn:
         model = syncbn.convert(model, device)  # torch's on CUDA, the portable one on CPU (gloo)
+    if r.tricks.bn_freeze_gamma:
+        tricks.freeze_bn_gamma(model)
     model.to(device)
     if r.train.channels_last:
         model.to(memory_format=torch.channels_last)
     return model
+
+
+WHITEN_IMAGES = 5000  # training images whose patches set a whitening stem (airbench: 5000)
+
+
+def fit_stem(model: nn.Module, data: DataBundle) -> None:
+    """model.stem "whiten": the stem's filters from the patch covariance of the first WHITEN_IMAGES
+    training images, unaugmented, framed and normalised as at evaluation."""
+    ds = getattr(data.train, "ds", None)
+    if not isinstance(ds, bdata.TensorDataset):
+        raise UsageError("model.stem: 'whiten' needs a dataset held in memory (fashion_mnist, cifar10/100, "
+                         "synthetic); this one is read image by image")
+    images = data.eval_transform(ds.images[:WHITEN_IMAGES])
+    tricks.fit_whitening(model.stem, images)
 
 
 def _load_pretrained(model: nn.Module, path: str, classes: list[str] | None) -> str:
@@ -259,7 +287,8 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimi
     head = bmodels.classifier_head(model) if r.optim.head_lr_mult != 1.0 else ""
     o = r.optim
     groups = lambda: [dict(g, lr=lr * g.get("lr_mult", 1.0)) for g in
-                      tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult)]
+                      tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult,
+                                          r.tricks.bn_lr_mult)]
     try:
         opt = torch.optim.SGD(groups(), fused=True, **kw)
     except (RuntimeError, ValueError, TypeError):  # SGD fills in the group dicts it is given: fresh ones
@@ -282,6 +311,7 @@ class Training:
     scaler: torch.amp.GradScaler
     ema: tricks.ModelEMA | None
     step: object  # engine.step.TrainStep
+    lookahead: tricks.Lookahead | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -302,12 +332,15 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
         raise UsageError(f"train.batch_size: {tr.batch_size} x {dinfo.world_size} process(es) is larger than the "
                          f"{len(data.train.ds) if hasattr(data.train, 'ds') else 'available'} training images")
     model = setup_model(r, data.num_classes, data.in_channels, device, dinfo, pretrained, data.classes or None)
+    if r.model.stem == "whiten" and not (r.model.pretrained and pretrained):  # pretrained weights hold a stem
+        fit_stem(model, data)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher \
         else None
     optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size))
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
     ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
-    t = Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, None)
+    lookahead = tricks.Lookahead(model) if tk.lookahead_every > 0 else None
+    t = Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, None, lookahead)
     t.step = TrainStep(t)
     return t
 

@@ -1,8 +1,8 @@
 """The training step, written once: the loop, `bench` and the wiring test all call `TrainStep`.
 
-Per step, in this order: lr (warmup + step/cosine) -> seeded generators -> (smoothed) targets ->
-mixup/CutMix -> Cutout/erasing -> forward under autocast (+ teacher) -> loss -> guarded backward and
-optimizer step -> EMA update.
+Per step, in this order: lr (warmup + step/cosine) -> seeded generators -> progressive resize ->
+(smoothed) targets -> mixup/CutMix -> Cutout/erasing -> forward under autocast (+ teacher) -> loss ->
+guarded backward and optimizer step -> lookahead sync (every k steps) -> EMA update.
 
 Determinism: every random draw of step s in epoch e comes from generators seeded with
 (seed, e, s, rank): torch's global generator (dropout, drop-path), a generator on the batch's device
@@ -41,7 +41,7 @@ def mixing_active(r: Recipe, epoch: int) -> bool:
 
 def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int, epoch: int, g: torch.Generator,
                   soft: bool, host_generator: torch.Generator | None = None):
-    """Targets, mixing and erasing for one batch: returns (x, targets or None).
+    """Progressive resizing, targets, mixing and erasing for one batch: returns (x, targets or None).
 
     Per-image draws (partners, boxes, erasing) come from `g`, on the batch's device; the batch's
     scalars (mixup or CutMix, λ, the CutMix box) from `host_generator` (default: `g`). Smoothed
@@ -49,6 +49,7 @@ def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     """
     t = r.tricks
     gh = host_generator if host_generator is not None else g
+    x = tricks.resize_batch(x, tricks.epoch_size(r.data.progressive_sizes, epoch, r.data.image_size))
     mixing = mixing_active(r, epoch)
     targets = make_targets(r, y, num_classes, soft or mixing)
     if mixing:
@@ -110,7 +111,7 @@ class TrainStep:
         t = self.t
         lr = scheduled_lr(t.recipe, epoch * t.steps_per_epoch + s, t.steps_per_epoch, t.dinfo.world_size)
         for group in t.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)  # optim.head_lr_mult on the head's groups
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # optim.head_lr_mult, tricks.bn_lr_mult groups
         return lr
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int, s: int) -> StepResult:
@@ -128,9 +129,20 @@ class TrainStep:
             t.optimizer.zero_grad(set_to_none=True)
             # every rank skips together (DDP's averaged gradients, plus an all-reduce of the flag)
             skipped = tricks.step_with_scaler(t.scaler, t.optimizer, loss, reduce_flag=self.reduce_flag)
+            self.lookahead(epoch, s)
             if t.ema is not None:
                 t.ema.update(t.model, r.tricks.ema_decay, skip=skipped)
         return StepResult(loss, skipped, self.bad_step(loss, skipped), lr)
+
+    def lookahead(self, epoch: int, s: int) -> None:
+        """Every tricks.lookahead_every steps: the slow weights step towards the fast ones, which are reset
+        to them, with a decay ramped over the planned length of the run."""
+        t, tk = self.t, self.t.recipe.tricks
+        gstep = epoch * t.steps_per_epoch + s
+        if t.lookahead is None or not tricks.is_sync_step(gstep, tk.lookahead_every):
+            return
+        total = planned_epochs(t.recipe, epoch) * t.steps_per_epoch
+        t.lookahead.sync(t.model, tricks.lookahead_decay(gstep + 1, total, tk.lookahead_decay, tk.lookahead_ramp))
 
     def forward_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         t = self.t

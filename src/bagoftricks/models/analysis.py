@@ -56,7 +56,7 @@ def count_params_macs(model: nn.Module, input_shape: tuple) -> tuple[int, int]:
 
 def zoo_summary() -> list[dict]:
     """Every registered model, in the catalogue's order: family, native size, parameters and MACs of
-    variant A there (3 input channels; 1000 classes, 10 for the 28–32 px family), the ResNet variants
+    variant A there (3 input channels; 1000 classes, 10 for the 28–32 px families), the ResNet variants
     that apply and the description.
 
     Each model is built on the meta device, so nothing is allocated or initialised: counting the
@@ -66,7 +66,7 @@ def zoo_summary() -> list[dict]:
     from bagoftricks.models.registry import build_model
     rows = []
     for name, spec in MODELS.items():
-        num_classes = 10 if spec.family == "resnet_small" else 1000
+        num_classes = 10 if spec.image_size <= 32 else 1000
         with torch.device("meta"):
             model = build_model(name, num_classes, 3)
         params, macs = count_params_macs(model, (3, spec.image_size, spec.image_size))

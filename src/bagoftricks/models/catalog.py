@@ -12,9 +12,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+# model.stem: the first layer of the airbench family (models/airbench.py); other families: "learned" only.
+STEMS = ("learned", "whiten")
+
 __all__ = [
     "ACTIVATIONS",
     "FREEZE_POINTS",
+    "STEMS",
     "INITS",
     "MODELS",
     "VARIANTS",
@@ -78,7 +82,7 @@ class ModelSpec:
     """
 
     name: str
-    family: str  # "resnet" (224 px), "resnet_small" (28–32 px), "mobilenet", "inception"
+    family: str  # "resnet" (224 px), "resnet_small" (28–32 px), "airbench" (28–32 px), "mobilenet", "inception"
     image_size: int  # native input resolution, pixels
     depth: int = 0
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -102,6 +106,9 @@ def _specs() -> dict[str, ModelSpec]:
         ModelSpec("seresnet50", "resnet", 224, 50, dict(se_reduction=16), "SE-ResNet-50 (Hu et al. 2018), r = 16"),
         ModelSpec("seresnext50_32x4d", "resnet", 224, 50, dict(resnext, se_reduction=16),
                   "SE-ResNeXt-50 32×4d, r = 16"),
+        ModelSpec("airbench", "airbench", 32, 0, dict(activation="gelu", width=64),
+                  "airbench-style net for 28–32 px (Jordan 2024): 2×2 stem, 3 conv–pool–BN–GELU groups "
+                  "(w, 4w, 4w; w = 64), no residuals; model.stem: whiten freezes the stem to patch whitening"),
         ModelSpec("mobilenet_v1", "mobilenet", 224, 0, {}, "MobileNet v1 (Howard et al. 2017), width_mult α"),
         ModelSpec("inception_v3", "inception", 299, 0, {}, "Inception-V3 (Szegedy et al. 2016), no auxiliary head"),
     ]

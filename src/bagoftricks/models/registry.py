@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from .catalog import MODELS, ModelSpec, default_image_size, list_models, model_spec
+from .airbench import AirbenchNet
 from .inception import InceptionV3
 from .layers import init_weights
 from .mobilenet import MobileNetV1
@@ -25,6 +26,7 @@ _OPTIONS = {
     "resnet_small": _COMMON + _RESNET_ONLY,
     "mobilenet": _COMMON + ("width_mult",),
     "inception": _COMMON,
+    "airbench": _COMMON + ("width", "stem"),
 }
 
 
@@ -42,6 +44,7 @@ def build_model(
     width_per_group: int = 0,
     drop_path: float = 0.0,
     width_mult: float = 1.0,
+    stem: str = "learned",
 ) -> nn.Module:
     """Build and initialise a registered model.
 
@@ -56,6 +59,7 @@ def build_model(
     groups, width_per_group   ResNeXt cardinality and per-group width (0 = 64 // groups). ResNets.
     drop_path        stochastic depth, the last block's drop probability, in [0, 1). ResNets.
     width_mult       MobileNet's α (0.25, 0.5, 0.75, 1.0). MobileNet only.
+    stem             "learned", or "whiten" (frozen; set by ``tricks.fit_whitening``). airbench only.
 
     A preset's own values (ResNeXt's groups, SE-ResNet's se_reduction) apply whenever the caller
     leaves that option at the default above. An option the architecture does not have, set to a
@@ -67,19 +71,26 @@ def build_model(
     if isinstance(variant, str):
         variant = variant.upper()
     given = dict(variant=variant, width=width, init=init, activation=activation, se_reduction=se_reduction,
-                 groups=groups, width_per_group=width_per_group, drop_path=drop_path, width_mult=width_mult)
+                 groups=groups, width_per_group=width_per_group, drop_path=drop_path, width_mult=width_mult,
+                 stem=stem)
     opts = _options(spec, given)
     kw = {k: v for k, v in opts.items() if k != "init"}
+    model = _construct(spec, num_classes, in_channels, kw)
+    init_weights(model, opts["init"])
+    model.arch = arch  # for logs and checkpoints; plain attribute, not in the state dict
+    return model
+
+
+def _construct(spec: ModelSpec, num_classes: int, in_channels: int, kw: dict[str, Any]) -> nn.Module:
+    """The family's constructor called with the preset's depth and the resolved options."""
     builders: dict[str, Callable[..., nn.Module]] = {
         "resnet": lambda: resnet(spec.depth, num_classes=num_classes, in_channels=in_channels, **kw),
         "resnet_small": lambda: resnet_small(spec.depth, num_classes=num_classes, in_channels=in_channels, **kw),
         "mobilenet": lambda: MobileNetV1(num_classes, in_channels, **kw),
         "inception": lambda: InceptionV3(num_classes, in_channels, **kw),
+        "airbench": lambda: AirbenchNet(num_classes, in_channels, **kw),
     }
-    model = builders[spec.family]()
-    init_weights(model, opts["init"])
-    model.arch = arch  # for logs and checkpoints; plain attribute, not in the state dict
-    return model
+    return builders[spec.family]()
 
 
 def _options(spec: ModelSpec, given: dict[str, Any]) -> dict[str, Any]:

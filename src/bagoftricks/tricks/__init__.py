@@ -13,18 +13,23 @@ from bagoftricks.lazy import lazy_exports
 
 # exported name -> the module that defines it
 _EXPORTS = {
+    "freeze_bn_gamma": "bn_tweaks",
+    "epoch_flips": "alternating_flip", "flip_bits": "alternating_flip", "flip_where": "alternating_flip",
     "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix",
     "cutout": "cutout", "random_erasing": "cutout",
     "distillation_loss": "distillation",
     "ModelEMA": "ema", "unwrap": "ema",
     "grads_nonfinite": "guarded_step", "loss_scaler": "guarded_step", "prepare_momentum": "guarded_step",
     "skips_on_device": "guarded_step", "step_with_scaler": "guarded_step",
+    "Lookahead": "lookahead", "is_sync_step": "lookahead", "lookahead_decay": "lookahead",
     "optimal_logit_gap": "label_smoothing", "smoothed_targets": "label_smoothing",
     "soft_cross_entropy": "loss",
     "batch_permutation": "mixup", "mix": "mixup", "sample_lambda": "mixup",
     "param_groups": "param_groups",
+    "epoch_size": "progressive_resize", "resize_batch": "progressive_resize",
     "randaugment": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
+    "fit_whitening": "whitening", "patch_covariance": "whitening", "whitening_filters": "whitening",
     "tta_logits": "tta", "tta_views": "tta",
     "zero_last_bn_gamma": "zero_gamma",
 }
