@@ -34,3 +34,15 @@ def test_eval_batch_size_defaults_to_twice_the_training_batch():
     r = recipe.apply_overrides(recipe.Recipe(), ["train.batch_size=48"])
     assert setup.eval_batch_size(r) == 96
     assert setup.eval_batch_size(recipe.apply_overrides(r, ["train.eval_batch_size=7"])) == 7
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_emulated_bf16_is_named_in_a_warning(monkeypatch, native):
+    from bagoftricks.engine.setup import precision_note
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    cpu = torch.device("cpu")
+    note = precision_note("bf16", cpu)
+    assert (note == "") == native
+    if not native:
+        assert note.startswith("train.precision: bf16 is emulated") and "train.precision=fp32" in note
+    assert precision_note("fp32", cpu) == "" and precision_note("bf16", torch.device("meta")) == ""

@@ -29,8 +29,8 @@ from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpoint import save_checkpoint
 from bagoftricks.engine.evaluate import evaluate
-from bagoftricks.engine.setup import (Training, base_lr, eval_batch_size, resolve_device, scheduled_lr,
-                                      setup_training, wrap_for_training)
+from bagoftricks.engine.setup import (Training, base_lr, eval_batch_size, precision_note, resolve_device,
+                                      scheduled_lr, setup_training, wrap_for_training)
 from bagoftricks.engine.signals import StopFlag
 from bagoftricks.engine.step import StepMeter
 from bagoftricks.errors import CheckpointWriteError, NonFiniteLoss, TrainingInterrupted
@@ -241,6 +241,9 @@ class _Run:
         note = getattr(self.t.model, "pretrained_note", "")
         if note:
             self.log.log(note)
+        slow = precision_note(r.train.precision, self.device)
+        if slow:
+            self.log.warn(slow)
         if data.skipped:
             self.log.log(f"skipped {data.skipped} unreadable image file(s) (data.strict: true makes them errors)")
 
