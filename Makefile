@@ -27,8 +27,12 @@ data: setup
 	  fi; \
 	fi
 
+# The recipe trains in bf16; a CPU without native bf16 (AVX-512 BF16/AMX) would emulate it, slower than fp32.
 demo: data
-	$(BIN)/bagoftricks train --recipe recipes/fmnist/all.yaml --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	@if $(BIN)/python -c "import sys, torch; sys.exit(not torch.ops.mkldnn._is_mkldnn_bf16_supported())"; \
+	then prec=bf16; else prec=fp32; echo "no native bf16 on this CPU: the demo trains in fp32"; fi; \
+	$(BIN)/bagoftricks train --recipe recipes/fmnist/all.yaml --set train.precision=$$prec \
+	  --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
