@@ -156,6 +156,16 @@ def test_training_split_in_memory_keeps_every_whole_image(folder):
     assert load_split("imagefolder", str(root), "test", image_size=224, whole_images=True).sizes is None
 
 
+def test_alternating_flip_mirrors_each_whole_image_within_its_own_width():
+    from bagoftricks.data.batches import _flip_where
+    x = torch.zeros(2, 1, 2, 5, dtype=torch.uint8)
+    x[0, 0, :, :3] = torch.tensor([1, 2, 3], dtype=torch.uint8)   # a 3-px wide image in a 5-px canvas
+    x[1, 0, :, :5] = torch.tensor([1, 2, 3, 4, 5], dtype=torch.uint8)
+    out = _flip_where(x, torch.tensor([True, True]), torch.tensor([3, 5]))
+    assert out[0, 0, 0].tolist() == [3, 2, 1, 0, 0] and out[1, 0, 0].tolist() == [5, 4, 3, 2, 1]
+    assert torch.equal(_flip_where(x, torch.tensor([False, False]), torch.tensor([3, 5])), x)
+
+
 def test_train_limit_is_a_seeded_subset_across_classes(folder):
     root, _, _ = folder
     a = ImageFolderDataset(str(root), "train", limit=6, seed=1)

@@ -132,7 +132,8 @@ class MemoryBatches:
             idx = idx_all[s * B : (s + 1) * B]
             x, y = self.images[idx], self.labels[idx]
             if self.flips is not None:
-                x = _flip_where(x, self.flips(idx, epoch))
+                widths = None if self.sizes is None else self.sizes[idx, 1]
+                x = _flip_where(x, self.flips(idx, epoch), widths)
             if self.augment is None:
                 x = x.float()
             else:
@@ -142,9 +143,18 @@ class MemoryBatches:
             yield x, y
 
 
-def _flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mirror the images of a [B, C, H, W] batch left-right where mask [B] is true."""
-    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+def _flip_where(x: torch.Tensor, mask: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
+    """Mirror the images of a [B, C, H, W] batch left-right where mask [B] is true. With ``widths`` [B]
+    (images held in the top-left of the canvas), each image is mirrored within its own width and stays
+    in the top-left corner."""
+    mask = mask.to(x.device).view(-1, 1, 1, 1)
+    if widths is None:
+        return torch.where(mask, x.flip(-1), x)
+    j = torch.arange(x.shape[-1], device=x.device)
+    w = widths.to(x.device).view(-1, 1)
+    cols = torch.where(j < w, w - 1 - j, j)                      # [B, W]: mirrored inside the image only
+    mirrored = x.gather(3, cols.view(-1, 1, 1, x.shape[-1]).expand_as(x))
+    return torch.where(mask, mirrored, x)
 
 
 class _SeededView(Dataset):
