@@ -142,6 +142,26 @@ def _nonfinite(model: nn.Module, ema) -> str:
     return ""
 
 
+def run_epochs(run, write_final: bool = True) -> dict:
+    """The epoch loop a run object shares with the transfer run: from its start epoch to
+    ``r.train.epochs`` under a StopFlag (``run.stop``), each epoch ``_train_epoch`` then ``_end_epoch``
+    (timed from ``run.t_epoch``); then the TensorBoard writer closed and the last record, with the
+    run's wall seconds, written to final.json (by the process that writes the folder)."""
+    record: dict = {}
+    with StopFlag() as stop:
+        run.stop = stop
+        for epoch in range(run.start_epoch, run.r.train.epochs):
+            run.t_epoch = time.perf_counter()
+            lr = run._train_epoch(epoch)
+            record = run._end_epoch(epoch, lr)
+    if run.writer is not None:
+        run.writer.close()
+    record = dict(record, wall_seconds=time.perf_counter() - run.t_start)
+    if write_final:
+        write_json(run.out / "final.json", record)
+    return record
+
+
 def _progress(enabled: bool | None, total: int, initial: int, desc: str):
     if enabled is False:
         return None
@@ -249,19 +269,7 @@ class _Run:
 
     # --------------------------------------------------------------------------------- the loop
     def loop(self) -> dict:
-        record: dict = {}
-        with StopFlag() as stop:
-            self.stop = stop
-            for epoch in range(self.start_epoch, self.r.train.epochs):
-                self.t_epoch = time.perf_counter()
-                lr = self._train_epoch(epoch)
-                record = self._end_epoch(epoch, lr)
-        if self.writer is not None:
-            self.writer.close()
-        record = dict(record, wall_seconds=time.perf_counter() - self.t_start)
-        if self.dinfo.is_main:
-            write_json(self.out / "final.json", record)
-        return record
+        return run_epochs(self, write_final=self.dinfo.is_main)
 
     def _train_epoch(self, epoch: int) -> float:
         """The steps of one epoch (from the resumed step on); returns the last step's lr."""

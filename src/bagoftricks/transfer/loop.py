@@ -20,9 +20,8 @@ from bagoftricks.console import warnings_to
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpoint import save_checkpoint
 from bagoftricks.engine.distributed import DistInfo
-from bagoftricks.engine.loop import _progress
+from bagoftricks.engine.loop import _progress, run_epochs
 from bagoftricks.engine.setup import resolve_device
-from bagoftricks.engine.signals import StopFlag
 from bagoftricks.errors import NonFiniteLoss, TrainingInterrupted
 from bagoftricks.files import append_jsonl, atomic_write_text, read_json_object, write_json
 from bagoftricks.recipe import Recipe
@@ -98,18 +97,7 @@ class _TransferRun:
                      f"on {self.job.device}")
 
     def loop(self) -> dict:
-        record: dict = {}
-        with StopFlag() as stop:
-            self.stop = stop
-            for epoch in range(self.start_epoch, self.r.train.epochs):
-                self.t_epoch = time.perf_counter()
-                lr = self._train_epoch(epoch)
-                record = self._end_epoch(epoch, lr)
-        if self.writer is not None:
-            self.writer.close()
-        record = dict(record, wall_seconds=time.perf_counter() - self.t_start)
-        write_json(self.out / "final.json", record)
-        return record
+        return run_epochs(self)
 
     def _train_epoch(self, epoch: int) -> float:
         first = self.start_step if epoch == self.start_epoch else 0
