@@ -27,7 +27,6 @@ from pathlib import Path
 from bagoftricks.ablate.spec import slugify
 from bagoftricks.files import atomic_write_text
 from bagoftricks.report import ran, stats, transfer
-from bagoftricks.report.stats import Interval
 from bagoftricks.report.render import to_html, to_markdown
 from bagoftricks.report.sweep import CellData, Sweep, load_sweep, summary_json
 
@@ -43,14 +42,7 @@ def _fmt_pm(m: float | None, s: float | None) -> str:
     return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
 
 
-def _fmt_d(d: float | None, iv: Interval | None = None) -> str:
-    """Δ, and its 95 % interval in brackets; bold when the interval excludes 0."""
-    if d is None:
-        return "—"
-    if iv is None:
-        return f"{d:+.2f}"
-    mark = "**" if iv.excludes_zero else ""
-    return f"{mark}{d:+.2f}{mark} [{iv.low:+.2f}, {iv.high:+.2f}]"
+_fmt_d = stats.format_delta
 
 
 def _fmt_si(v: float | None, unit: str = "") -> str:
@@ -282,7 +274,11 @@ def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: 
     slug = slugify(sweep.name)
     if transfer.is_transfer(sweep):  # detection/segmentation cells: their scores; no top-1 figures
         from bagoftricks.report import figures
-        blocks = _intro_blocks(sweep) + [transfer.table_block(sweep)] + _changes_blocks(sweep) + _status_blocks(sweep)
+        blocks = _intro_blocks(sweep) + [transfer.table_block(sweep), ("p", transfer.NOTE)]
+        blocks += _changes_blocks(sweep) + _status_blocks(sweep)
+        blocks += _figure(transfer.figure(sweep, fig_dir / f"{slug}-scores.png"),
+                          f"{sweep.name}: each score against the classification top-1 of the backbones "
+                          "(mean over seeds; bars: std over seeds).")
         return blocks + _figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
                                 f"{sweep.name}: learning rate of every iteration of each step.")
     blocks = _intro_blocks(sweep) + [table_block(sweep)] + _paper_note(sweep)

@@ -29,7 +29,7 @@ from bagoftricks.report.sweep import CellData, Row, Sweep  # noqa: E402
 DPI = 110
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, format="png")
@@ -52,7 +52,7 @@ def _per_row_curves(sweep: Sweep, figsize: tuple[float, float], draw: Callable[[
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _lr_points(cell: CellData, max_points: int = 1500) -> tuple[list[float], list[float]]:
@@ -148,7 +148,7 @@ def val_points_figure(sweep: Sweep) -> Figure | None:
 
 def _val_points(sweep: Sweep, path: Path) -> Path | None:
     fig = val_points_figure(sweep)
-    return None if fig is None else _save(fig, path)
+    return None if fig is None else save(fig, path)
 
 
 def delta_figure(sweep: Sweep) -> Figure | None:
@@ -183,7 +183,7 @@ _GAIN, _LOSS = "tab:green", "tab:red"
 
 def delta_bars(sweep: Sweep, path: Path) -> Path | None:
     fig = delta_figure(sweep)
-    return None if fig is None else _save(fig, path)
+    return None if fig is None else save(fig, path)
 
 
 def logit_gap(pairs: list[tuple[str, Any, float | None]], optimum: float, eps: float, path: Path) -> Path:
@@ -204,7 +204,7 @@ def logit_gap(pairs: list[tuple[str, Any, float | None]], optimum: float, eps: f
     ax.set_ylabel("density")
     ax.set_title("Logit gap with and without label smoothing (Figure 4)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def confusion(counts: Any, classes: list[str], title: str, path: Path) -> Path:
@@ -230,4 +230,4 @@ def confusion(counts: Any, classes: list[str], title: str, path: Path) -> Path:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save(fig, path)

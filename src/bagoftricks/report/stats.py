@@ -95,3 +95,13 @@ def verdict(iv: Interval | None, paper_delta: float | None) -> str:
     if paper_delta is None or paper_delta == 0:
         return SIGNIFICANT
     return AGREES if (iv.delta > 0) == (paper_delta > 0) else OPPOSITE
+
+
+def format_delta(d: float | None, iv: Interval | None = None) -> str:
+    """Δ, and its 95 % interval in brackets; bold when the interval excludes 0."""
+    if d is None:
+        return "—"
+    if iv is None:
+        return f"{d:+.2f}"
+    mark = "**" if iv.excludes_zero else ""
+    return f"{mark}{d:+.2f}{mark} [{iv.low:+.2f}, {iv.high:+.2f}]"
