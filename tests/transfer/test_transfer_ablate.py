@@ -46,9 +46,13 @@ def test_shipped_transfer_spec_points_at_the_table6_backbones(tmp_path):
     repo = Path(__file__).resolve().parents[2] / "recipes" / "ablations"
     spec = load_spec(repo / "fmnist-transfer.yaml")
     cells = expand(spec, tmp_path / "t")
-    assert len(cells) == 30 and sorted(cell_task(spec, c) for c in cells) == ["detect"] * 15 + ["segment"] * 15
+    assert len(cells) == 36 and sorted(cell_task(spec, c) for c in cells) == ["detect"] * 18 + ["segment"] * 18
     t6 = {c.rel_dir for c in expand(load_spec(repo / "fmnist-table6.yaml"), tmp_path / "t6") if not c.is_teacher}
+    scratch = [c for c in cells if "from scratch" in c.step.name]
+    assert len(scratch) == 6 and all(cell_recipe(spec, c).model.pretrained == "" for c in scratch)
     for c in cells:
+        if c in scratch:
+            continue
         backbone = cell_recipe(spec, c).model.pretrained
         prefix = "runs/ablate/fmnist-table6/"
         assert backbone.startswith(prefix) and backbone[len(prefix):] in t6 and backbone.endswith(f"seed{c.seed}")
