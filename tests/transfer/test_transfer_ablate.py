@@ -29,6 +29,8 @@ def test_ablate_and_report_transfer_cells(tmp_path, backbone_run):
     assert [r["status"] for r in results] == ["ok", "ok"] and all("miou" in r and "pixel_acc" in r for r in results)
     page = open(make_report([out], html=False, echo=lambda s: None)["markdown"]).read()
     assert "mIoU (%)" in page and "pixel acc. (%)" in page and "backbone top-1 (%)" in page
+    # seed k's backbone is what the spec asks for ("{seed}"), not a setting that differs from it
+    assert "**Note:**" not in page and f"model.pretrained={tmp_path / 'bb' / 'seed{seed}'}" in page
     top1 = json.loads((backbone_run / "final.json").read_text())["val_top1"]
     row = next(line for line in page.splitlines() if "+ trained backbone" in line and line.startswith("|"))
     assert f"{top1:.2f}" in row

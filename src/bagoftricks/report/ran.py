@@ -13,7 +13,7 @@ from typing import Any
 
 from bagoftricks import recipe as brecipe
 from bagoftricks.ablate.folder import BASE
-from bagoftricks.ablate.spec import TEACHER_TOKEN, format_value
+from bagoftricks.ablate.spec import SEED_TOKEN, TEACHER_TOKEN, format_value
 
 __all__ = ["base_fields", "extra_overrides", "format_value", "ran_fields", "row_changes", "shown", "spec_fields",
            "spec_mismatches"]
@@ -41,18 +41,33 @@ def base_fields(sweep: Sweep) -> dict[str, Any] | None:
         return None
 
 
-def ran_fields(row: Row) -> dict[str, Any] | None:
-    """The recipe the row's cells trained (a finished cell's first), or None when no cell has one yet."""
+def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
+    """The recipe the row's cells trained (a finished cell's first), or None when no cell has one yet. With
+    the sweep, a field the spec sets through the seed token ("{seed}") is written back as the token when it
+    is what the token gave this cell's seed (seed k's backbone is not a difference between seeds)."""
     cell = next((c for c in row.ok + row.cells if c.recipe is not None), None)
-    return None if cell is None else _flat(cell.recipe)
+    if cell is None:
+        return None
+    fields = _flat(cell.recipe)
+    if sweep is not None:
+        with_token, with_seed = spec_fields(sweep, row), spec_fields(sweep, row, cell.seed)
+        if with_token is not None and with_seed is not None:
+            for k, v in with_token.items():
+                if v != with_seed[k] and fields.get(k) == with_seed[k]:
+                    fields[k] = v
+    return fields
 
 
-def spec_fields(sweep: Sweep, row: Row) -> dict[str, Any] | None:
-    """The recipe the spec alone gives the row: base.yaml + the spec's set + the step's overrides."""
+def spec_fields(sweep: Sweep, row: Row, seed: int | None = None) -> dict[str, Any] | None:
+    """The recipe the spec alone gives the row: base.yaml + the spec's set + the step's overrides (with the
+    seed token replaced by `seed` when one is given)."""
     step = next((s for s in sweep.plan.get("steps", []) if s["index"] == row.index), None)
+    overrides = [*sweep.plan.get("set", []), *(step or {}).get("overrides", [])]
+    if seed is not None:
+        overrides = [o.replace(SEED_TOKEN, str(seed)) for o in overrides]
     try:
         r = brecipe.from_dict(brecipe.read_yaml(sweep.dir / BASE))
-        return _flat(brecipe.apply_overrides(r, [*sweep.plan.get("set", []), *(step or {}).get("overrides", [])]))
+        return _flat(brecipe.apply_overrides(r, overrides))
     except (OSError, RecipeError):
         return None
 
@@ -74,7 +89,7 @@ def row_changes(sweep: Sweep) -> tuple[list[str], dict[int, list[str] | None]]:
     recipes the cells ran: a ladder row against the row above it, a grid row against the common part.
     A row without a recipe yet maps to None."""
     base = base_fields(sweep)
-    ran = {r.index: ran_fields(r) for r in sweep.rows}
+    ran = {r.index: ran_fields(r, sweep) for r in sweep.rows}
     known = [f for f in ran.values() if f is not None]
     if base is None or not known:
         return [], {r.index: None for r in sweep.rows}
@@ -95,7 +110,7 @@ def spec_mismatches(sweep: Sweep) -> list[tuple[str, Any, Any]]:
     run what the spec alone gives it (first row where it differs)."""
     out: dict[str, tuple[str, Any, Any]] = {}
     for r in sweep.rows:
-        ran, spec = ran_fields(r), spec_fields(sweep, r)
+        ran, spec = ran_fields(r, sweep), spec_fields(sweep, r)
         if ran is None or spec is None:
             continue
         for k in ran:
