@@ -44,10 +44,11 @@ def test_score_figure_plots_scores_against_backbone_top1(tmp_path):
         (b / "final.json").write_text(json.dumps({"val_top1": top1}))
         backbones.append(b)
     rows = [_row(tmp_path / "a", 0, "base", [10, 12, 14], backbones),
-            _row(tmp_path / "a", 1, "a", [11, 14, 15], backbones)]
+            _row(tmp_path / "a", 1, "a", [11, 14, 15], backbones), _row(tmp_path / "a", 2, "scratch", [9, 9, 10])]
     sweep = _sweep(tmp_path, rows)
     _, headers, table, _ = transfer.table_block(sweep)
     assert table[0][headers.index("backbone top-1 (%)")] == "89.00 ± 1.00"
+    assert table[2][headers.index("backbone top-1 (%)")] == "—"               # from scratch: a dashed level
     png = transfer.figure(sweep, tmp_path / "fig" / "scores.png")
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bare = _sweep(tmp_path, [_row(tmp_path / "b", 0, "base", [10, 12])])

@@ -82,26 +82,31 @@ NOTE = ("Δ columns: the Δ of the row's first score (mAP@0.5 for detection, mIo
 
 def figure(sweep: Sweep, path: Path) -> Path | None:
     """Each score against the backbone's top-1, a point per row (mean over seeds, bars: std over seeds,
-    both ways), the rows of a task joined in their order; None when no row has both numbers."""
+    both ways), the rows of a task joined in their order, a row without a trained backbone (from scratch)
+    as a dashed level; None when no row has both numbers."""
     from bagoftricks.report.figures import Figure, save
     names = score_names(sweep)
     panels = []
     for k in names:
-        pts = []
+        pts, flat = [], []     # rows with a trained backbone; rows without one (from scratch): a level
         for r in sweep.rows:
             vals = _values(r, k)
             tops = [t for t in (_backbone_top1(c) for c in r.ok) if t is not None]
             if vals and tops:
                 pts.append((r.name, mean(tops), std(tops) or 0.0, mean(vals), std(vals) or 0.0))
+            elif vals:
+                flat.append((r.name, mean(vals)))
         if pts:
-            panels.append((k, pts))
+            panels.append((k, pts, flat))
     if not panels:
         return None
     fig = Figure(figsize=(4.6 * len(panels), 4.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax, (k, pts) in zip(axes, panels):
+    for ax, (k, pts, flat) in zip(axes, panels):
         xs, ys = [p[1] for p in pts], [p[3] for p in pts]
         ax.plot(xs, ys, "-", color="0.75", lw=1, zorder=1)
+        for name, y in flat:
+            ax.axhline(y, color="0.3", ls="--", lw=1, label=f"{name} (mean)")
         for i, (name, x, xe, y, ye) in enumerate(pts):
             ax.errorbar([x], [y], xerr=[xe], yerr=[ye], fmt="o", ms=6, capsize=3, color=f"C{i % 10}",
                         label=name, zorder=2)
