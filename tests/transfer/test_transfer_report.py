@@ -53,3 +53,11 @@ def test_score_figure_plots_scores_against_backbone_top1(tmp_path):
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bare = _sweep(tmp_path, [_row(tmp_path / "b", 0, "base", [10, 12])])
     assert transfer.figure(bare, tmp_path / "fig" / "none.png") is None        # no backbone top-1: no figure
+
+
+def test_delta_of_a_row_with_fewer_seeds_is_the_paired_one(tmp_path):
+    """While a row has finished seeds 0-1 only, its Δ is over those seeds, inside its own interval."""
+    rows = [_row(tmp_path, 0, "base", [60, 58, 38]), _row(tmp_path, 1, "a", [56, 55])]
+    _, headers, table, _ = transfer.table_block(_sweep(tmp_path, rows))
+    # per-seed differences -4, -3: mean -3.5, sd 0.7071, t(0.975, 1) = 12.706: half width 6.353
+    assert table[1][headers.index("Δ base [95 % CI]")] == "-3.50 [-9.85, +2.85]"

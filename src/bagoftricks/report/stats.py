@@ -98,10 +98,13 @@ def verdict(iv: Interval | None, paper_delta: float | None) -> str:
 
 
 def format_delta(d: float | None, iv: Interval | None = None) -> str:
-    """Δ, and its 95 % interval in brackets; bold when the interval excludes 0."""
+    """Δ, and its 95 % interval in brackets; bold when the interval excludes 0. With an interval, the Δ
+    shown is the interval's own (over the seeds both rows finished, when paired), so that it lies inside
+    its brackets even while one row has fewer seeds than the other."""
     if d is None:
         return "—"
     if iv is None:
         return f"{d:+.2f}"
+    d = iv.delta
     mark = "**" if iv.excludes_zero else ""
     return f"{mark}{d:+.2f}{mark} [{iv.low:+.2f}, {iv.high:+.2f}]"
