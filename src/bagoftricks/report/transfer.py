@@ -50,6 +50,11 @@ def _pm(xs: list[float]) -> str:
     return "—" if m is None else (f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}")
 
 
+def _delta(a: dict[int, float], b: dict[int, float]) -> str:
+    """Δ = a − b of two rows' per-seed scores, with its 95 % interval (paired by seed)."""
+    return format_delta(mean(list(a.values())) - mean(list(b.values())), delta_interval(a, b))
+
+
 def table_block(sweep: Sweep) -> tuple:
     """("table", headers, rows, aligns) with one row per step (see the module docstring)."""
     names = score_names(sweep)
@@ -60,10 +65,8 @@ def table_block(sweep: Sweep) -> tuple:
         key = next((k for k in names if _values(r, k)), None)  # the row's own first score
         seeds = _by_seed(r, key) if key else {}
         first = mean(list(seeds.values())) if key else None
-        d_prev = "—" if first is None or key not in prev else \
-            format_delta(first - mean(list(prev[key].values())), delta_interval(seeds, prev[key]))
-        d_base = "—" if first is None else "(base)" if key not in base else \
-            format_delta(first - mean(list(base[key].values())), delta_interval(seeds, base[key]))
+        d_prev = "—" if first is None or key not in prev else _delta(seeds, prev[key])
+        d_base = "—" if first is None else "(base)" if key not in base else _delta(seeds, base[key])
         if first is not None:
             base.setdefault(key, seeds)
             prev[key] = seeds
