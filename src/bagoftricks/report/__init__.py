@@ -42,9 +42,6 @@ def _fmt_pm(m: float | None, s: float | None) -> str:
     return f"{m:.2f}" if s is None else f"{m:.2f} ± {s:.2f}"
 
 
-_fmt_d = stats.format_delta
-
-
 def _fmt_si(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
@@ -75,7 +72,8 @@ def table_block(sweep: Sweep) -> tuple:
     rows = []
     for r in sweep.rows:
         row = [str(r.index), r.name, _fmt_pm(r.top1_mean, r.top1_std), _fmt_pm(r.top5_mean, r.top5_std),
-               _fmt_d(r.d_prev, r.ci_prev), "(base)" if r is sweep.rows[0] else _fmt_d(r.d_base, r.ci_base)]
+               stats.format_delta(r.d_prev, r.ci_prev),
+               "(base)" if r is sweep.rows[0] else stats.format_delta(r.d_base, r.ci_base)]
         if sweep.has_paper:
             p = r.paper.get("top1")
             dp = f" ({r.paper_d_prev:+.2f})" if r.paper_d_prev is not None else ""
