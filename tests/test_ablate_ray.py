@@ -6,8 +6,11 @@ The checks that need no Ray: the install hint when Ray is missing, `import bagof
 ray, how cells are sized on a cluster, and what a cell asks Ray for."""
 from __future__ import annotations
 
+import _thread
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -131,6 +134,47 @@ def test_ray_executor_asks_for_one_gpu_and_a_share_of_cpus(tmp_path, monkeypatch
     assert fake2.inited == {} and not fake2.shut and (ex2.threads, ex2.slots, ex2.gpu) == (2, 2, False)
 
 
+@pytest.fixture
+def sigint_ignored():
+    """SIGINT ignored in this process, as in every process of a shell's background job (`nohup ... &`)."""
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def _interrupt_main_and_wait() -> None:
+    _thread.interrupt_main()
+    for _ in range(1000):  # the KeyboardInterrupt, if any, arrives between bytecodes
+        time.sleep(0.001)
+
+
+def test_sigint_raises_lets_a_cancel_through_in_a_worker_that_ignores_sigint(sigint_ignored):
+    from bagoftricks.ablate.ray_launcher import sigint_raises
+    _interrupt_main_and_wait()  # what Ray's cancel does: nothing at all while SIGINT is ignored
+    with pytest.raises(KeyboardInterrupt), sigint_raises():
+        _interrupt_main_and_wait()
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the worker's own disposition is back
+    with pytest.raises(KeyboardInterrupt), sigint_raises():
+        os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT too
+        for _ in range(1000):
+            time.sleep(0.001)
+    custom = []
+    signal.signal(signal.SIGINT, lambda s, f: custom.append(s))
+    with sigint_raises():  # a handler somebody installed is left alone
+        assert signal.getsignal(signal.SIGINT) != signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) != signal.SIG_IGN
+
+
+def test_a_cell_started_by_a_worker_that_ignores_sigint_gets_the_default_handler(sigint_ignored):
+    from bagoftricks.ablate.ray_launcher import child_setup
+    code = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert plain.stdout.strip() == "False"  # an ignored SIGINT is inherited through exec
+    cell = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          preexec_fn=child_setup(signal.SIGTERM))
+    assert cell.stdout.strip() == "True"
+
+
 # ------------------------------------------------------------------------------ a real sweep on Ray
 @pytest.fixture(scope="module")
 def ray_instance(request):
@@ -252,6 +296,7 @@ def test_ctrl_c_reaches_a_cell_running_in_a_ray_task(ray_instance, tmp_path):
     deadline = time.monotonic() + 60
     while not ready.exists() and time.monotonic() < deadline:
         assert ex.poll(0.2) == []
+    assert ready.exists(), "the cell did not start within 60 s"
     t0 = time.monotonic()
     ex.stop(30)
     assert got.read_text() == "2" and time.monotonic() - t0 < 20 and ex.running() == []

@@ -8,12 +8,14 @@ the package stands for both this file and Ray.)
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +89,31 @@ def child_setup(death_signal: int) -> Callable[[], None] | None:
 
     def setup() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        # an ignored SIGINT survives exec as well: a worker of a Ray instance started from a `nohup`
+        # or `&` shell ignores it, and so would the cell
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         if prctl is not None:
             prctl(1, int(death_signal), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     return setup
+
+
+@contextlib.contextmanager
+def sigint_raises() -> Iterator[None]:
+    """Within the block, a SIGINT (and Ray's cancel of a running task, which goes through
+    `_thread.interrupt_main`) raises KeyboardInterrupt in the main thread, even in a worker that
+    ignores SIGINT: every process of a Ray instance started from a shell's background job (`nohup ...
+    &`) inherits an ignored SIGINT, and Python then neither installs its handler nor lets
+    interrupt_main do anything, so a cancel would never reach the cell. The old handler comes back
+    afterwards. Outside the main thread (no handlers there) nothing changes."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL):
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def run_cell_command(cmd: list[str], run_dir: str, threads: int) -> dict:
@@ -99,20 +123,21 @@ def run_cell_command(cmd: list[str], run_dir: str, threads: int) -> dict:
     launcher does. A cancel from the driver (its Ctrl-C) arrives as KeyboardInterrupt and is forwarded
     once as SIGINT, so the cell writes a checkpoint before it stops. Writes nothing else: the driver
     reads final.json and appends to results.jsonl."""
-    d = Path(run_dir)
-    proc, offset, files = popen_cell([sys.executable, *cmd[1:]], d, job_env(0, threads, []),
-                                     child_setup(signal.SIGTERM))
-    started = time.monotonic()
-    try:
-        # poll, not wait(): Ray delivers a cancel between Python bytecodes, never inside a blocking wait()
-        while (code := proc.poll()) is None:
-            time.sleep(0.5)
-    except BaseException:
-        stop_procs([proc], 120)
-        raise
-    finally:
-        for f in files:
-            f.close()
+    with sigint_raises():
+        d = Path(run_dir)
+        proc, offset, files = popen_cell([sys.executable, *cmd[1:]], d, job_env(0, threads, []),
+                                         child_setup(signal.SIGTERM))
+        started = time.monotonic()
+        try:
+            # poll, not wait(): Ray delivers a cancel between Python bytecodes, never inside a blocking wait()
+            while (code := proc.poll()) is None:
+                time.sleep(0.5)
+        except BaseException:
+            stop_procs([proc], 120)
+            raise
+        finally:
+            for f in files:
+                f.close()
     return {"code": code, "reason": last_line(d / "stderr.log", offset), "elapsed": time.monotonic() - started}
 
 
