@@ -158,3 +158,40 @@ def test_cells_of_an_earlier_run_with_more_seeds_still_count(tmp_path, tiny_swee
     (tmp_path / "results.jsonl").write_text((tiny_sweep / "results.jsonl").read_text())
     sweep = load_sweep(tmp_path)
     assert [r.n for r in sweep.rows] == [2, 2, 0] and len(sweep.rows[2].failed) == 2
+
+
+def test_reproduce_names_the_steps_that_ran_whatever_the_last_only_was(tmp_path):
+    from bagoftricks.report import _ablate_argv
+    from bagoftricks.report.sweep import load_sweep
+    out = tmp_path / "sweep"
+    build_sweep(out, skip=("01-label-smoothing/seed0", "01-label-smoothing/seed1"))
+    plan = json.loads((out / "cells.json").read_text())
+    plan["argv"] += ["--only", "2"]  # the folder's last command ran only step 2
+    (out / "cells.json").write_text(json.dumps(plan))
+    argv = _ablate_argv(load_sweep(out))
+    assert argv[:3] == ["bagoftricks", "ablate", "spec.yaml"] and argv.count("--only") == 1
+    assert argv[-2:] == ["--only", "0,2"]  # step 1 has no results: not part of the page
+
+
+def test_reproduce_of_a_sweep_completed_in_parts_has_no_only(tmp_path, tiny_sweep):
+    from bagoftricks.report.sweep import load_sweep
+    plan = json.loads((tiny_sweep / "cells.json").read_text())
+    plan["argv"] += ["--only", "2"]  # finished by a last command that ran step 2 only
+    (tmp_path / "cells.json").write_text(json.dumps(plan))
+    (tmp_path / "results.jsonl").write_text((tiny_sweep / "results.jsonl").read_text())
+    assert _argv_str(load_sweep(tmp_path)) == " ".join(plan["argv"][:-2])
+
+
+def _argv_str(sweep) -> str:
+    from bagoftricks.report import _ablate_argv
+    return " ".join(_ablate_argv(sweep))
+
+
+def test_ablate_records_only_in_its_command():
+    import argparse
+    from bagoftricks.ablate.cli import _argv, add_arguments
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["s.yaml", "--out", "o", "--only", "0,1", "--only", "3"])
+    assert _argv(args)[-2:] == ["--only", "0,1,3"]
+    assert "--only" not in _argv(p.parse_args(["s.yaml", "--out", "o"]))

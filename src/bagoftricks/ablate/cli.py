@@ -17,6 +17,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     argv += ["--seeds", str(args.seeds)] if args.seeds is not None else []
     for o in args.overrides:
         argv += ["--set", o]
+    argv += ["--only", ",".join(args.only)] if args.only else []
     if args.launcher != "local":
         argv += ["--launcher", args.launcher]
     argv += ["--address", args.address] if args.address is not None else []

@@ -305,11 +305,30 @@ def _env_line(sweeps: list[Sweep]) -> str:
     return ""
 
 
+def _ablate_argv(s: Sweep) -> list[str]:
+    """The sweep's ablate command with `--only` naming the steps that have results: the folder may have been
+    filled by several commands with different `--only` (cells.json keeps the last), and a step nobody ran
+    is not part of what the page shows."""
+    argv, rest = [], list(s.plan.get("argv") or [])
+    if not rest:
+        return []
+    while rest:
+        a = rest.pop(0)
+        if a == "--only":
+            rest = rest[1:]
+        elif not a.startswith("--only="):
+            argv.append(a)
+    ran = [r.index for r in s.rows if any(c.status in ("ok", "failed") for c in r.cells)]
+    if ran and len(ran) < len(s.rows):
+        argv += ["--only", ",".join(str(i) for i in ran)]
+    return argv
+
+
 def _reproduce(sweeps: list[Sweep], report_argv: list[str] | None) -> list[tuple]:
     lines = []
     total = 0.0
     for s in sweeps:
-        argv = s.plan.get("argv")
+        argv = _ablate_argv(s)
         if argv:
             lines.append(shlex.join(argv))
         else:
