@@ -1,5 +1,7 @@
 """Bit-exact resume: a run stopped mid-epoch and resumed ends with weights bitwise equal to an
 uninterrupted run (CPU), for both data paths and with the random tricks switched on."""
+import json
+
 import pytest
 import torch
 
@@ -49,6 +51,21 @@ def test_mid_epoch_resume_is_bitwise(tmp_path, extra):
     assert [m["epoch"] for m in mb] == [1, 2, 3]
     for x, y in zip(ma, mb):
         assert x["val_top1"] == y["val_top1"] and x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-9)
+
+
+def test_a_resumed_runs_wall_seconds_count_the_attempts_before(tmp_path):
+    r = tiny("train.epochs=3")
+    part = tmp_path / "part"
+    with pytest.raises(TrainingInterrupted):
+        train(r, part, progress=False, stop_after_steps=6)   # epoch 1 done, stopped inside epoch 2
+    lines = read_jsonl(part / "metrics.jsonl")
+    assert len(lines) == 1
+    lines[0]["seconds"] = 1000.0   # as if the first attempt's epoch 1 had taken 1000 s
+    (part / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    train(r, part, resume=True, progress=False)
+    final = json.loads((part / "final.json").read_text())
+    seconds = [m["seconds"] for m in read_jsonl(part / "metrics.jsonl")]
+    assert seconds[0] == 1000.0 and final["wall_seconds"] >= sum(seconds) > 1000.0
 
 
 def test_same_seed_same_numbers_other_seed_differs(tmp_path):

@@ -195,3 +195,22 @@ def test_ablate_records_only_in_its_command():
     args = p.parse_args(["s.yaml", "--out", "o", "--only", "0,1", "--only", "3"])
     assert _argv(args)[-2:] == ["--only", "0,1,3"]
     assert "--only" not in _argv(p.parse_args(["s.yaml", "--out", "o"]))
+
+
+def test_table_shows_tta_top1_and_run_seconds_from_the_run_folders(tmp_path, tiny_sweep):
+    from bagoftricks.report import table_block
+    from bagoftricks.report.sweep import load_sweep
+    out = tmp_path / "tta"
+    build_sweep(out, {"name": "tta", "base": TINY_BASE, "seeds": [0],
+                      "ladder": [{"name": "plain"}, {"name": "+ flip TTA", "set": {"tricks.tta": "flip"}}]})
+    final = json.loads((out / "runs" / "01-flip-tta" / "seed0" / "final.json").read_text())
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert lines[1]["val_tta_top1"] == final["val_tta_top1"] and "val_tta_top1" not in lines[0]
+    (out / "results.jsonl").write_text("")  # a results line without them: read from final.json
+    _, headers, rows, _ = table_block(load_sweep(out))
+    col = {h: i for i, h in enumerate(headers)}
+    assert rows[0][col["TTA top-1 (%)"]] == "—"
+    assert rows[1][col["TTA top-1 (%)"]] == f"{final['val_tta_top1']:.2f}"
+    assert rows[1][col["run s"]] == f"{final['wall_seconds']:.0f}"
+    _, headers, _, _ = table_block(load_sweep(tiny_sweep))
+    assert "TTA top-1 (%)" not in headers and "run s" in headers

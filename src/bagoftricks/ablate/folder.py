@@ -187,6 +187,7 @@ def result_record(spec: Spec, out: Path, cell: Cell, status: str, reason: str | 
         "status": status, "reason": reason, "exit_code": exit_code,
         "epochs": final.get("epoch", metrics[-1]["epoch"] if metrics else None),
         "val_top1": final.get("val_top1"), "val_top5": final.get("val_top5"),
+        **({"val_tta_top1": final["val_tta_top1"]} if "val_tta_top1" in final else {}),
         **{k: final.get(k) for k in TRANSFER_SCORES if k in final},
         "best_val_top1": max(tops) if tops else None,
         "images_per_sec": _mean([m.get("images_per_sec") for m in metrics]),

@@ -34,7 +34,7 @@ from bagoftricks.engine.setup import (Training, base_lr, eval_batch_size, precis
 from bagoftricks.engine.signals import StopFlag
 from bagoftricks.engine.step import StepMeter
 from bagoftricks.errors import CheckpointWriteError, NonFiniteLoss, TrainingInterrupted
-from bagoftricks.files import append_jsonl, atomic_write_text, read_json_object, write_json
+from bagoftricks.files import append_jsonl, atomic_write_text, read_json_object, read_jsonl, write_json
 from bagoftricks.recipe import Recipe
 
 
@@ -204,6 +204,8 @@ class _Run:
         if self.dinfo.is_main:
             self._write_folder(fresh=state is None or extends is not None, extends=extends)
         bdist.barrier(self.dinfo)
+        if state is not None and extends is None and self.dinfo.is_main:
+            self.t_start -= self._earlier_attempts_wall()
         if extends is not None:  # the new folder can be continued with --resume from the start
             self._checkpoint(self.start_epoch, 0)
         self.writer = runfolder.tensorboard(self.out / "tb") if self.dinfo.is_main else None
@@ -218,6 +220,13 @@ class _Run:
         elif state is not None:
             self.log.log(f"resumed from {ckpt_path} at epoch {self.start_epoch + 1}, step {self.start_step}")
         self._log_summary()
+
+    def _earlier_attempts_wall(self) -> float:
+        """Wall seconds the attempts before this resume spent: the finished epochs' (metrics.jsonl, truncated
+        to them) and the resumed epoch's before its stop (the checkpoint's accumulators); their set-up
+        times are not recorded, so a resumed run's wall_seconds undercounts by those only."""
+        done = sum(float(m.get("seconds") or 0.0) for m in read_jsonl(self.metrics_path))
+        return done + float(self.acc.get("wall", 0.0))
 
     def _load(self, state: dict) -> None:
         t = self.t

@@ -25,6 +25,10 @@ from bagoftricks.files import read_json_object, read_jsonl
 from bagoftricks.report.stats import Interval, delta_interval, verdict
 
 
+# numbers a cell's final.json holds and its results line may not (lines written before they were recorded)
+FINAL_NUMBERS = ("val_top1", "val_top5", "val_tta_top1", "wall_seconds")
+
+
 @dataclass
 class CellData:
     key: str
@@ -47,8 +51,9 @@ class CellData:
         return read_json_object(self.run_dir / "final.json")
 
     def value(self, name: str) -> Any:
+        """The cell's number `name` from its results line, else (the final numbers) from its final.json."""
         v = (self.result or {}).get(name)
-        if v is None and name in ("val_top1", "val_top5"):
+        if v is None and name in FINAL_NUMBERS:
             v = self.final.get(name)
         return v
 
