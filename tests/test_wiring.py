@@ -324,6 +324,18 @@ def test_eval_every(tmp_path):
     assert ["val_top1" in m for m in recs] == [False, True, True]
 
 
+def test_evaluation_changes_no_trained_weight(tmp_path):
+    """What the fmnist-fast ablation relies on: evaluating (every epoch, with TTA, with lookahead's
+    weights) or not leaves training bit for bit the same."""
+    from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+    extra = ("train.epochs=3", "tricks.lookahead_every=2", "tricks.mixup_alpha=0.2", "data.flip_mode=alternate")
+    loop.train(make(*extra, "train.eval_every=1", "tricks.tta=flip"), tmp_path / "a", progress=False)
+    loop.train(make(*extra, "train.eval_every=5"), tmp_path / "b", progress=False)
+    a, b = (load_checkpoint(list_checkpoints(tmp_path / n)[-1])["model"] for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len([m for m in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "val_tta_top1" in m]) == 3
+
+
 def test_eval_batch_size_reaches_evaluation(tmp_path, monkeypatch):
     seen = []
     real = setup.bdata.eval_batches
