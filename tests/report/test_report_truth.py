@@ -63,6 +63,7 @@ def test_one_epoch_validation_figure_has_a_point_per_row(short_sweep):
     ax = val_points_figure(sweep).axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "+ cosine"]
     assert ax.get_xlim() == pytest.approx((-0.6, 1.6))
+    assert ax.get_ylabel() == "validation top-1 after epoch 1 (%)"  # every row evaluated epoch 1 only
     xs = [float(c.lines[0].get_xdata()[0]) for c in ax.containers]  # one error-bar point per row
     assert xs == [0.0, 1.0]  # each row at its own place, even with equal numbers
 

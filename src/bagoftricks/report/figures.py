@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,11 +137,12 @@ def val_points_figure(sweep: Sweep) -> Figure | None:
         m = sum(vals) / len(vals)
         ax.errorbar([k], [m], yerr=[[m - min(vals)], [max(vals) - m]], fmt=_MARKERS[k % len(_MARKERS)], ms=7,
                     capsize=4, label=f"{r.name} (n={len(vals)})")
-    epoch = next(e for r, _ in rows for e in _val_top1_per_epoch(r))
+    epochs = {e for r, _ in rows for e in _val_top1_per_epoch(r)}
     ax.set_xticks(range(len(rows)))
     ax.set_xticklabels([r.name for r, _ in rows], rotation=20, ha="right", fontsize=8)
     ax.set_xlim(-0.6, len(rows) - 0.4)
-    ax.set_ylabel(f"validation top-1 after epoch {epoch} (%)")
+    when = f"epoch {min(epochs)}" if len(epochs) == 1 else "each row's last epoch"
+    ax.set_ylabel(f"validation top-1 after {when} (%)")
     ax.set_title(f"{sweep.name}: validation top-1 (one evaluated epoch), bar = min-max over seeds", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return fig
@@ -171,8 +173,11 @@ def delta_figure(sweep: Sweep) -> Figure | None:
     ax.axhline(0.0, color="black", lw=0.8)
     ax.set_xticks(x)
     ax.set_xticklabels([r.name for r in rows], rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel(f"Δ top-1 vs '{sweep.rows[0].name}' (points)")
-    ax.set_title(f"{sweep.name}: Δ top-1 per step (error bars: 95 % interval over seeds, paired)", fontsize=10)
+    # the base row's name goes in the title, which wraps; a long one would not fit along the y axis
+    base = textwrap.shorten(sweep.rows[0].name, 70, placeholder="…")
+    ax.set_ylabel("Δ top-1 vs row 0 (points)")
+    ax.set_title(f"{sweep.name}: Δ top-1 per step vs row 0, '{base}'\n(error bars: 95 % interval over seeds, "
+                 f"paired)", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(handles=handles, fontsize=8)
     return fig
