@@ -74,7 +74,13 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
         run = _Run(r, out, dinfo, device, progress, stop_after_steps, fresh=state is None)
         with warnings_to(run.log.warning_line):  # library warnings go to run.log, one line each
             run.start(plan["ckpt"], state, plan["skipped"], extends)
-            return run.loop()
+            record = run.loop()
+        # Rank 0 still writes final.json when the others leave the loop; a rank that tears its gloo group
+        # down while a peer is still connected was seen to abort at exit (SIGABRT, "terminate called
+        # without an active exception"), failing a finished two-node run. Only a run that ended normally
+        # waits here: a rank that raised must not block in a barrier its peers may never reach.
+        bdist.barrier(dinfo)
+        return record
     finally:
         bdist.shutdown()
 
