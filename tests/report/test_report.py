@@ -214,3 +214,20 @@ def test_table_shows_tta_top1_and_run_seconds_from_the_run_folders(tmp_path, tin
     assert rows[1][col["run s"]] == f"{final['wall_seconds']:.0f}"
     _, headers, _, _ = table_block(load_sweep(tiny_sweep))
     assert "TTA top-1 (%)" not in headers and "run s" in headers
+
+
+def test_environment_line_names_each_sweeps_threads_when_they_differ(tmp_path, tiny_sweep):
+    import shutil
+
+    from bagoftricks.report import _env_line
+    from bagoftricks.report.sweep import load_sweep
+    folders = []
+    for name, threads in (("a", 2), ("b", 1)):
+        d = tmp_path / name
+        shutil.copytree(tiny_sweep, d)
+        for env in d.glob("runs/*/*/env.json"):
+            env.write_text(json.dumps(dict(json.loads(env.read_text()), torch_threads=threads)))
+        folders.append(d)
+    a, b = (load_sweep(d) for d in folders)
+    assert "2 torch thread(s) per cell" in _env_line([a, a])
+    assert f"torch threads per cell: {a.name} 2, {b.name} 1)." in _env_line([a, b])

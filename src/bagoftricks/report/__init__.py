@@ -299,15 +299,28 @@ def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: 
 
 
 def _env_line(sweeps: list[Sweep]) -> str:
+    """The environment of the first cell with one, and the torch threads per cell of every sweep: sweeps
+    run with different `--jobs` (one cell at a time with two threads, two cells with one each) differ."""
+    first, per_sweep = None, []
     for s in sweeps:
+        threads: list[str] = []
         for c in s.cells:
-            e = c.env
-            if e:
-                return (f"Measured with bagoftricks {e.get('bagoftricks', '?')} (git {e.get('git_sha') or 'unknown'}), "
-                        f"torch {e.get('torch', '?')}, Python {e.get('python', '?')}, on {e.get('device', '?')} "
-                        f"({e.get('device_name', '?')}, {e.get('cpu_count', '?')} cores, "
-                        f"{e.get('torch_threads', '?')} torch thread(s) per cell).")
-    return ""
+            if e := c.env:
+                first = first or e
+                if str(e.get("torch_threads", "?")) not in threads:
+                    threads.append(str(e.get("torch_threads", "?")))
+        if threads:
+            per_sweep.append((s.name, "/".join(threads)))
+    if first is None:
+        return ""
+    if len({t for _, t in per_sweep}) == 1:
+        per_cell = f"{per_sweep[0][1]} torch thread(s) per cell"
+    else:
+        per_cell = "torch threads per cell: " + ", ".join(f"{n} {t}" for n, t in per_sweep)
+    e = first
+    return (f"Measured with bagoftricks {e.get('bagoftricks', '?')} (git {e.get('git_sha') or 'unknown'}), "
+            f"torch {e.get('torch', '?')}, Python {e.get('python', '?')}, on {e.get('device', '?')} "
+            f"({e.get('device_name', '?')}, {e.get('cpu_count', '?')} cores, {per_cell}).")
 
 
 def _ablate_argv(s: Sweep) -> list[str]:
