@@ -307,8 +307,9 @@ def _env_line(sweeps: list[Sweep]) -> str:
         for c in s.cells:
             if e := c.env:
                 first = first or e
-                if str(e.get("torch_threads", "?")) not in threads:
-                    threads.append(str(e.get("torch_threads", "?")))
+                t = str(e.get("torch_threads", "?"))
+                if t not in threads:
+                    threads.append(t)
         if threads:
             per_sweep.append((s.name, "/".join(threads)))
     if first is None:
