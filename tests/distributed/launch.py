@@ -97,6 +97,22 @@ class Proc:
         return False
 
 
+def wait_all(procs, timeout: float) -> list[int]:
+    """Every process's exit code; past the timeout all are killed and the error shows every output
+    (the one still running may be waiting on a peer that failed)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and any(p.p.poll() is None for p in procs):
+        time.sleep(0.1)
+    codes = [p.p.poll() for p in procs]
+    if None in codes:
+        for p in procs:
+            p.kill_tree()
+        outs = "\n".join(f"process {i} (exit code {c}):\n{p.output()[-3000:]}"
+                         for i, (p, c) in enumerate(zip(procs, codes)))
+        raise AssertionError(f"not every process ended within {timeout} s\n{outs}")
+    return codes
+
+
 def run(cmd: list[str], log: Path, timeout: float, **env_extra: str) -> tuple[int, str]:
     with Proc(cmd, log, **env_extra) as p:
         rc = p.wait(timeout)
@@ -191,6 +207,6 @@ def reference_2rank(base: Path) -> Path:
     args = ("-m", "bagoftricks", "train", *sets(FAULT_SETS), "--out", str(out), "--no-progress")
     with Proc(two_node_cmd(port, "reference", *args), Path(base) / "reference-node-a.log") as a, \
             Proc(two_node_cmd(port, "reference", *args), Path(base) / "reference-node-b.log") as b:
-        codes = (a.wait(240), b.wait(240))
-        assert codes == (0, 0), a.output()[-3000:] + b.output()[-3000:]
+        codes = wait_all((a, b), 240)
+        assert codes == [0, 0], f"exit codes {codes}\nnode a:\n{a.output()[-3000:]}\nnode b:\n{b.output()[-3000:]}"
     return out

@@ -10,6 +10,7 @@
   "nodes" (two torchrun agents at one c10d rendezvous endpoint).
 """
 import json
+import re
 
 import pytest
 import torch
@@ -18,7 +19,8 @@ from bagoftricks import recipe
 from bagoftricks.engine import loop, setup
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.files import read_jsonl
-from tests.distributed.launch import FAULT_STEPS, final_state, reference_2rank, run, sets, torchrun_cmd
+from tests.distributed.launch import (FAULT_SETS, FAULT_STEPS, ROOT, final_state, reference_2rank, run, sets,
+                                     torchrun_cmd)
 
 EQ_SETS = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=260", "data.train_limit=32",
            "data.num_classes=4", "model.arch=resnet20", "model.width=4", "model.init=kaiming", "optim.lr=0.05",
@@ -101,3 +103,19 @@ def test_two_nodes_by_rendezvous_with_uneven_data_run_to_the_end(tmp_path_factor
     env = json.loads((ref / "env.json").read_text())
     assert (env["world_size"], env["steps_per_epoch"], env["in_memory_data"]) == (2, 2, False)
     assert final_state(ref)["global_step"] == FAULT_STEPS
+
+
+@pytest.mark.timeout(200)
+def test_no_process_group_thread_outlives_train(tmp_path):
+    """train() leaves no thread of the process group behind on any rank, so nothing of it runs while the
+    interpreter shuts down (workers of finished two-node runs aborted then: 'terminate called without an
+    active exception'). Fails if the group is imported into a module's default arguments or is still held
+    by the DDP wrapper when train() returns."""
+    script = str(ROOT / "tests" / "distributed" / "teardown_main.py")
+    rc, out = run(torchrun_cmd(script, str(tmp_path / "run"), *FAULT_SETS), tmp_path / "log", 150)
+    assert rc == 0, out[-3000:]
+    lists = [json.loads(x) for x in re.findall(r"threads after train: (\[.*\])", out)]
+    assert len(lists) == 2, out[-3000:]
+    for names in lists:
+        assert names, out[-3000:]  # /proc was read: the main thread at least
+        assert not [n for n in names if "gloo" in n], names

@@ -12,6 +12,7 @@ hangs without dying.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -50,6 +51,13 @@ def elastic_restart_count() -> int:
 def init(info: DistInfo, device: torch.device, timeout_s: float | None = None) -> None:
     if not info.enabled or (dist.is_available() and dist.is_initialized()):
         return
+    # torch.distributed.nn.functional takes `group=group.WORLD` as a default argument: imported after
+    # the group exists (DDP imports torch._dynamo, which imports it), those defaults hold the group for
+    # the life of the interpreter, destroy_process_group() cannot free it, and gloo's threads run on
+    # into interpreter shutdown. Workers of finished runs were seen to abort then (SIGABRT, "terminate
+    # called without an active exception"), most likely a gloo thread releasing a tensor, which needs
+    # the GIL, while the interpreter is finalizing. Imported first, the defaults are None.
+    import torch.distributed.nn  # noqa: F401
     if timeout_s is None:
         timeout_s = float(os.environ.get("BAGOFTRICKS_DIST_TIMEOUT", "1800"))
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -71,8 +79,15 @@ def init(info: DistInfo, device: torch.device, timeout_s: float | None = None) -
 
 
 def shutdown() -> None:
+    """Leave the process group and free it, so that its threads end before the interpreter does.
+
+    destroy_process_group() drops torch's own references; the DDP wrapper of a finished run sits in
+    reference cycles, so the group (and gloo's threads) would live until a later garbage collection or
+    interpreter shutdown. Collecting here frees it now: its destructor waits for its work threads.
+    """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:

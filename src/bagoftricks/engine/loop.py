@@ -75,13 +75,14 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
         with warnings_to(run.log.warning_line):  # library warnings go to run.log, one line each
             run.start(plan["ckpt"], state, plan["skipped"], extends)
             record = run.loop()
-        # Rank 0 still writes final.json when the others leave the loop; a rank that tears its gloo group
-        # down while a peer is still connected was seen to abort at exit (SIGABRT, "terminate called
-        # without an active exception"), failing a finished two-node run. Only a run that ended normally
-        # waits here: a rank that raised must not block in a barrier its peers may never reach.
+        # Rank 0 still writes final.json when the others leave the loop: every rank leaves train() once
+        # the run is complete on disk. Only a run that ended normally waits here: a rank that raised must
+        # not block in a barrier its peers may never reach. (What aborted finished workers at exit was
+        # the process group outliving train(): see distributed.init and distributed.shutdown.)
         bdist.barrier(dinfo)
         return record
     finally:
+        run = None  # the DDP-wrapped model holds the process group: released here, it is freed at shutdown
         bdist.shutdown()
 
 

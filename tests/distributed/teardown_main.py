@@ -1,0 +1,17 @@
+"""Under torchrun: `engine.train` one small run, then print the names of the threads this worker has left.
+
+Usage: torchrun ... tests/distributed/teardown_main.py OUT KEY=VALUE ...
+Every thread the process group started (gloo's transport loop and its work threads) must be gone
+when train() returns: one still running when the interpreter shuts down can release a tensor then,
+and taking the GIL during finalization aborts the worker (SIGABRT) after a finished run.
+"""
+import json
+import os
+import sys
+
+from bagoftricks import recipe
+from bagoftricks.engine import train
+
+train(recipe.load(None, sys.argv[2:]), sys.argv[1], progress=False)
+names = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print(f"rank {os.environ['RANK']} threads after train: {json.dumps(names)}", flush=True)
