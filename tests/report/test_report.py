@@ -231,3 +231,28 @@ def test_environment_line_names_each_sweeps_threads_when_they_differ(tmp_path, t
     a, b = (load_sweep(d) for d in folders)
     assert "2 torch thread(s) per cell" in _env_line([a, a])
     assert f"torch threads per cell: {a.name} 2, {b.name} 1)." in _env_line([a, b])
+
+
+def test_a_second_page_of_a_sweep_never_overwrites_the_figures_of_the_first(tmp_path, tiny_sweep, capsys):
+    """Figures are named after the sweep: a second page of it in the same folder is refused (exit 2, the
+    other page named, nothing written); the same page may be regenerated, and another folder is fine."""
+    docs = tmp_path / "docs"
+    first = docs / "first.md"
+    assert main(["report", str(tiny_sweep), "--out", str(first), "--no-predict", "--no-html"]) == 0
+    figs = {p: p.read_bytes() for p in (docs / "figures").glob("*.png")}
+    assert figs
+    assert main(["report", str(tiny_sweep), "--out", str(docs / "second.md"), "--no-predict", "--no-html"]) == 2
+    err = capsys.readouterr().err
+    assert "first.md" in err and "tiny-ladder" in err and "another folder" in err
+    assert not (docs / "second.md").exists() and not (docs / "second.json").exists()
+    assert {p: p.read_bytes() for p in (docs / "figures").glob("*.png")} == figs
+    assert main(["report", str(tiny_sweep), "--out", str(first), "--no-predict", "--no-html"]) == 0
+    assert main(["report", str(tiny_sweep), "--out", str(docs / "other" / "second.md"), "--no-predict",
+                 "--no-html"]) == 0
+
+
+def test_a_page_of_another_sweep_whose_name_starts_alike_is_no_conflict(tmp_path, tiny_sweep):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "longer.md").write_text("![x](figures/tiny-ladder-extra-lr.png)\n")  # sweep 'tiny ladder extra'
+    assert main(["report", str(tiny_sweep), "--out", str(docs / "page.md"), "--no-predict", "--no-html"]) == 0

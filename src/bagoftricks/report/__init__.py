@@ -12,19 +12,23 @@ For each sweep folder written by `bagoftricks ablate` (cells.json, results.jsonl
 
 Default output: DIR/report.md, DIR/report.html (figures inlined as base64), DIR/figures/*.png and
 DIR/report.json (the tables as data). With --out FILE.md (e.g. docs/results/fmnist.md) the page goes
-there, its figures to FILE's folder/figures/, the HTML next to it (unless --no-html).
+there, its figures to FILE's folder/figures/, the HTML next to it (unless --no-html). Figures are named
+after their sweep, so a page of sweeps that another page of the same folder already shows is refused
+(exit 2) rather than overwriting that page's figures: give it its own folder.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
 import json
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from bagoftricks.ablate.spec import slugify
+from bagoftricks.errors import UsageError
 from bagoftricks.files import atomic_write_text
 from bagoftricks.report import ran, stats, transfer
 from bagoftricks.report.render import to_html, to_markdown
@@ -194,12 +198,12 @@ def _figure(path: Path | None, caption: str) -> list[tuple]:
 def _curve_figures(sweep: Sweep, fig_dir: Path, slug: str) -> list[tuple]:
     from bagoftricks.report import figures
     first = sweep.rows[0].name if sweep.rows else ""
-    return (_figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
+    return (_figure(figures.lr_schedule(sweep, _fig_path(fig_dir, slug, "lr")),
                     f"{sweep.name}: learning rate of every iteration of each step (from the cell's recipe).")
-            + _figure(figures.val_curves(sweep, fig_dir / f"{slug}-val-top1.png"),
+            + _figure(figures.val_curves(sweep, _fig_path(fig_dir, slug, "val-top1")),
                       f"{sweep.name}: validation top-1 per epoch, mean over seeds, min–max over seeds shaded (after a "
                       f"single evaluated epoch: a point per row, the bar spanning min–max).")
-            + _figure(figures.delta_bars(sweep, fig_dir / f"{slug}-delta.png"),
+            + _figure(figures.delta_bars(sweep, _fig_path(fig_dir, slug, "delta")),
                       f"{sweep.name}: Δ top-1 vs '{first}', error bars = the 95 % Student-t interval over seeds "
             f"(paired by seed)."))
 
@@ -227,7 +231,7 @@ def _logit_gap_figure(sweep: Sweep, fig_dir: Path, slug: str, predicted: Predict
         pairs.append((f"{label}: {c.step}/seed{c.seed}", logit_gaps(p["logits"], p["labels"]), p["top1"]))
     k = int(predicted(with_ls)["logits"].shape[1])
     opt = optimal_logit_gap(k, eps, form)
-    return _figure(figures.logit_gap(pairs, opt, eps, fig_dir / f"{slug}-logit-gap.png"),
+    return _figure(figures.logit_gap(pairs, opt, eps, _fig_path(fig_dir, slug, "logit-gap")),
                    f"{sweep.name}: distribution of the test-set gap between the true-class logit and the largest "
                    f"other logit, for the best cell with label smoothing and the best without; dashed: the optimum "
                    + ("log((K−1)(1−ε)/ε)" if form == "paper" else "log(1 + K(1−ε)/ε) (uniform form)")
@@ -244,7 +248,7 @@ def _confusion_figure(sweep: Sweep, fig_dir: Path, slug: str, predicted: Predict
     p = predicted(best)
     counts = confusion_matrix(p["logits"], p["labels"], int(p["logits"].shape[1]))
     return _figure(figures.confusion(counts, p["classes"], f"{sweep.name}: {best.key} (top-1 {p['top1']:.2f} %)",
-                                     fig_dir / f"{slug}-confusion.png"),
+                                     _fig_path(fig_dir, slug, "confusion")),
                    f"{sweep.name}: confusion matrix of the best cell, `{best.key}` (row-normalised colour, "
                    f"counts in the cells).")
 
@@ -279,10 +283,10 @@ def sweep_blocks(sweep: Sweep, fig_dir: Path, predict: bool, device: str, echo: 
         from bagoftricks.report import figures
         blocks = _intro_blocks(sweep) + [transfer.table_block(sweep), ("p", transfer.NOTE)]
         blocks += _changes_blocks(sweep) + _status_blocks(sweep)
-        blocks += _figure(transfer.figure(sweep, fig_dir / f"{slug}-scores.png"),
+        blocks += _figure(transfer.figure(sweep, _fig_path(fig_dir, slug, "scores")),
                           f"{sweep.name}: each score against the classification top-1 of the backbones "
                           "(mean over seeds; bars: std over seeds).")
-        return blocks + _figure(figures.lr_schedule(sweep, fig_dir / f"{slug}-lr.png"),
+        return blocks + _figure(figures.lr_schedule(sweep, _fig_path(fig_dir, slug, "lr")),
                                 f"{sweep.name}: learning rate of every iteration of each step.")
     blocks = _intro_blocks(sweep) + [table_block(sweep)] + _paper_note(sweep)
     blocks += _changes_blocks(sweep) + _status_blocks(sweep)
@@ -381,6 +385,33 @@ def _page_path(dirs: list[str | Path], out: str | Path | None) -> Path:
     return md_path
 
 
+FIGURE_KINDS = ("lr", "val-top1", "delta", "logit-gap", "confusion", "scores")  # figures/SWEEP-KIND.png
+
+
+def _fig_path(fig_dir: Path, slug: str, kind: str) -> Path:
+    assert kind in FIGURE_KINDS, kind
+    return fig_dir / f"{slug}-{kind}.png"
+
+
+def _check_figures_are_ours(md_path: Path, slugs: list[str]) -> None:
+    """Figures are named after their sweep (figures/SWEEP-lr.png ...): a second page of the same sweeps in
+    the same folder would overwrite the figures another page links to. Refuse before writing anything."""
+    if not md_path.parent.is_dir():
+        return
+    for other in sorted(md_path.parent.glob("*.md")):
+        if other.resolve() == md_path.resolve():
+            continue
+        try:
+            text = other.read_text(errors="replace")
+        except OSError:
+            continue
+        for slug in slugs:
+            if re.search(rf"\]\(figures/{re.escape(slug)}-({'|'.join(FIGURE_KINDS)})\.png\)", text):
+                raise UsageError(f"report: {other} links figures of sweep {slug!r} in {md_path.parent / 'figures'}, "
+                                 f"which this page would overwrite; write {md_path.name} to another folder "
+                                 f"(--out OTHER/{md_path.name})")
+
+
 def _header_blocks(title: str) -> list[tuple]:
     now = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return [("h1", title),
@@ -400,6 +431,7 @@ def make_report(dirs: list[str | Path], out: str | Path | None = None, title: st
     sweeps = [load_sweep(d) for d in dirs]
     md_path = _page_path(dirs, out)
     fig_dir = md_path.parent / "figures"
+    _check_figures_are_ours(md_path, [slugify(s.name) for s in sweeps])
     if not title:
         title = f"Ablation: {sweeps[0].name}" if len(sweeps) == 1 else "Ablations: " + ", ".join(s.name for s in sweeps)
     blocks = _header_blocks(title)
