@@ -2,8 +2,8 @@
 
 Usage: torchrun ... tests/distributed/teardown_main.py OUT KEY=VALUE ...
 Every thread the process group started (gloo's transport loop and its work threads) must be gone
-when train() returns: one still running when the interpreter shuts down can release a tensor then,
-and taking the GIL during finalization aborts the worker (SIGABRT) after a finished run.
+when train() returns: with them still running into interpreter shutdown, workers of finished runs were
+seen to abort (SIGABRT), most likely a gloo thread releasing a tensor, which needs the GIL, then.
 """
 import json
 import os

@@ -77,8 +77,8 @@ def train(r: Recipe, out_dir: str | Path, *, resume: bool = False, progress: boo
             record = run.loop()
         # Rank 0 still writes final.json when the others leave the loop: every rank leaves train() once
         # the run is complete on disk. Only a run that ended normally waits here: a rank that raised must
-        # not block in a barrier its peers may never reach. (What aborted finished workers at exit was
-        # the process group outliving train(): see distributed.init and distributed.shutdown.)
+        # not block in a barrier its peers may never reach. (Finished workers that aborted at exit did so
+        # with the process group's threads outliving train(): see distributed.init and .shutdown.)
         bdist.barrier(dinfo)
         return record
     finally:
