@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bagoftricks import data as bdata
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.evaluate import evaluate, load_model
+from bagoftricks.engine.evaluate import evaluate
+from bagoftricks.engine.inference import load_model
 from bagoftricks.engine.setup import build_data, eval_batch_size, normalisation
 from bagoftricks.files import write_json
 

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import setup, train
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.files import atomic_write_text
 from bagoftricks.models.analysis import residual_last_bns
 

@@ -10,7 +10,7 @@ import pytest
 
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import train
-from bagoftricks.engine.evaluate import evaluate_checkpoint
+from bagoftricks.engine.inference import evaluate_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"model": {"arch": "resnet20", "width": 4},

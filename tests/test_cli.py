@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bagoftricks.cli import COMMANDS, build_parser, main
-from bagoftricks.engine.checkpoint import list_checkpoints
+from bagoftricks.checkpoint import list_checkpoints
 from bagoftricks.errors import TrainingInterrupted
 from tests.test_recipe import INVALID
 

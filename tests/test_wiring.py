@@ -12,8 +12,8 @@ from PIL import Image
 
 from bagoftricks import recipe
 from bagoftricks.data import DataError
-from bagoftricks.engine import loop, setup, step
-from bagoftricks.engine.checkpoint import list_checkpoints
+from bagoftricks.engine import classify, derive, loop, setup, step
+from bagoftricks.checkpoint import list_checkpoints
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.files import read_jsonl
 from bagoftricks.errors import NonFiniteLoss, TrainingInterrupted, UsageError
@@ -52,7 +52,7 @@ def observe(r: recipe.Recipe) -> dict:
         "model": (str(model), [(_tensor_sig(p), p.stride()) for p in model.state_dict().values()]),
         "groups": [(g.get("name"), g["weight_decay"], g["momentum"], g["nesterov"], len(g["params"]))
                    for g in t.optimizer.param_groups],
-        "lr": [round(setup.scheduled_lr(r, s, steps), 12) for s in range(steps * r.train.epochs)],
+        "lr": [round(derive.scheduled_lr(r, s, steps), 12) for s in range(steps * r.train.epochs)],
         "batch": (_tensor_sig(x), x.is_contiguous(memory_format=torch.channels_last), y.tolist(), steps,
                   type(data.train).__name__),
     }
@@ -60,9 +60,9 @@ def observe(r: recipe.Recipe) -> dict:
     out["eval"] = _tensor_sig(tx)
     for name, epoch in (("first", 0), ("last", r.train.epochs - 1)):
         g = torch.Generator().manual_seed(7)
-        xb, targets = step.prepare_batch(r, x.clone(), y, data.num_classes, epoch, g, t.teacher is not None)
+        xb, targets = classify.prepare_batch(r, x.clone(), y, data.num_classes, epoch, g, t.teacher is not None)
         out[f"prepared_{name}"] = (_tensor_sig(xb), None if targets is None else _tensor_sig(targets))
-    out["loss"] = round(t.step(x.clone(), y, 0, 0).loss.item(), 7)
+    out["loss"] = round(t.step((x.clone(), y), 0, 0).loss.item(), 7)
     return out
 
 
@@ -266,7 +266,7 @@ def _weights_after_steps(r, n):
     batches = t.data.train.epoch(0)
     for s in range(n):
         x, y = next(batches)
-        t.step(x, y, 0, s)
+        t.step((x, y), 0, s)
     return torch.cat([p.detach().flatten() for p in t.model.parameters()])
 
 
@@ -293,7 +293,7 @@ def test_compile_wraps_the_model(tmp_path, monkeypatch):
 def test_device_is_resolved_and_recorded(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="train.device"):
-            setup.resolve_device("cuda")
+            derive.resolve_device("cuda")
     loop.train(make("train.epochs=1", "train.device=cpu"), tmp_path / "r", progress=False)
     assert json.loads((tmp_path / "r" / "env.json").read_text())["device"] == "cpu"
 
@@ -327,7 +327,7 @@ def test_eval_every(tmp_path):
 def test_evaluation_changes_no_trained_weight(tmp_path):
     """What the fmnist-fast ablation relies on: evaluating (every epoch, with TTA, with lookahead's
     weights) or not leaves training bit for bit the same."""
-    from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+    from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
     extra = ("train.epochs=3", "tricks.lookahead_every=2", "tricks.mixup_alpha=0.2", "data.flip_mode=alternate")
     loop.train(make(*extra, "train.eval_every=1", "tricks.tta=flip"), tmp_path / "a", progress=False)
     loop.train(make(*extra, "train.eval_every=5"), tmp_path / "b", progress=False)
@@ -364,7 +364,7 @@ def test_log_every_steps_sets_the_readback_cadence(tmp_path, monkeypatch):
 
     real = step.StepMeter.mean_loss
     monkeypatch.setattr(step.StepMeter, "mean_loss", lambda self: reads.append(1) or real(self))
-    monkeypatch.setattr(loop, "_progress", lambda *a, **k: Bar())
+    monkeypatch.setattr(loop, "progress_bar", lambda *a, **k: Bar())
     loop.train(make("train.epochs=1", "train.log_every_steps=1"), tmp_path / "a", progress=True)
     n1 = len(reads)
     calls.clear()
@@ -416,7 +416,7 @@ def test_freeze_keeps_frozen_bn_in_eval_mode_and_weights_fixed():
     before = {k: v.clone() for k, v in t.model.state_dict().items()}
     for s in range(2):
         x, y = next(iter(t.data.train.epoch(0)))
-        t.step(x, y, 0, s)
+        t.step((x, y), 0, s)
     after = t.model.state_dict()
     frozen = [k for k in after if k.startswith(("conv1", "bn1", "layer1."))]
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)  # running stats included

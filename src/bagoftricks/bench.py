@@ -22,7 +22,7 @@ from torch.profiler import record_function
 from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import runfolder, setup
+from bagoftricks.engine import derive, runfolder, setup
 from bagoftricks.errors import UsageError
 
 
@@ -96,7 +96,7 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     if r.train.threads:
         torch.set_num_threads(r.train.threads)
     dinfo = bdist.DistInfo()
-    device = setup.resolve_device(r.train.device, dinfo)
+    device = derive.resolve_device(r.train.device, dinfo.local_rank)
     t = setup.setup_training(r, device, dinfo)
     setup.wrap_for_training(t)
     # the matmul peak is measured before and after the model and the best kept: a busy or throttled
@@ -111,7 +111,7 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     def train_step():
         with record_function("data+augment"):
             x, y = next(batches)
-        t.step(x, y, 0, counter[0] % t.steps_per_epoch)
+        t.step((x, y), 0, counter[0] % t.steps_per_epoch)
         counter[0] += 1
 
     t.step.module.train()
@@ -141,14 +141,14 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
 
 def _eval_timing(r: brecipe.Recipe, t: setup.Training, x0: torch.Tensor, warmup: int, windows: int,
                  steps: int) -> Timing:
-    bs, eval_bs = r.train.batch_size, setup.eval_batch_size(r)
+    bs, eval_bs = r.train.batch_size, derive.eval_batch_size(r)
     xe = x0.repeat((eval_bs + bs - 1) // bs, 1, 1, 1)[:eval_bs]
     if r.train.channels_last:
         xe = xe.contiguous(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def eval_step():
-        with setup.autocast(r.train.precision, t.device):
+        with derive.autocast(r.train.precision, t.device):
             t.model(xe)
 
     t.model.eval()
@@ -165,7 +165,7 @@ def _loader_timing(t: setup.Training, windows: int, steps: int) -> Timing:
 def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train: Timing, t_eval: Timing,
              t_load: Timing | None, peak: float, peak_mem: int) -> dict:
     tr, data, size = r.train, t.data, r.data.image_size
-    _, macs = bmodels.count_params_macs(setup.recipe_model(r, data.num_classes, data.in_channels),
+    _, macs = bmodels.count_params_macs(derive.recipe_model(r, data.num_classes, data.in_channels),
                                         (data.in_channels, size, size))
     train_ips = tr.batch_size / t_train.median
     return {
@@ -173,7 +173,7 @@ def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train
         "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
         "compile": tr.compile, "batch_size": tr.batch_size, "threads": torch.get_num_threads(),
         "in_memory_data": data.in_memory,
-        "train_img_s": train_ips, "eval_img_s": setup.eval_batch_size(r) / t_eval.median,
+        "train_img_s": train_ips, "eval_img_s": derive.eval_batch_size(r) / t_eval.median,
         "loader_img_s": (tr.batch_size / t_load.median) if t_load else None,
         "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": peak,
         "mfu": 2 * macs * 3 * train_ips / peak,
@@ -261,7 +261,7 @@ def format_profile(prof: dict) -> str:
 def _reference_step(r, data, device, x0, y0):
     """One step of the same architecture in a plain eager fp32 loop: what a hand-written script does."""
     torch.manual_seed(r.train.seed)
-    model = setup.recipe_model(r, data.num_classes, data.in_channels).to(device).train()
+    model = derive.recipe_model(r, data.num_classes, data.in_channels).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = x0.float().contiguous()
     y = y0

@@ -219,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from bagoftricks.engine.evaluate import evaluate_checkpoint
+    from bagoftricks.engine.inference import evaluate_checkpoint
     res = evaluate_checkpoint(args.checkpoint, data_root=args.data, overrides=args.overrides, device=args.device,
                               use_ema=args.ema, tta=args.tta)
     print(json.dumps(res))

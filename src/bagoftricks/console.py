@@ -50,3 +50,14 @@ def warnings_to(sink: Callable[[str], None]) -> Iterator[None]:
         yield
     finally:
         _SINKS.remove(sink)
+
+
+def progress_bar(enabled: bool | None, total: int, initial: int, desc: str):
+    """A tqdm bar of `total` steps on stderr, or None: enabled None = only on a terminal, False = never."""
+    if enabled is False:
+        return None
+    from tqdm import tqdm
+    disable = None if enabled is None else False  # None: tqdm shows it only on a terminal
+    bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, leave=False,
+               dynamic_ncols=True, file=sys.stderr)
+    return None if bar.disable else bar

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

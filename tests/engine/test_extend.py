@@ -5,7 +5,7 @@ import pytest
 from bagoftricks import recipe
 from bagoftricks.cli import main
 from bagoftricks.engine import extend_run, scheduled_lr, train
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.errors import TrainingInterrupted, UsageError
 from bagoftricks.files import read_jsonl
 from tests.engine.conftest import tiny

@@ -5,14 +5,13 @@ On a GPU every host read (`.item()`, `bool(t)`, `.tolist()`, ...) waits for the 
 up. The property is checked on CPU by counting those reads: doubling the steps of an epoch must
 not add any, whatever the precision and the tricks switched on.
 """
-import importlib
 
 import pytest
 import torch
 
 from bagoftricks import recipe, tricks
-from bagoftricks.engine import loop, setup
-cutmix_module = importlib.import_module("bagoftricks.tricks.cutmix")  # the package re-exports a function of that name
+from bagoftricks.engine import derive, loop, setup
+from bagoftricks.tricks import cutmix as cutmix_module
 
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu")
 
@@ -83,7 +82,7 @@ def test_log_every_steps_adds_reads(tmp_path, monkeypatch):
 
 def test_optimizer_is_fused_where_torch_has_the_kernel():
     r = _recipe(64)
-    model = setup.recipe_model(r, 4, 3)
+    model = derive.recipe_model(r, 4, 3)
     opt = setup.make_optimizer(r, model, 0.1)
     assert all(g["fused"] for g in opt.param_groups)
     assert tricks.skips_on_device(opt)

@@ -7,7 +7,7 @@ import torch
 
 from bagoftricks.engine import train
 from bagoftricks.errors import TrainingInterrupted
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.files import read_jsonl
 from tests.engine.conftest import tiny
 

@@ -18,8 +18,8 @@ import torch
 
 from bagoftricks import files
 from bagoftricks.cli import main
-from bagoftricks.engine import checkpoint as ckpt
-from bagoftricks.engine.checkpoint import (CheckpointWriteError, list_checkpoints, load_checkpoint,
+from bagoftricks import checkpoint as ckpt
+from bagoftricks.checkpoint import (CheckpointWriteError, list_checkpoints, load_checkpoint,
                                            newest_valid_checkpoint, save_checkpoint)
 from bagoftricks.files import read_jsonl
 from tests.distributed.launch import assert_bitwise_equal, sets

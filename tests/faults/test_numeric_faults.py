@@ -10,8 +10,8 @@ import torch
 from bagoftricks import recipe
 from bagoftricks.cli import main
 from bagoftricks import tricks
-from bagoftricks.engine import loop, step
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.engine import classify, loop
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.files import read_jsonl
 from tests.distributed.launch import sets
 
@@ -22,7 +22,7 @@ TINY = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=64"
 
 def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
     calls, skips = [], []
-    real_loss, real_step = step.compute_loss, tricks.step_with_scaler
+    real_loss, real_step = classify.compute_loss, tricks.step_with_scaler
 
     def loss_overflowing_at_step_5(*a, **k):
         loss = real_loss(*a, **k)
@@ -41,7 +41,7 @@ def test_fp16_overflow_skips_the_step_and_counts_it(tmp_path, monkeypatch):
             assert all(all(torch.equal(optimizer.state[p][k], v) for k, v in s.items()) for p, s in zip(params, state))
         return flag
 
-    monkeypatch.setattr(step, "compute_loss", loss_overflowing_at_step_5)
+    monkeypatch.setattr(classify, "compute_loss", loss_overflowing_at_step_5)
     monkeypatch.setattr(tricks, "step_with_scaler", checked_step)
     r = recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*TINY, "train.precision=fp16"]))
     loop.train(r, tmp_path / "run", progress=False)

@@ -6,7 +6,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from bagoftricks.engine.checkpoint import save_checkpoint
+from bagoftricks.checkpoint import save_checkpoint
 from bagoftricks.errors import BadInput, WeightsError
 from bagoftricks.models import build_model, load_pretrained
 

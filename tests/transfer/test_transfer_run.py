@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bagoftricks import cli
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.errors import RecipeError, TrainingInterrupted, UsageError
 from bagoftricks.files import read_jsonl
 from bagoftricks.transfer.loop import run_transfer

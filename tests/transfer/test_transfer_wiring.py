@@ -5,6 +5,7 @@ import torch
 
 from bagoftricks import recipe
 from bagoftricks.errors import RecipeError
+from bagoftricks.seeds import derive_seed
 from bagoftricks.transfer import data as tdata
 from bagoftricks.transfer.job import IGNORED, check_transfer, setup_transfer
 from tests.test_wiring import _tensor_sig
@@ -15,23 +16,24 @@ CPU = torch.device("cpu")
 
 def observe(r: recipe.Recipe) -> dict:
     job = setup_transfer(r, CPU)
-    m = job.model
-    images, targets = job.batch(list(range(r.train.batch_size)), 0, 0)
+    m, task, idx = job.model, job.step.task, list(range(r.train.batch_size))
+    torch.manual_seed(derive_seed(r.train.seed, "transfer-step", 0, 0))  # as the task's inputs() seeds step (0, 0)
+    images, targets = tdata.load_batch(job.train, idx, task.augment)
     det = r.transfer.task == "detect"
-    job.set_lr(0)
+    job.step.set_lr(0, 0)
     out = {
         "model": (str(m), [_tensor_sig(t) for t in m.state_dict().values()]),
         "sizes": (m.rpn.anchor_generator.sizes, m.roi_heads.box_roi_pool.canonical_scale) if det else None,
         "groups": [(g["name"], g["lr"], g["momentum"], g["nesterov"], g["weight_decay"], len(g["params"]))
                    for g in job.optimizer.param_groups],
-        "lr": [round(job.set_lr(s), 12) for s in range(job.steps_per_epoch * r.train.epochs)],
+        "lr": [round(job.step.set_lr(0, s), 12) for s in range(job.steps_per_epoch * r.train.epochs)],
         "batch": [(_tensor_sig(im), _tensor_sig(t["boxes"]), _tensor_sig(t["mask"])) for im, t in zip(images, targets)],
         "data": (len(job.train), len(job.test), _tensor_sig(job.test.images[-1])),
     }
-    job.set_lr(0)
+    job.step.set_lr(0, 0)
     m.train()
-    torch.manual_seed(0)
-    out["loss"] = round(job.loss(images, targets).item(), 6)
+    inputs = task.inputs(idx, 0, 0)
+    out["loss"] = round(task.loss(task.forward(m, inputs), inputs).item(), 6)
     return out
 
 

@@ -7,7 +7,7 @@ from bagoftricks.engine import setup
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.errors import RecipeError
 from bagoftricks.tricks.bn_tweaks import freeze_bn_gamma
-from bagoftricks.tricks.param_groups import param_groups
+from bagoftricks.tricks.no_bias_decay import param_groups
 from tests.engine.conftest import tiny
 
 
@@ -53,6 +53,6 @@ def test_frozen_gamma_does_not_train():
     bn = [m for m in t.model.modules() if isinstance(m, nn.BatchNorm2d)]
     before = [m.weight.clone() for m in bn]
     x, y = next(iter(t.data.train.epoch(0)))
-    t.step(x, y, 0, 0)
+    t.step((x, y), 0, 0)
     assert all(torch.equal(a, m.weight) for a, m in zip(before, bn))
     assert not all(torch.equal(a, m.bias) for a, m in zip([torch.zeros_like(m.bias) for m in bn], bn))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bagoftricks.tricks.cutmix import choose_mix, cutmix, cutmix_box
+from bagoftricks.tricks.cutmix import choose_mix, cutmix_batch, cutmix_box
 
 H = W = 10
 
@@ -35,7 +35,7 @@ def test_label_weight_is_pasted_area_after_clipping():
     x = torch.stack([torch.full((1, H, W), float(i)) for i in range(3)])  # image i is constant i
     y = torch.eye(3)
     perm = torch.tensor([1, 2, 0])
-    xm, ym, lam_eff = cutmix(x, y, lam, perm, torch.Generator().manual_seed(seed))
+    xm, ym, lam_eff = cutmix_batch(x, y, lam, perm, torch.Generator().manual_seed(seed))
     assert lam_eff == pytest.approx(1 - area / 100) and lam_eff > lam
     for i in range(3):
         pasted = xm[i, 0] == float(perm[i])
@@ -48,7 +48,7 @@ def test_label_weight_is_pasted_area_after_clipping():
 
 def test_lambda_one_pastes_nothing():
     x = torch.randn(2, 3, H, W)
-    xm, ym, lam_eff = cutmix(x, torch.eye(2), 1.0, torch.tensor([1, 0]), torch.Generator().manual_seed(0))
+    xm, ym, lam_eff = cutmix_batch(x, torch.eye(2), 1.0, torch.tensor([1, 0]), torch.Generator().manual_seed(0))
     assert lam_eff == 1.0 and torch.equal(xm, x) and torch.equal(ym, torch.eye(2))
 
 def test_choose_mix_off_single_and_both():

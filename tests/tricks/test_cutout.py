@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bagoftricks.tricks.cutout import cutout, random_erasing
+from bagoftricks.tricks.cutout import cutout_batch, random_erasing
 
 B, C, H, W = 32, 2, 16, 16
 
@@ -12,7 +12,7 @@ def _ones():
 
 def test_cutout_zeroes_exactly_the_clipped_square():
     size = 4
-    out = cutout(_ones(), size, torch.Generator().manual_seed(0))
+    out = cutout_batch(_ones(), size, torch.Generator().manual_seed(0))
     g = torch.Generator().manual_seed(0)
     cy, cx = torch.randint(0, H, (B,), generator=g), torch.randint(0, W, (B,), generator=g)
     inside = 0
@@ -30,7 +30,7 @@ def test_cutout_zeroes_exactly_the_clipped_square():
 
 def test_cutout_positions_differ_per_sample_and_input_untouched():
     x = _ones()
-    out = cutout(x, 4, torch.Generator().manual_seed(1))
+    out = cutout_batch(x, 4, torch.Generator().manual_seed(1))
     assert torch.equal(x, _ones())
     masks = (out[:, 0] == 0)
     assert not all(torch.equal(masks[0], m) for m in masks[1:])
@@ -38,7 +38,7 @@ def test_cutout_positions_differ_per_sample_and_input_untouched():
 
 def test_cutout_size_zero_is_identity():
     x = torch.randn(2, 3, 5, 5)
-    assert cutout(x, 0, torch.Generator().manual_seed(0)) is x
+    assert cutout_batch(x, 0, torch.Generator().manual_seed(0)) is x
 
 
 def test_random_erasing_prob_zero_is_identity():

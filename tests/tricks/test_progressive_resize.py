@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bagoftricks import recipe
-from bagoftricks.engine import step, train
+from bagoftricks.engine import classify, train
 from bagoftricks.errors import RecipeError
 from bagoftricks.files import read_jsonl
 from bagoftricks.tricks.progressive_resize import epoch_size, resize_batch
@@ -25,7 +25,7 @@ def test_resize_batch():
 def test_prepare_batch_resizes_the_early_epochs_only():
     r = tiny("data.progressive_sizes=[8, 12]", "train.epochs=3")
     x, y = torch.rand(4, 3, 16, 16), torch.arange(4)
-    sizes = [step.prepare_batch(r, x, y, 4, e, torch.Generator(), False)[0].shape[-1] for e in range(3)]
+    sizes = [classify.prepare_batch(r, x, y, 4, e, torch.Generator(), False)[0].shape[-1] for e in range(3)]
     assert sizes == [8, 12, 16]
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 
-from bagoftricks.tricks.randaugment import OPS, apply_op, randaugment
+from bagoftricks.tricks.randaugment import OPS, apply_op, randaugment_batch
 
 
 def _img(c=1):
@@ -11,7 +11,7 @@ def _img(c=1):
 
 def test_num_ops_zero_is_identity():
     x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
-    assert randaugment(x, 0, 9, torch.Generator().manual_seed(0)) is x
+    assert randaugment_batch(x, 0, 9, torch.Generator().manual_seed(0)) is x
 
 
 def test_ops_by_hand():
@@ -40,9 +40,9 @@ def test_every_op_keeps_shape_and_dtype(channels):
 
 def test_batch_uses_generator_draws_per_sample():
     x = torch.randint(0, 256, (6, 3, 10, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    out = randaugment(x, 2, 12, torch.Generator().manual_seed(3))
+    out = randaugment_batch(x, 2, 12, torch.Generator().manual_seed(3))
     assert out.dtype == torch.uint8 and out.shape == x.shape
-    assert torch.equal(out, randaugment(x, 2, 12, torch.Generator().manual_seed(3)))  # reproducible
+    assert torch.equal(out, randaugment_batch(x, 2, 12, torch.Generator().manual_seed(3)))  # reproducible
     g = torch.Generator().manual_seed(3)
     ops = torch.randint(0, len(OPS), (6, 2), generator=g).tolist()
     neg = (torch.rand(6, 2, generator=g) < 0.5).tolist()
@@ -54,6 +54,6 @@ def test_batch_uses_generator_draws_per_sample():
 
 def test_rejects_float_input_and_bad_magnitude():
     with pytest.raises(ValueError):
-        randaugment(torch.rand(1, 3, 4, 4), 1, 9, torch.Generator())
+        randaugment_batch(torch.rand(1, 3, 4, 4), 1, 9, torch.Generator())
     with pytest.raises(ValueError):
-        randaugment(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 1, 31, torch.Generator())
+        randaugment_batch(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), 1, 31, torch.Generator())

@@ -4,7 +4,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bagoftricks.engine import load_model, setup, train
-from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.errors import UsageError
 from bagoftricks.tricks.whitening import fit_whitening, patch_covariance, whitening_filters

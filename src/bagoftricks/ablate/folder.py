@@ -145,7 +145,7 @@ def model_cost(run_dir: Path) -> tuple[int | None, int | None]:
         return None, None
     num_classes = env.get("num_classes")
     in_channels = None
-    from bagoftricks.engine.checkpoint import list_checkpoints, load_checkpoint
+    from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
     ckpts = list_checkpoints(run_dir)
     if ckpts:
         try:
@@ -158,7 +158,7 @@ def model_cost(run_dir: Path) -> tuple[int | None, int | None]:
         return None, None
     key = json.dumps([brecipe.to_dict(r)["model"], num_classes, in_channels, r.data.image_size], sort_keys=True)
     if key not in _COST_CACHE:
-        from bagoftricks.engine.setup import recipe_model
+        from bagoftricks.engine.derive import recipe_model
         from bagoftricks.models import count_params_macs
         model = recipe_model(r, int(num_classes), int(in_channels))
         size = (in_channels, r.data.image_size, r.data.image_size)

@@ -59,9 +59,10 @@ def _worker_batches(it: Iterator, timed_out: Callable[[], DataTimeoutError]) -> 
         yield batch
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The sample order of one epoch: a permutation of range(n), int64 on the CPU."""
-    g = torch.Generator().manual_seed(derive_seed(seed, "order", epoch))
+def epoch_order(n: int, seed: int, epoch: int, purpose: str = "order") -> torch.Tensor:
+    """The sample order of one epoch: a permutation of range(n), int64 on the CPU, from (seed, purpose,
+    epoch) alone (transfer runs draw theirs under the purpose "transfer-order")."""
+    g = torch.Generator().manual_seed(derive_seed(seed, purpose, epoch))
     return torch.randperm(n, generator=g)
 
 

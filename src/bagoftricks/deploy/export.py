@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from bagoftricks.engine.evaluate import LoadedModel, load_model
-from bagoftricks.engine.setup import eval_crop_ratio, normalisation
+from bagoftricks.engine.inference import LoadedModel, load_model
+from bagoftricks.engine.derive import eval_crop_ratio, normalisation
 from bagoftricks.errors import UsageError
 from bagoftricks.files import atomic_write_bytes
 from bagoftricks.models import convert

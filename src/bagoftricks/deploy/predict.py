@@ -18,8 +18,8 @@ import torch
 
 from bagoftricks import tricks
 from bagoftricks.deploy.images import collect, load_image
-from bagoftricks.engine.evaluate import LoadedModel, load_model
-from bagoftricks.engine.setup import autocast, resolve_device
+from bagoftricks.engine.inference import LoadedModel, load_model
+from bagoftricks.engine.derive import autocast, resolve_device
 from bagoftricks.errors import BadInput, UsageError
 
 PROGRESS_FROM = 200  # files: a progress bar (on a terminal) for more than this many
@@ -105,7 +105,7 @@ def render(preds: list[Prediction], fails: list[Failure], fmt: str) -> str:
 
 def transfer_task(checkpoint: str) -> str:
     """'detect' or 'segment' for a transfer run's checkpoint (or run folder), '' for a classifier's."""
-    from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
+    from bagoftricks.checkpoint import load_checkpoint, resolve_checkpoint
     return str(load_checkpoint(resolve_checkpoint(checkpoint)).get("task", ""))
 
 

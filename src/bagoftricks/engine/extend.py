@@ -15,8 +15,9 @@ import dataclasses
 from pathlib import Path
 
 from bagoftricks import recipe as brecipe
-from bagoftricks.engine.checkpoint import newest_valid_checkpoint
-from bagoftricks.engine.loop import Extends, train
+from bagoftricks.checkpoint import newest_valid_checkpoint
+from bagoftricks.engine.loop import train
+from bagoftricks.engine.runfolder import Extends
 from bagoftricks.errors import UsageError
 
 

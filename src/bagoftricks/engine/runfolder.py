@@ -9,7 +9,8 @@
     DIR/final.json        the last epoch's record and the wall time, once the run is complete
 
 Only rank 0 writes here. This module decides whether a folder is a new run or a continuation
-(`prepare_run_folder`), writes the log, the metrics and the environment record.
+(`prepare_run_folder`, and `plan_run`, which tells every rank), writes the log, the metrics and the
+environment record.
 """
 from __future__ import annotations
 
@@ -22,15 +23,16 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from bagoftricks import __version__
+from bagoftricks import __version__, errors
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.checkpoint import CKPT_DIR, newest_valid_checkpoint
+from bagoftricks.checkpoint import CKPT_DIR, newest_valid_checkpoint
 from bagoftricks.errors import UsageError
-from bagoftricks.files import atomic_write_text, read_jsonl
+from bagoftricks.files import atomic_write_text, read_json_object, read_jsonl
 
 
 def git_sha() -> str:
@@ -205,3 +207,57 @@ def prepare_run_folder(out: Path, resume: bool, auto: bool, requested: brecipe.R
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out: {out} exists and is not a folder")
     return None, None
+
+
+# ------------------------------------------------------------------------------------- the run's plan
+class Extends(NamedTuple):
+    """A finished run that a new run folder continues past its end (see engine/extend.py)."""
+    run: Path          # the finished run folder (only read)
+    checkpoint: Path   # its final checkpoint
+    state: dict        # that checkpoint, its recipe replaced by the extended one
+
+
+class RunPlan(NamedTuple):
+    """What every rank does with a run folder (`plan_run`)."""
+    ckpt: Path | None     # the checkpoint to continue from, or None (a fresh run)
+    state: dict | None    # that checkpoint
+    skipped: list         # (path, message) of newer checkpoints that do not load (set aside)
+    final: dict | None    # the final record when the run is already complete (then nothing else)
+    epochs: int           # the complete run's length
+
+
+def plan_run(out: Path, resume: bool, auto: bool, r: brecipe.Recipe, dinfo: bdist.DistInfo,
+             extends: Extends | None = None) -> RunPlan:
+    """Rank 0 reads the run folder and tells every rank what to do (no other rank touches it).
+
+    An error on rank 0 is raised on every rank (the same class for the project's own errors), so no
+    rank waits for the others.
+    """
+    plan, err = None, None
+    if dinfo.is_main:
+        try:
+            skipped: list = []
+            ckpt, state = prepare_run_folder(out, resume, auto, requested=r, skipped=skipped)
+            if extends is not None:  # a new folder (prepare_run_folder refused an existing run)
+                ckpt, state = extends.checkpoint, extends.state
+            final, epochs = None, 0
+            if state is not None:
+                epochs = brecipe.from_dict(state["recipe"]).train.epochs
+                if int(state["epoch"]) >= epochs:  # nothing left to train: no state to send around
+                    final, state = read_json_object(out / "final.json"), None
+            plan = RunPlan(ckpt, state, [(str(p), m) for p, m in skipped], final, epochs)
+        except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks are told
+            if not dinfo.enabled:
+                raise
+            err = e
+    if not dinfo.enabled:
+        return plan
+    box = bdist.broadcast_object(("error", type(err).__name__, str(err)) if err is not None else ("ok", plan), dinfo)
+    if err is not None:
+        raise err
+    if box[0] == "error":
+        cls = getattr(errors, box[1], None)
+        if isinstance(cls, type) and issubclass(cls, (errors.BadInput, errors.RunFailure)):
+            raise cls(box[2])
+        raise RuntimeError(f"on rank 0: {box[1]}: {box[2]}")
+    return RunPlan(*box[1])

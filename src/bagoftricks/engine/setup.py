@@ -4,12 +4,13 @@ The run-level tricks are applied here, in this order (the order fixes every rand
 initialisation): model tweaks (the zoo builds them) -> zero γ -> SyncBN -> frozen BN γ -> memory format -> teacher
 (distillation) -> param groups (no bias decay, BN lr) -> base lr (linear scaling) -> loss scaler -> EMA ->
 lookahead.
-`setup_training` returns all of it, with the one training step (`engine.step.TrainStep`) bound to
-it; the loop, `bench` and the wiring test all start from it.
+`setup_training` returns all of it as a `Training` (the run loop's job), with the one training step
+(`engine.step.TrainStep`, classification's `engine.classify.Classify` task) bound to it; the loop,
+`bench` and the wiring test all start from it.
 """
 from __future__ import annotations
 
-import contextlib
+import copy
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,46 +23,13 @@ from bagoftricks import models as bmodels
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import syncbn
-from bagoftricks.engine.checkpoint import ema_weights, load_checkpoint, resolve_checkpoint
+from bagoftricks.engine.classify import Classify
+from bagoftricks.engine.derive import (base_lr, eval_batch_size, eval_transform, model_from_checkpoint, normalisation,
+                                       precision_note, recipe_model, scheduled_lr)
+from bagoftricks.engine.evaluate import evaluate
+from bagoftricks.engine.step import TrainStep
 from bagoftricks.errors import BadInput, CheckpointError, RecipeError, UsageError
-from bagoftricks.recipe import Recipe, from_dict
-
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # recipe.PRECISIONS; fp32: no autocast
-
-
-def resolve_device(spec: str, dinfo: bdist.DistInfo | None = None) -> torch.device:
-    """train.device as a torch.device; under torchrun, "cuda" is this process's local GPU."""
-    dinfo = dinfo or bdist.DistInfo()
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"train.device: '{spec}' requested but CUDA is not available")
-        if spec == "cuda":
-            return torch.device("cuda", dinfo.local_rank % torch.cuda.device_count())
-    return torch.device(spec)
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast to train.precision (fp16/bf16) on `device`; nothing for fp32."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
-
-
-def precision_note(precision: str, device: torch.device) -> str:
-    """A warning when bf16 autocast would be emulated: a CPU without native bf16 (AVX-512 BF16 or AMX)
-    runs it several times slower than fp32; '' otherwise."""
-    if precision != "bf16" or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return ""
-    return (f"train.precision: bf16 is emulated on this CPU ({torch.backends.cpu.get_cpu_capability()}, no "
-            "AVX-512 BF16 or AMX) and runs several times slower than fp32; --set train.precision=fp32 trains faster")
-
-
-def eval_batch_size(r: Recipe) -> int:
-    """train.eval_batch_size, or twice the training batch (no activations are kept for backward)."""
-    return r.train.eval_batch_size or 2 * r.train.batch_size
-
+from bagoftricks.recipe import Recipe
 
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
@@ -120,7 +88,7 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
     pre = None
     if t.randaugment_ops > 0:
         ops, mag = t.randaugment_ops, t.randaugment_magnitude
-        pre = lambda im, g: tricks.randaugment(im, ops, mag, g)  # uint8 -> uint8
+        pre = lambda im, g: tricks.randaugment_batch(im, ops, mag, g)  # uint8 -> uint8
     if in_memory:
         transform = _PreAugment(pre, augment) if pre else augment
         return bdata.MemoryBatches(train_ds, r.train.batch_size, transform, device, r.train.seed,
@@ -128,30 +96,6 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
     return bdata.LoaderBatches(train_ds, r.train.batch_size, _PerImage(pre, augment), device, r.train.seed,
                                rank=dinfo.rank, world_size=dinfo.world_size, workers=d.workers,
                                timeout=d.timeout, flips=flips), False
-
-
-def eval_crop_ratio(r: Recipe) -> float:
-    """data.crop_ratio with the §2 augmentation; 1.0 (the whole image) with "small" and "none".
-
-    The evaluation must frame an image as training did: the random-resized crop of §2 trains on
-    crops that enlarge the object (hence the 0.875 centre crop), while pad-and-crop and "none" train
-    on the whole image, so centre-cropping at evaluation would enlarge every test image by 1/0.875
-    (measured in benchmarks/README.md: "ResNet-18-D at 32 px").
-    """
-    return r.data.crop_ratio if r.data.augment == "paper" else 1.0
-
-
-def normalisation(r: Recipe, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The per-channel (mean, std) the recipe's images are normalised with, on the 0..255 scale."""
-    mean, std = bdata.dataset_stats(r.data.name)
-    return tuple(mean)[:in_channels], tuple(std)[:in_channels]
-
-
-def eval_transform(r: Recipe, in_channels: int):
-    """The recipe's evaluation transform: uint8 [B, C, H, W] -> resized (and centre-cropped with the §2
-    augmentation), normalised float."""
-    mean, std = normalisation(r, in_channels)
-    return bdata.EvalTransform(r.data.image_size, crop_ratio=eval_crop_ratio(r), mean=mean, std=std)
 
 
 def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train: bool = True) -> DataBundle:
@@ -182,18 +126,6 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
 
 
 # --------------------------------------------------------------------------------------------- model
-def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
-    """The zoo's model for the recipe's model section (weights as the zoo initialises them)."""
-    m = r.model
-    try:
-        return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
-                                   activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
-                                   width_per_group=m.width_per_group, drop_path=m.drop_path,
-                                   width_mult=m.width_mult, stem=m.stem)
-    except ValueError as e:  # an option the architecture lacks, or widths that do not fit: bad input
-        raise RecipeError(f"model: {e}") from None
-
-
 def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.device,
                 dinfo: bdist.DistInfo | None = None, pretrained: bool = True,
                 classes: list[str] | None = None) -> nn.Module:
@@ -243,18 +175,16 @@ def _load_pretrained(model: nn.Module, path: str, classes: list[str] | None) -> 
 
 
 def load_teacher(path: str, num_classes: int, device: torch.device, channels_last: bool) -> nn.Module:
-    """A frozen teacher from a run folder or checkpoint; any architecture the zoo builds (§5.3)."""
+    """A frozen teacher from a run folder or checkpoint, its EMA weights when the run kept them; any
+    architecture the zoo builds (§5.3)."""
     try:
-        ckpt_path = resolve_checkpoint(path)
-        state = load_checkpoint(ckpt_path)
+        ck = model_from_checkpoint(path, ema=None)
     except CheckpointError as e:
         raise UsageError(f"tricks.distill_teacher: {e}") from None
-    tr = from_dict(state["recipe"])
-    if state.get("num_classes", num_classes) != num_classes:
-        raise UsageError(f"tricks.distill_teacher: {ckpt_path} predicts {state.get('num_classes')} classes, "
+    if int(ck.state.get("num_classes", num_classes)) != num_classes:
+        raise UsageError(f"tricks.distill_teacher: {ck.path} predicts {ck.state.get('num_classes')} classes, "
                          f"the student's data has {num_classes}")
-    teacher = recipe_model(tr, num_classes, state.get("in_channels", 3))
-    teacher.load_state_dict(ema_weights(state) or state["model"])
+    teacher = ck.model
     teacher.to(device).eval().requires_grad_(False)
     if channels_last:
         teacher.to(memory_format=torch.channels_last)
@@ -262,29 +192,6 @@ def load_teacher(path: str, num_classes: int, device: torch.device, channels_las
 
 
 # ------------------------------------------------------------------------------------ lr, optimizer
-def base_lr(r: Recipe, world_size: int) -> float:
-    """optim.lr, or optim.lr per 256 images scaled to the global batch (§3.1)."""
-    if r.tricks.linear_scaling:
-        return tricks.scaled_lr(r.optim.lr, r.train.batch_size * world_size)
-    return r.optim.lr
-
-
-def planned_epochs(r: Recipe, epoch: int) -> int:
-    """The length of the run that epoch `epoch` (0-based) was trained for: train.epochs or, in a run
-    extended from shorter ones (schedule.extended_from), the shorter run's length until it ended."""
-    return next((e for e in r.schedule.extended_from if epoch < e), r.train.epochs)
-
-
-def scheduled_lr(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> float:
-    """The learning rate of global step `step`: warmup, then the recipe's schedule over the planned length
-    (recomputed where an extended run went on past a shorter one's end)."""
-    s = r.schedule
-    epochs = planned_epochs(r, step // steps_per_epoch)
-    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, epochs=epochs,
-                        warmup_epochs=r.tricks.warmup_epochs, kind=s.kind, milestones=tuple(s.milestones),
-                        gamma=s.gamma, floor=s.floor)
-
-
 def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum over the recipe's param groups, fused where torch has the kernel.
 
@@ -308,8 +215,8 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimi
 # ------------------------------------------------------------------------------------------ together
 @dataclass
 class Training:
-    """What a run trains with. `model` is the plain module (checkpoints, evaluation, EMA); `step`
-    calls the compiled and/or DDP-wrapped one."""
+    """What a classification run trains with: the loop's `Job` (engine.loop). `model` is the plain module
+    (checkpoints, evaluation, EMA); `step.module` the compiled and/or DDP-wrapped one it calls."""
     recipe: Recipe
     device: torch.device
     dinfo: bdist.DistInfo
@@ -319,12 +226,70 @@ class Training:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     ema: tricks.ModelEMA | None
-    step: object  # engine.step.TrainStep
+    step: TrainStep
     lookahead: tricks.Lookahead | None = None
 
     @property
     def steps_per_epoch(self) -> int:
         return self.data.train.steps_per_epoch
+
+    def batches(self, epoch: int, first: int):
+        return self.data.train.epoch(epoch, first)
+
+    def wrap(self) -> None:
+        wrap_for_training(self)
+
+    def evaluate(self) -> dict:
+        """Top-1/top-5 of the test split (and of the EMA weights, and with TTA, when the recipe asks)."""
+        r = self.recipe
+        kw = dict(dinfo=self.dinfo, workers=r.data.workers, timeout=r.data.timeout, tta=r.tricks.tta)
+        args = (self.data.test, self.data.eval_transform, eval_batch_size(r), self.device, r.train.precision,
+                r.train.channels_last)
+        ev = evaluate(self.model, *args, **kw)
+        out = dict(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"], val_images=ev["images"])
+        if "tta_top1" in ev:  # tricks.tta: beside the plain numbers
+            out.update(val_tta_top1=ev["tta_top1"], val_tta_top5=ev["tta_top5"])
+        if self.ema is not None:
+            ema_model = copy.deepcopy(self.model)
+            self.ema.copy_to(ema_model)
+            ev2 = evaluate(ema_model, *args, **kw)
+            out.update(ema_val_top1=ev2["top1"], ema_val_top5=ev2["top5"])
+            if "tta_top1" in ev2:
+                out.update(ema_val_tta_top1=ev2["tta_top1"])
+        return out
+
+    def describe(self) -> dict:
+        d = self.data
+        return {"num_classes": d.num_classes, "in_channels": d.in_channels, "classes": list(d.classes)}
+
+    def folder_record(self) -> dict:
+        r, ws, d = self.recipe, self.dinfo.world_size, self.data
+        return {"base_lr": base_lr(r, ws), "global_batch": r.train.batch_size * ws, "in_memory_data": d.in_memory,
+                "num_classes": d.num_classes, "skipped_files": d.skipped}
+
+    def summary(self) -> list[str]:
+        r, data, ws = self.recipe, self.data, self.dinfo.world_size
+        lines = [f"model {r.model.arch}-{r.model.variant} | data {r.data.name} ({data.num_classes} classes, "
+                 f"{'in-memory batched' if data.in_memory else 'per-image loader'}) | global batch "
+                 f"{r.train.batch_size * ws} ({ws} x {r.train.batch_size}) | base lr "
+                 f"{base_lr(r, ws):.4g} | {r.train.precision} on {self.device}"]
+        note = getattr(self.model, "pretrained_note", "")
+        if note:
+            lines.append(note)
+        slow = precision_note(r.train.precision, self.device)
+        if slow:
+            lines.append(f"warning: {slow}")
+        if data.skipped:
+            lines.append(f"skipped {data.skipped} unreadable image file(s) (data.strict: true makes them errors)")
+        return lines
+
+    def scores(self, record: dict) -> str:
+        if "val_top1" not in record:
+            return ""
+        top = f" | top-1 {record['val_top1']:.2f} top-5 {record['val_top5']:.2f}"
+        if "val_tta_top1" in record:
+            top += f" (TTA {self.recipe.tricks.tta}: top-1 {record['val_tta_top1']:.2f})"
+        return top
 
 
 def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None = None,
@@ -332,7 +297,6 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them.
 
     pretrained=False skips loading model.pretrained (a resumed run: its checkpoint holds the weights)."""
-    from bagoftricks.engine.step import TrainStep
     dinfo = dinfo or bdist.DistInfo()
     tr, tk = r.train, r.tricks
     data = build_data(r, device, dinfo)
@@ -349,9 +313,10 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
     ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
     lookahead = tricks.Lookahead(model) if tk.lookahead_every > 0 else None
-    t = Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, None, lookahead)
-    t.step = TrainStep(t)
-    return t
+    task = Classify(r, data.num_classes, device, dinfo.rank, teacher)
+    step = TrainStep(r, task, model, optimizer, scaler, device=device, steps_per_epoch=steps, dinfo=dinfo, ema=ema,
+                     lookahead=lookahead)
+    return Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, step, lookahead)
 
 
 def wrap_for_training(t: Training) -> None:

@@ -1,8 +1,13 @@
-"""SIGINT/SIGTERM as a flag that the training loop reads at step boundaries."""
+"""SIGINT/SIGTERM as a flag that the training loop reads at step boundaries, and the stop protocol around it."""
 from __future__ import annotations
 
 import signal
 import threading
+
+import torch
+
+from bagoftricks.engine import distributed as bdist
+from bagoftricks.engine.distributed import DistInfo
 
 
 class StopFlag:
@@ -38,3 +43,41 @@ class StopFlag:
         for s, h in self._old.items():
             signal.signal(s, h)
         return False
+
+
+class StopProtocol:
+    """When a run stops early: a signal (StopFlag), or after `after_steps` steps of this process (a testing aid
+    that stops as SIGTERM would); every rank stops at the same step, agreed by a collective.
+
+    Used as a context manager around the epochs: the signal handlers are installed for that time only.
+    """
+
+    def __init__(self, dinfo: DistInfo, device: torch.device, after_steps: int = 0):
+        self.dinfo, self.device, self.after_steps = dinfo, device, after_steps
+        self.flag = StopFlag()
+        self.done = 0  # steps this process has run
+
+    def __enter__(self) -> StopProtocol:
+        self.flag.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self.flag.__exit__(*exc)
+
+    def count_step(self) -> None:
+        self.done += 1
+
+    def test_stop(self) -> bool:
+        return bool(self.after_steps and self.done >= self.after_steps)
+
+    def local(self) -> int:
+        """This process's stop signal number (0 = go on)."""
+        return self.flag.signum or (signal.SIGTERM if self.test_stop() else 0)
+
+    def agreed(self) -> int:
+        """The stop signal number agreed by all ranks (a collective on every rank; 0 = go on)."""
+        return int(bdist.reduce_max([float(self.local())], self.dinfo, self.device)[0])
+
+    def stopping(self) -> None:
+        """The loop stops now: further signals (torchrun's own SIGTERM to a stopping worker) are ignored."""
+        self.flag.stopping = True

@@ -1,83 +1,45 @@
-"""The training step, written once: the loop, `bench` and the wiring test all call `TrainStep`.
+"""The training step, written once: every task (classification, detection, segmentation), the loop,
+`bench` and the wiring tests call `TrainStep`.
 
-Per step, in this order: lr (warmup + step/cosine) -> seeded generators -> progressive resize ->
-(smoothed) targets -> mixup/CutMix -> Cutout/erasing -> forward under autocast (+ teacher) -> loss ->
-guarded backward and optimizer step -> lookahead sync (every k steps) -> EMA update.
+Per step, in this order: lr (warmup + step/cosine) -> the task's inputs (its seeded random draws,
+augmentation, mixing) -> forward under autocast -> the task's loss -> guarded backward and optimizer
+step (tricks.guarded_step: the one `.backward()` of training) -> lookahead sync (every k steps) -> EMA
+update.
 
-Determinism: every random draw of step s in epoch e comes from generators seeded with
-(seed, e, s, rank): torch's global generator (dropout, drop-path), a generator on the batch's device
-(per-image draws) and a CPU generator for the batch's scalars (mix choice, λ, the CutMix box), so
-that no draw is read back from an accelerator. Nothing in the step reads a tensor back to the host;
-`StepMeter` accumulates the step's metrics on the device for the loop to read now and then.
+What differs between tasks is a `StepTask`: how a batch becomes the forward pass's inputs and how the
+outputs become a loss (engine.classify.Classify for classification, transfer.job's tasks for §6).
+Nothing in the step reads a tensor back to the host (unless the optimizer cannot skip a bad step on
+the device); `StepMeter` accumulates the step's metrics on the device for the loop to read now and then.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import torch
-import torch.nn.functional as F
+import torch.nn as nn
 from torch.profiler import record_function
 
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.setup import Training, autocast, planned_epochs, scheduled_lr
+from bagoftricks.engine.derive import autocast, planned_epochs, scheduled_lr
 from bagoftricks.errors import NonFiniteLoss
 from bagoftricks.recipe import Recipe
-from bagoftricks.seeds import derive_seed
 
 
-def make_targets(r: Recipe, y: torch.Tensor, num_classes: int, soft: bool) -> torch.Tensor | None:
-    """Hard labels when nothing needs soft ones; else (smoothed) one-hot targets (§5.2)."""
-    if not soft and r.tricks.label_smoothing == 0:
-        return None
-    return tricks.smoothed_targets(y, num_classes, r.tricks.label_smoothing, form=r.tricks.label_smoothing_form)
+class StepTask(Protocol):
+    """What one kind of training adds to the step."""
 
+    def inputs(self, batch: Any, epoch: int, s: int) -> Any:
+        """Seed step (epoch, s)'s random streams, then turn the batch into what `forward` takes."""
 
-def mixing_active(r: Recipe, epoch: int) -> bool:
-    """Mixup/CutMix are on and this epoch is not one of the last tricks.mix_off_epochs (of the planned length)."""
-    t = r.tricks
-    return (t.mixup_alpha > 0 or t.cutmix_alpha > 0) and epoch < planned_epochs(r, epoch) - t.mix_off_epochs
+    def forward(self, module: nn.Module, inputs: Any) -> Any:
+        """The forward pass (called under the recipe's autocast)."""
 
+    def loss(self, outputs: Any, inputs: Any) -> torch.Tensor:
+        """The 0-d training loss (called outside autocast)."""
 
-def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int, epoch: int, g: torch.Generator,
-                  soft: bool, host_generator: torch.Generator | None = None):
-    """Progressive resizing, targets, mixing and erasing for one batch: returns (x, targets or None).
-
-    Per-image draws (partners, boxes, erasing) come from `g`, on the batch's device; the batch's
-    scalars (mixup or CutMix, λ, the CutMix box) from `host_generator` (default: `g`). Smoothed
-    targets are what mixup mixes, so the two compose.
-    """
-    t = r.tricks
-    gh = host_generator if host_generator is not None else g
-    x = tricks.resize_batch(x, tricks.epoch_size(r.data.progressive_sizes, epoch, r.data.image_size))
-    mixing = mixing_active(r, epoch)
-    targets = make_targets(r, y, num_classes, soft or mixing)
-    if mixing:
-        mode = tricks.choose_mix(t.mixup_alpha, t.cutmix_alpha, generator=gh)
-        perm = tricks.batch_permutation(x.shape[0], g)
-        if mode == "mixup":
-            lam = tricks.sample_lambda(t.mixup_alpha, gh)
-            x, targets = tricks.mix(x, targets, lam, perm)
-        elif mode == "cutmix":
-            lam = tricks.sample_lambda(t.cutmix_alpha, gh)
-            x, targets, _ = tricks.cutmix(x, targets, lam, perm, gh)
-    if t.cutout > 0:
-        x = tricks.cutout(x, t.cutout, g)
-    if t.random_erasing > 0:
-        x = tricks.random_erasing(x, t.random_erasing, g)
-    return x, targets
-
-
-def compute_loss(r: Recipe, logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None,
-                 teacher_logits: torch.Tensor | None) -> torch.Tensor:
-    """Distillation (§5.3), soft-target cross-entropy, or plain cross-entropy, in fp32."""
-    logits = logits.float()
-    if teacher_logits is not None:
-        return tricks.distillation_loss(logits, teacher_logits.float(), targets, r.tricks.distill_temperature,
-                                        r.tricks.distill_hard_weight)
-    if targets is not None:
-        return tricks.soft_cross_entropy(logits, targets)
-    return F.cross_entropy(logits, y)
+    def images(self, batch: Any) -> int:
+        """How many images the batch holds (the meter's img/s)."""
 
 
 class StepResult(NamedTuple):
@@ -85,78 +47,66 @@ class StepResult(NamedTuple):
     skipped: torch.Tensor  # 0-d bool: the optimizer step was skipped (non-finite loss or gradients)
     bad: torch.Tensor      # 0-d bool: counts towards train.max_bad_steps
     lr: float
+    images: int            # images in the batch
 
 
 class TrainStep:
-    """One optimizer step of a `Training`: `step(x, y, epoch, s)` for step s of epoch e.
+    """One optimizer step: `step(batch, epoch, s)` for step s of epoch `epoch`.
 
-    `module` is what the forward pass calls: the plain model, or its compiled/DDP wrapper once
-    `engine.setup.wrap_for_training` has set it.
+    `module` is what the forward pass calls: the plain `model`, or its compiled/DDP wrapper once
+    `engine.setup.wrap_for_training` has set it. `model` (the plain module) is what EMA and lookahead
+    read. The lr of every param group is the schedule's times the group's "lr_mult" (head, BN and
+    backbone multipliers).
     """
 
-    def __init__(self, t: Training):
-        self.t = t
-        self.module = t.model
-        self.reduce_flag = (lambda f: bdist.all_reduce_max_flag(f, t.dinfo)) if t.dinfo.enabled else None
-
-    def generators(self, epoch: int, s: int) -> tuple[torch.Generator, torch.Generator]:
-        """Seed the global generator and return the device and host generators of step s of epoch `epoch`."""
-        seed, rank, device = self.t.recipe.train.seed, self.t.dinfo.rank, self.t.device
-        torch.manual_seed(derive_seed(seed, "step-global", epoch, s, rank))  # dropout, drop-path
-        g = torch.Generator(device=device).manual_seed(derive_seed(seed, "step-device", epoch, s, rank))
-        gh = torch.Generator().manual_seed(derive_seed(seed, "step-host", epoch, s, rank))
-        return g, gh
+    def __init__(self, recipe: Recipe, task: StepTask, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, *, device: torch.device, steps_per_epoch: int,
+                 dinfo: bdist.DistInfo | None = None, ema: tricks.ModelEMA | None = None,
+                 lookahead: tricks.Lookahead | None = None):
+        self.recipe, self.task, self.model, self.module = recipe, task, model, model
+        self.optimizer, self.scaler, self.ema, self.lookahead_state = optimizer, scaler, ema, lookahead
+        self.device, self.steps_per_epoch = device, steps_per_epoch
+        self.dinfo = dinfo or bdist.DistInfo()
+        self.reduce_flag = (lambda f: bdist.all_reduce_max_flag(f, self.dinfo)) if self.dinfo.enabled else None
 
     def set_lr(self, epoch: int, s: int) -> float:
-        t = self.t
-        lr = scheduled_lr(t.recipe, epoch * t.steps_per_epoch + s, t.steps_per_epoch, t.dinfo.world_size)
-        for group in t.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)  # optim.head_lr_mult, tricks.bn_lr_mult groups
+        lr = scheduled_lr(self.recipe, epoch * self.steps_per_epoch + s, self.steps_per_epoch, self.dinfo.world_size)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_mult", 1.0)
         return lr
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, epoch: int, s: int) -> StepResult:
-        t, r = self.t, self.t.recipe
+    def __call__(self, batch: Any, epoch: int, s: int) -> StepResult:
+        r = self.recipe
         lr = self.set_lr(epoch, s)
-        g, gh = self.generators(epoch, s)
         with record_function("data+augment"):
-            if r.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            x, targets = prepare_batch(r, x, y, t.data.num_classes, epoch, g, t.teacher is not None,
-                                       host_generator=gh)
+            inputs = self.task.inputs(batch, epoch, s)
         with record_function("forward+loss"):
-            loss = self.forward_loss(x, y, targets)
+            with autocast(r.train.precision, self.device):
+                outputs = self.task.forward(self.module, inputs)
+            loss = self.task.loss(outputs, inputs)
         with record_function("backward+step"):
-            t.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             # every rank skips together (DDP's averaged gradients, plus an all-reduce of the flag)
-            skipped = tricks.step_with_scaler(t.scaler, t.optimizer, loss, reduce_flag=self.reduce_flag)
+            skipped = tricks.step_with_scaler(self.scaler, self.optimizer, loss, reduce_flag=self.reduce_flag)
             self.lookahead(epoch, s)
-            if t.ema is not None:
-                t.ema.update(t.model, r.tricks.ema_decay, skip=skipped)
-        return StepResult(loss, skipped, self.bad_step(loss, skipped), lr)
+            if self.ema is not None:
+                self.ema.update(self.model, r.tricks.ema_decay, skip=skipped)
+        return StepResult(loss, skipped, self.bad_step(loss, skipped), lr, self.task.images(batch))
 
     def lookahead(self, epoch: int, s: int) -> None:
         """Every tricks.lookahead_every steps: the slow weights step towards the fast ones, which are reset
         to them, with a decay ramped over the planned length of the run."""
-        t, tk = self.t, self.t.recipe.tricks
-        gstep = epoch * t.steps_per_epoch + s
-        if t.lookahead is None or not tricks.is_sync_step(gstep, tk.lookahead_every):
+        tk = self.recipe.tricks
+        gstep = epoch * self.steps_per_epoch + s
+        if self.lookahead_state is None or not tricks.is_sync_step(gstep, tk.lookahead_every):
             return
-        total = planned_epochs(t.recipe, epoch) * t.steps_per_epoch
-        t.lookahead.sync(t.model, tricks.lookahead_decay(gstep + 1, total, tk.lookahead_decay, tk.lookahead_ramp))
-
-    def forward_loss(self, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-        t = self.t
-        with autocast(t.recipe.train.precision, t.device):
-            logits = self.module(x)
-            tlogits = None
-            if t.teacher is not None:
-                with torch.no_grad():
-                    tlogits = t.teacher(x)  # the same augmented and mixed batch as the student (§5.3)
-        return compute_loss(t.recipe, logits, y, targets, tlogits)
+        total = planned_epochs(self.recipe, epoch) * self.steps_per_epoch
+        decay = tricks.lookahead_decay(gstep + 1, total, tk.lookahead_decay, tk.lookahead_ramp)
+        self.lookahead_state.sync(self.model, decay)
 
     def bad_step(self, loss: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:
         """A non-finite loss, or (without fp16's loss scaling, where an overflow is routine) a skipped step."""
-        if not self.t.scaler.is_enabled():
+        if not self.scaler.is_enabled():
             return skipped
         bad = ~torch.isfinite(loss.detach())
         return self.reduce_flag(bad) if self.reduce_flag is not None else bad  # every rank counts alike
@@ -180,7 +130,8 @@ class StepMeter:
         else:
             self.bad_run, self.failed_at, self.max_bad = previous.bad_run, previous.failed_at, previous.max_bad
 
-    def add(self, res: StepResult, n: int, gstep: int, max_bad: int) -> None:
+    def add(self, res: StepResult, gstep: int, max_bad: int) -> None:
+        n = res.images
         loss = res.loss.detach()
         finite = torch.isfinite(loss)
         self.loss_sum += torch.where(finite, loss.double() * n, 0.0)

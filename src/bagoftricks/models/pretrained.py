@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from bagoftricks.checkpoint import read_checkpoint
 from bagoftricks.errors import CheckpointError, WeightsError
 from bagoftricks.models import convert
 
@@ -46,14 +47,9 @@ def classifier_head(model: nn.Module) -> str:
 
 
 def _our_checkpoint(path: Path) -> Weights:
-    from bagoftricks.engine.checkpoint import ema_weights, load_checkpoint, resolve_checkpoint
-    ckpt = resolve_checkpoint(path)
-    state = load_checkpoint(ckpt)
-    ema = ema_weights(state)
-    classes = list(state.get("classes") or []) or None
-    if ema is not None:
-        return Weights(ema, True, f"EMA weights of {ckpt.name}", classes)
-    return Weights(state["model"], True, f"raw weights of {ckpt.name}, the run kept no EMA", classes)
+    ck = read_checkpoint(path, ema=None)  # the EMA weights when the run kept them: the better start
+    classes = list(ck.state.get("classes") or []) or None
+    return Weights(ck.weights, True, ck.which, classes)
 
 
 def _safetensors(path: Path) -> Weights:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from bagoftricks.engine.evaluate import evaluate_checkpoint
+from bagoftricks.engine.inference import evaluate_checkpoint
 
 
 def logits_on_test_set(run: str | Path, device: str = "cpu", use_ema: bool = False) -> dict:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
-from bagoftricks.engine.setup import recipe_model
+from bagoftricks.engine.derive import recipe_model
 from bagoftricks.errors import BadInput, RecipeError, UsageError
 from bagoftricks.models.features import StageFeatures, features
 from bagoftricks.recipe import Recipe

@@ -14,10 +14,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from bagoftricks.data.catalog import DEFAULT_ROOTS, STATS, TRANSFER_DATASETS
+from bagoftricks.data.catalog import DEFAULT_ROOTS, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe
-from bagoftricks.seeds import derive_seed
 from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
 
@@ -50,14 +49,6 @@ def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
                       f"{', '.join(TRANSFER_DATASETS)}")
 
 
-def normalisation(r: Recipe, channels: int) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on the 0..255 scale: the Fashion-MNIST statistics for its scenes."""
-    mean, std = STATS["fashion_mnist"] if r.data.name == "fmnist_scenes" else STATS["imagefolder"]
-    if len(mean) != channels:
-        mean, std = (sum(mean) / len(mean),) * channels, (sum(std) / len(std),) * channels
-    return list(mean), list(std)
-
-
 def augmentation(size: int, flip: float = 0.0, scale_jitter: float = 0.0) -> v2.Compose:
     """(image, target) -> (image, target) resized to size x size, then flipped and scale-jittered."""
     ops = [v2.Resize((size, size), antialias=True)]
@@ -78,12 +69,6 @@ def apply(tf: v2.Compose, image: torch.Tensor, target: dict) -> tuple[torch.Tens
     img, out = tf(tv_tensors.Image(image), t)
     return img.as_subclass(torch.Tensor), {"boxes": out["boxes"].as_subclass(torch.Tensor).float(),
                                            "labels": out["labels"], "mask": out["mask"].as_subclass(torch.Tensor)}
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The sample order of an epoch, from (seed, epoch) alone."""
-    g = torch.Generator().manual_seed(derive_seed(seed, "transfer-order", epoch))
-    return torch.randperm(n, generator=g)
 
 
 def batch_indices(order: torch.Tensor, batch_size: int, first: int = 0, drop_last: bool = True):
@@ -108,5 +93,5 @@ def segmentation_batch(images: list[torch.Tensor], targets: list[dict], mean: li
     return (x - m) / s, y
 
 
-__all__ = ["IGNORE", "apply", "augmentation", "batch_indices", "epoch_order", "load_batch", "load_transfer_split",
-           "normalisation", "segmentation_batch"]
+__all__ = ["IGNORE", "apply", "augmentation", "batch_indices", "load_batch", "load_transfer_split",
+           "segmentation_batch"]

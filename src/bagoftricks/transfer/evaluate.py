@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 
 from bagoftricks.transfer import data as tdata
-from bagoftricks.transfer.job import Job
+from bagoftricks.transfer.job import TransferJob
 from bagoftricks.transfer.metrics import DetectionScore, SegmentationScore
 
 
 @torch.no_grad()
-def predict(job: Job, images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
+def predict(job: TransferJob, images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
     """Eval-mode predictions on the CPU: {"boxes", "scores", "labels"} (detect) or {"mask"} (segment) per image."""
     model, dev = job.model, job.device
     was_training = model.training
@@ -25,7 +25,7 @@ def predict(job: Job, images: list[torch.Tensor], targets: list[dict]) -> list[d
         model.train(was_training)
 
 
-def evaluate_transfer(job: Job) -> dict[str, float]:
+def evaluate_transfer(job: TransferJob) -> dict[str, float]:
     """Scores over the whole test split (images resized to data.image_size, nothing random)."""
     r = job.recipe
     size = r.train.eval_batch_size or 2 * r.train.batch_size

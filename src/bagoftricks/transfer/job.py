@@ -1,4 +1,5 @@
-"""What a transfer run builds once from its recipe: data, the model with its head, the optimizer; and the loss.
+"""What a transfer run builds once from its recipe: data, the model with its head, the optimizer, and the
+engine's training step with the transfer task (its batches and its loss).
 
 The recipe fields a transfer run reads are the model section with model.pretrained (the backbone, see
 backbone.py), data.name/root/image_size/flip, optim.*, the schedule with tricks.warmup_epochs and
@@ -8,14 +9,18 @@ run), so that nothing a recipe says is silently dropped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bagoftricks import recipe as brecipe
-from bagoftricks.engine.setup import scheduled_lr
+from bagoftricks import tricks
+from bagoftricks.data.batches import epoch_order
+from bagoftricks.engine.derive import normalisation
+from bagoftricks.engine.distributed import DistInfo
+from bagoftricks.engine.step import TrainStep
 from bagoftricks.errors import RecipeError, UsageError
 from bagoftricks.recipe import Recipe
 from bagoftricks.seeds import derive_seed
@@ -34,7 +39,7 @@ IGNORED = (
     "tricks.mixup_alpha", "tricks.cutmix_alpha", "tricks.mix_off_epochs", "tricks.cutout", "tricks.random_erasing",
     "tricks.distill_teacher", "tricks.distill_temperature", "tricks.distill_hard_weight", "tricks.ema_decay",
     "tricks.randaugment_ops", "tricks.randaugment_magnitude",
-    "train.precision", "train.channels_last", "train.compile", "train.max_bad_steps",
+    "train.precision", "train.channels_last", "train.compile",
 )
 
 
@@ -49,52 +54,100 @@ def check_transfer(r: Recipe) -> Recipe:
     return r
 
 
+class TransferTask:
+    """The `StepTask` of detection and segmentation: a batch is a list of sample indices of the training
+    split, loaded and augmented here after torch's generator is seeded from (seed, epoch, step), so that
+    the augmentation and the detector's sampling draw the same after a resume."""
+
+    def __init__(self, recipe: Recipe, train: SceneSplit, device: torch.device, mean, std):
+        self.recipe, self.train, self.device, self.mean, self.std = recipe, train, device, mean, std
+        self.detect = recipe.transfer.task == "detect"
+        t = recipe.transfer
+        self.augment = tdata.augmentation(recipe.data.image_size, recipe.data.flip, t.scale_jitter)
+
+    def inputs(self, indices: list[int], epoch: int, s: int):
+        torch.manual_seed(derive_seed(self.recipe.train.seed, "transfer-step", epoch, s))
+        images, targets = tdata.load_batch(self.train, indices, self.augment)
+        dev = self.device
+        if self.detect:
+            return [im.to(dev).float() for im in images], [{"boxes": t["boxes"].to(dev), "labels": t["labels"].to(dev)}
+                                                            for t in targets]
+        x, y = tdata.segmentation_batch(images, targets, self.mean, self.std)
+        return x.to(dev), y.to(dev)
+
+    def forward(self, module: nn.Module, inputs):
+        return module(*inputs) if self.detect else module(inputs[0])
+
+    def loss(self, outputs, inputs) -> torch.Tensor:
+        if self.detect:  # Faster R-CNN returns its losses (RPN and RoI heads) in training mode
+            return sum(outputs.values())
+        y = inputs[1]
+        loss = F.cross_entropy(outputs["out"], y, ignore_index=IGNORE)
+        if "aux" in outputs:
+            loss = loss + self.recipe.transfer.aux_weight * F.cross_entropy(outputs["aux"], y, ignore_index=IGNORE)
+        return loss
+
+    def images(self, indices: list[int]) -> int:
+        return len(indices)
+
+
 @dataclass
-class Job:
+class TransferJob:
+    """A detection or segmentation model with its data: the run loop's `Job` (engine.loop) when it holds
+    the training parts, the model of a finished run (transfer.predict.load_transfer) when it does not."""
     recipe: Recipe
     device: torch.device
     train: SceneSplit
     test: SceneSplit
     model: nn.Module
-    optimizer: torch.optim.Optimizer
-    mean: list[float]
-    std: list[float]
-    steps_per_epoch: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     channels: int                  # the model's input channels
     pretrained_note: str = ""      # what model.pretrained loaded (for the run log)
+    optimizer: torch.optim.Optimizer | None = None
+    scaler: torch.amp.GradScaler | None = None
+    step: TrainStep | None = None
+    steps_per_epoch: int = 0
+    dinfo: DistInfo = field(default_factory=DistInfo)
+    ema: None = None               # no EMA or lookahead for transfer runs
+    lookahead: None = None
 
     @property
     def detect(self) -> bool:
         return self.recipe.transfer.task == "detect"
 
-    def set_lr(self, global_step: int) -> float:
-        """The schedule's lr at `global_step`, times each group's lr_mult (the backbone's multiplier)."""
-        lr = scheduled_lr(self.recipe, global_step, self.steps_per_epoch)
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr * g["lr_mult"]
-        return lr
+    def batches(self, epoch: int, first: int):
+        order = epoch_order(len(self.train), self.recipe.train.seed, epoch, purpose="transfer-order")
+        return tdata.batch_indices(order, self.recipe.train.batch_size, first)
 
-    def batch(self, indices: list[int], epoch: int, step: int) -> tuple[list[torch.Tensor], list[dict]]:
-        """Training batch of step (epoch, step): torch's generator is seeded from (seed, epoch, step) first,
-        so the augmentation and the detector's sampling draw the same after a resume."""
-        torch.manual_seed(derive_seed(self.recipe.train.seed, "transfer-step", epoch, step))
-        tf = tdata.augmentation(self.recipe.data.image_size, self.recipe.data.flip, self.recipe.transfer.scale_jitter)
-        return tdata.load_batch(self.train, indices, tf)
+    def wrap(self) -> None:
+        pass  # one process, eager (train.compile is not read by transfer runs)
 
-    def loss(self, images: list[torch.Tensor], targets: list[dict]) -> torch.Tensor:
-        """The training loss of a batch (the model in train mode)."""
-        dev = self.device
-        if self.detect:
-            tg = [{"boxes": t["boxes"].to(dev), "labels": t["labels"].to(dev)} for t in targets]
-            losses = self.model([im.to(dev).float() for im in images], tg)
-            return sum(losses.values())
-        x, y = tdata.segmentation_batch(images, targets, self.mean, self.std)
-        out = self.model(x.to(dev))
-        y = y.to(dev)
-        loss = F.cross_entropy(out["out"], y, ignore_index=IGNORE)
-        if "aux" in out:
-            loss = loss + self.recipe.transfer.aux_weight * F.cross_entropy(out["aux"], y, ignore_index=IGNORE)
-        return loss
+    def evaluate(self) -> dict:
+        from bagoftricks.transfer.evaluate import evaluate_transfer
+        return evaluate_transfer(self)
+
+    def describe(self) -> dict:
+        return {"task": self.recipe.transfer.task, "classes": list(self.train.classes),
+                "num_classes": self.train.num_classes, "in_channels": self.channels}
+
+    def folder_record(self) -> dict:
+        r = self.recipe
+        return {"task": r.transfer.task, "classes": self.train.classes, "pretrained": r.model.pretrained}
+
+    def summary(self) -> list[str]:
+        r = self.recipe
+        lines = [self.pretrained_note] if self.pretrained_note else []
+        lines.append(f"transfer {r.transfer.task} | backbone {r.model.arch}-{r.model.variant} "
+                     f"({r.model.pretrained or 'from scratch'}) | data {r.data.name} ({len(self.train)} train, "
+                     f"{len(self.test)} test, {self.train.num_classes} classes with the background) | "
+                     f"batch {r.train.batch_size} | lr {r.optim.lr:g} (backbone x{r.transfer.backbone_lr_mult:g}) "
+                     f"on {self.device}")
+        return lines
+
+    def scores(self, record: dict) -> str:
+        keys = [k for k in ("map_50", "map", "miou", "pixel_acc") if k in record]
+        return "".join(f" | {k} {record[k]:.2f}" for k in keys)
 
 
 def param_groups(model: nn.Module, backbone: nn.Module, lr_mult: float) -> list[dict]:
@@ -111,7 +164,7 @@ def build_model(r: Recipe, in_channels: int, num_classes: int,
     body, note = backbone_for(r, in_channels, load)
     torch.manual_seed(derive_seed(r.train.seed, "transfer-heads"))
     t = r.transfer
-    mean, std = tdata.normalisation(r, input_channels(body))
+    mean, std = normalisation(r, input_channels(body))
     if t.task == "detect":
         model = detector(body, num_classes, r.data.image_size, t.fpn_channels, t.anchor_scale, mean, std)
     else:
@@ -119,9 +172,9 @@ def build_model(r: Recipe, in_channels: int, num_classes: int,
     return model, body, note
 
 
-def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, channels: int = 0) -> Job:
-    """The data, model and optimizer of transfer recipe `r` (load_backbone=False: a resumed run, whose
-    model takes `channels` channels)."""
+def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, channels: int = 0) -> TransferJob:
+    """The data, model, optimizer and training step of transfer recipe `r` (load_backbone=False: a resumed
+    run, whose model takes `channels` channels)."""
     check_transfer(r)
     train, test = tdata.load_transfer_split(r, "train"), tdata.load_transfer_split(r, "test")
     steps = len(train) // r.train.batch_size
@@ -132,6 +185,9 @@ def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, 
     o = r.optim
     groups = [g for g in param_groups(model, body, r.transfer.backbone_lr_mult) if g["params"]]
     opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+    scaler = tricks.loss_scaler(False, device.type)  # fp32: transfer runs refuse train.precision
     ch = input_channels(body)
-    mean, std = tdata.normalisation(r, ch)
-    return Job(r, device, train, test, model, opt, mean, std, steps, ch, note)
+    mean, std = normalisation(r, ch)
+    task = TransferTask(r, train, device, mean, std)
+    step = TrainStep(r, task, model, opt, scaler, device=device, steps_per_epoch=steps)
+    return TransferJob(r, device, train, test, model, mean, std, ch, note, opt, scaler, step, steps)

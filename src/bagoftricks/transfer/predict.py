@@ -14,17 +14,18 @@ from pathlib import Path
 import torch
 
 from bagoftricks import recipe as brecipe
-from bagoftricks.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from bagoftricks.checkpoint import load_checkpoint, resolve_checkpoint
+from bagoftricks.engine.derive import normalisation
 from bagoftricks.errors import CheckpointError
 from bagoftricks.transfer import data as tdata
 from bagoftricks.transfer.draw import draw, save_png
 from bagoftricks.transfer.evaluate import predict
-from bagoftricks.transfer.job import Job, build_model
+from bagoftricks.transfer.job import TransferJob, build_model
 
 SCORE_MIN = 0.5
 
 
-def load_transfer(path: str | Path, device: str = "cpu") -> Job:
+def load_transfer(path: str | Path, device: str = "cpu") -> TransferJob:
     """The model of a transfer checkpoint (or run folder), in eval mode, with the run's test split."""
     ckpt = resolve_checkpoint(path)
     state = load_checkpoint(ckpt)
@@ -35,11 +36,11 @@ def load_transfer(path: str | Path, device: str = "cpu") -> Job:
     model, _, _ = build_model(r, state["in_channels"], state["num_classes"], load=False)
     model.load_state_dict(state["model"])
     model.to(device).eval()
-    mean, std = tdata.normalisation(r, state["in_channels"])
-    return Job(r, torch.device(device), test, test, model, None, mean, std, 0, state["in_channels"])
+    mean, std = normalisation(r, state["in_channels"])
+    return TransferJob(r, torch.device(device), test, test, model, mean, std, state["in_channels"])
 
 
-def drawn_pair(job: Job, image: torch.Tensor, target: dict, pred: dict) -> torch.Tensor:
+def drawn_pair(job: TransferJob, image: torch.Tensor, target: dict, pred: dict) -> torch.Tensor:
     """Truth (left) and prediction (right) drawn on one image, side by side: uint8 [3, H, 2W + 2]."""
     classes = job.test.classes
     if job.detect:

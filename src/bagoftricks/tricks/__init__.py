@@ -2,12 +2,11 @@
 
 One module per trick; nothing here reads the recipe — the engine maps recipe fields to these calls.
 The names below are loaded on first use, so that importing a torch-free module of this package
-(``catalog``, ``schedule``) does not import torch.
+(``catalog``, ``schedule``) does not import torch. No exported name is also a module's name, so
+``tricks.X`` means the same whichever submodules were imported before (the function that applies a
+trick to a batch is ``<trick>_batch`` where the trick's module has the trick's name).
 """
 from __future__ import annotations
-
-import sys
-import types
 
 from bagoftricks.lazy import lazy_exports
 
@@ -15,8 +14,8 @@ from bagoftricks.lazy import lazy_exports
 _EXPORTS = {
     "freeze_bn_gamma": "bn_tweaks",
     "epoch_flips": "alternating_flip", "flip_bits": "alternating_flip", "flip_where": "alternating_flip",
-    "choose_mix": "cutmix", "cutmix": "cutmix", "cutmix_box": "cutmix",
-    "cutout": "cutout", "random_erasing": "cutout",
+    "choose_mix": "cutmix", "cutmix_batch": "cutmix", "cutmix_box": "cutmix",
+    "cutout_batch": "cutout", "random_erasing": "cutout",
     "distillation_loss": "distillation",
     "ModelEMA": "ema", "unwrap": "ema",
     "grads_nonfinite": "guarded_step", "loss_scaler": "guarded_step", "prepare_momentum": "guarded_step",
@@ -25,9 +24,9 @@ _EXPORTS = {
     "optimal_logit_gap": "label_smoothing", "smoothed_targets": "label_smoothing",
     "soft_cross_entropy": "loss",
     "batch_permutation": "mixup", "mix": "mixup", "sample_lambda": "mixup",
-    "param_groups": "param_groups",
+    "param_groups": "no_bias_decay",
     "epoch_size": "progressive_resize", "resize_batch": "progressive_resize",
-    "randaugment": "randaugment",
+    "randaugment_batch": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
     "fit_whitening": "whitening", "patch_covariance": "whitening", "whitening_filters": "whitening",
     "tta_logits": "tta", "tta_views": "tta",
@@ -37,19 +36,3 @@ __all__ = sorted(_EXPORTS)
 
 
 __getattr__ = lazy_exports(__name__, _EXPORTS)
-
-
-class _Package(types.ModuleType):
-    """``tricks.cutmix`` (likewise cutout, param_groups, randaugment) is the function, not its module.
-
-    Loading a submodule binds it on the package under its own name; where an exported function has
-    that name, the function is bound instead, whichever of the two is loaded first.
-    """
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -3,13 +3,13 @@
 With γ fixed at 1 a BN layer only normalises and shifts; the scale a ReLU/GELU network needs is then
 carried by the next layer's weights, so the learnable γ is redundant there and its gradient steps
 only add noise (airbench trains its BN layers this way, with a raised lr on β: `bn_lr_mult` of
-`tricks.param_groups`). The lr multiplier lives in the param groups; freezing is this function.
+`tricks.no_bias_decay.param_groups`). The lr multiplier lives in the param groups; freezing is this function.
 """
 from __future__ import annotations
 
 import torch.nn as nn
 
-from bagoftricks.tricks.param_groups import BN_LAYERS
+from bagoftricks.tricks.no_bias_decay import BN_LAYERS
 
 
 def freeze_bn_gamma(model: nn.Module) -> int:

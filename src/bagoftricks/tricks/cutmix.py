@@ -29,7 +29,7 @@ def cutmix_box(lam: float, H: int, W: int, generator: torch.Generator) -> tuple[
     return max(0, y0), min(H, y1), max(0, x0), min(W, x1)
 
 
-def cutmix(
+def cutmix_batch(
     x: torch.Tensor, soft_targets: torch.Tensor, lam: float, perm: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Paste the same box of x[perm] into every image of x; returns (x_mixed, targets, λ_eff).

@@ -23,7 +23,7 @@ def _box_mask(y0, y1, x0, x1, H, W, device) -> torch.Tensor:
     return ((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)).unsqueeze(1)
 
 
-def cutout(x: torch.Tensor, size: int, generator: torch.Generator, fill: float = 0.0) -> torch.Tensor:
+def cutout_batch(x: torch.Tensor, size: int, generator: torch.Generator, fill: float = 0.0) -> torch.Tensor:
     """Set one size×size square per image of x [B, C, H, W] to `fill` (all channels).
 
     The centre is uniform over the pixel grid and may lie near the border, in which case the box

@@ -63,7 +63,8 @@ def apply_op(img: torch.Tensor, op: str, m: int, negative: bool) -> torch.Tensor
     raise ValueError(f"unknown RandAugment op {op!r}")
 
 
-def randaugment(images_uint8: torch.Tensor, num_ops: int, magnitude: int, generator: torch.Generator) -> torch.Tensor:
+def randaugment_batch(images_uint8: torch.Tensor, num_ops: int, magnitude: int,
+                      generator: torch.Generator) -> torch.Tensor:
     """Apply `num_ops` random ops per image to a uint8 batch [B, C, H, W] (C = 1 or 3).
 
     Per image and per op slot, the op (uniform over OPS) and the sign (p = ½) come from

@@ -1,18 +1,18 @@
-"""engine.setup: what a run builds once."""
+"""engine.derive: the values a recipe gives (precision, evaluation framing, eval batch), and engine.setup."""
 import pytest
 import torch
 
 from bagoftricks import recipe
-from bagoftricks.engine import setup
+from bagoftricks.engine import derive, setup
 
 
 def test_every_precision_has_an_autocast_rule():
-    assert set(setup.AUTOCAST_DTYPES) | {"fp32"} == set(recipe.PRECISIONS)
+    assert set(derive.AUTOCAST_DTYPES) | {"fp32"} == set(recipe.PRECISIONS)
     cpu = torch.device("cpu")
     for p in recipe.PRECISIONS:
-        with setup.autocast(p, cpu):
+        with derive.autocast(p, cpu):
             y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
-        assert y.dtype == setup.AUTOCAST_DTYPES.get(p, torch.float32)
+        assert y.dtype == derive.AUTOCAST_DTYPES.get(p, torch.float32)
 
 
 def test_evaluation_frames_the_image_as_training_did():
@@ -20,7 +20,7 @@ def test_evaluation_frames_the_image_as_training_did():
     base = ["data.name=synthetic", "data.image_size=12", "data.synthetic_samples=16", "train.device=cpu"]
     for augment, ratio in (("paper", 0.875), ("small", 1.0), ("none", 1.0)):
         r = recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*base, f"data.augment={augment}"]))
-        assert setup.eval_crop_ratio(r) == ratio
+        assert derive.eval_crop_ratio(r) == ratio
         tf = setup.build_data(r, torch.device("cpu"), setup.bdist.DistInfo(), train=False).eval_transform
         assert tf.crop_ratio == ratio
     whole = torch.arange(2 * 3 * 8 * 8, dtype=torch.uint8).view(2, 3, 8, 8)
@@ -32,8 +32,8 @@ def test_evaluation_frames_the_image_as_training_did():
 
 def test_eval_batch_size_defaults_to_twice_the_training_batch():
     r = recipe.apply_overrides(recipe.Recipe(), ["train.batch_size=48"])
-    assert setup.eval_batch_size(r) == 96
-    assert setup.eval_batch_size(recipe.apply_overrides(r, ["train.eval_batch_size=7"])) == 7
+    assert derive.eval_batch_size(r) == 96
+    assert derive.eval_batch_size(recipe.apply_overrides(r, ["train.eval_batch_size=7"])) == 7
 
 
 @pytest.mark.parametrize("native", [True, False])

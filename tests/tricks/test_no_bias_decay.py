@@ -1,7 +1,7 @@
 import torch
 import torch.nn as nn
 
-from bagoftricks.tricks.param_groups import param_groups
+from bagoftricks.tricks.no_bias_decay import param_groups
 
 
 class Mixed(nn.Module):

@@ -1,10 +1,17 @@
-"""Checkpoints that survive crashes: atomic writes, a 'latest' pointer, safe rotation.
+"""The checkpoint format, written and read here only: atomic writes, a 'latest' pointer, safe rotation.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed
 into place, so a file under a final name is always complete. The pointer file ``latest`` is
 replaced the same way, only after its target is complete; old checkpoints are deleted only after
 that. Every checkpoint holds plain tensors and containers, so ``torch.load(weights_only=True)``
 reads it.
+
+A checkpoint is a dict: "model" (the state dict), "recipe" (the resolved recipe as a dict), "num_classes",
+"in_channels", "classes", the position ("epoch", "step", "global_step"), and what a run needs to
+continue ("optimizer", "scaler", "ema", "lookahead", "epoch_acc", "rng"; transfer runs add "task").
+`read_checkpoint` is the one place a checkpoint's weights are chosen (raw or EMA); the engine turns
+them into a model (`engine.derive.model_from_checkpoint`), `models.pretrained` loads them into one.
+Nothing here imports the engine, the models or the recipe.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -111,6 +119,40 @@ def ema_weights(state: dict) -> dict | None:
     if not ema.get("params"):
         return None
     return {**ema.get("buffers", {}), **ema["params"]}  # BN running statistics are buffers
+
+
+class Checkpoint(NamedTuple):
+    """A checkpoint read from disk, with the weights chosen by `read_checkpoint`."""
+    path: Path                       # the file
+    state: dict                      # everything it holds (see the module docstring)
+    weights: dict[str, torch.Tensor]  # the model state dict chosen: raw or EMA
+    ema: bool                        # whether `weights` are the EMA weights
+
+    @property
+    def which(self) -> str:
+        """For a log line: which weights of which file."""
+        if self.ema:
+            return f"EMA weights of {self.path.name}"
+        kept = " (the run also kept EMA weights)" if ema_weights(self.state) is not None else ", the run kept no EMA"
+        return f"raw weights of {self.path.name}{kept}"
+
+
+def read_checkpoint(path: str | Path, ema: bool | None = False, map_location="cpu") -> Checkpoint:
+    """A checkpoint file, or a run folder's newest valid checkpoint, with the weights to use.
+
+    ema=False (the default, what evaluation, export and predict read unless asked): the raw weights.
+    ema=True: the EMA weights; a CheckpointError when the run kept none (tricks.ema_decay 0).
+    ema=None: the EMA weights when the run kept them, else the raw ones (a distillation teacher and
+    model.pretrained: the averaged weights are the better start when there are any).
+    """
+    file = resolve_checkpoint(path)
+    state = load_checkpoint(file, map_location)
+    averaged = ema_weights(state) if ema is not False else None
+    if ema is True and averaged is None:
+        raise CheckpointError(f"{file} holds no EMA weights (the run's tricks.ema_decay was 0)")
+    if averaged is not None:
+        return Checkpoint(file, state, averaged, True)
+    return Checkpoint(file, state, state["model"], False)
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:

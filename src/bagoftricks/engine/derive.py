@@ -1,0 +1,166 @@
+"""Recipe -> values: what the rest of the engine (and bench, deploy, report, transfer) computes from a recipe.
+
+A leaf of the engine: nothing here imports another engine module, so every module of the engine and
+every command above it can use these without pulling in the loop. Pure functions of the recipe (and
+of a device or a checkpoint), no state.
+
+    resolve_device, autocast, precision_note      train.device / train.precision
+    eval_batch_size, eval_crop_ratio,
+    normalisation, eval_transform                 how evaluation frames and normalises an image
+    recipe_model, model_from_checkpoint           the zoo's model for a recipe, or for a checkpoint
+    base_lr, planned_epochs, scheduled_lr         the lr of every step (§3.1 linear scaling, warmup, §5.1)
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from bagoftricks import data as bdata
+from bagoftricks import models as bmodels
+from bagoftricks import tricks
+from bagoftricks.checkpoint import read_checkpoint
+from bagoftricks.errors import RecipeError, UsageError
+from bagoftricks.recipe import Recipe, from_dict
+
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # recipe.PRECISIONS; fp32: no autocast
+
+# The statistics a transfer dataset's images are normalised with: its classification source's
+TRANSFER_STATS = {"fmnist_scenes": "fashion_mnist", "voc": "imagefolder", "ade20k": "imagefolder",
+                  "coco": "imagefolder"}
+
+
+# -------------------------------------------------------------------------------- device, precision
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """train.device as a torch.device; under torchrun, "cuda" is this process's local GPU."""
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"train.device: '{spec}' requested but CUDA is not available")
+        if spec == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device(spec)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to train.precision (fp16/bf16) on `device`; nothing for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def precision_note(precision: str, device: torch.device) -> str:
+    """A warning when bf16 autocast would be emulated: a CPU without native bf16 (AVX-512 BF16 or AMX)
+    runs it several times slower than fp32; '' otherwise."""
+    if precision != "bf16" or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return ""
+    return (f"train.precision: bf16 is emulated on this CPU ({torch.backends.cpu.get_cpu_capability()}, no "
+            "AVX-512 BF16 or AMX) and runs several times slower than fp32; --set train.precision=fp32 trains faster")
+
+
+# ------------------------------------------------------------------------------------- evaluation
+def eval_batch_size(r: Recipe) -> int:
+    """train.eval_batch_size, or twice the training batch (no activations are kept for backward)."""
+    return r.train.eval_batch_size or 2 * r.train.batch_size
+
+
+def eval_crop_ratio(r: Recipe) -> float:
+    """data.crop_ratio with the §2 augmentation; 1.0 (the whole image) with "small" and "none".
+
+    The evaluation must frame an image as training did: the random-resized crop of §2 trains on
+    crops that enlarge the object (hence the 0.875 centre crop), while pad-and-crop and "none" train
+    on the whole image, so centre-cropping at evaluation would enlarge every test image by 1/0.875
+    (measured in benchmarks/README.md: "ResNet-18-D at 32 px").
+    """
+    return r.data.crop_ratio if r.data.augment == "paper" else 1.0
+
+
+def normalisation(r: Recipe, in_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) the recipe's images are normalised with, on the 0..255 scale.
+
+    The dataset's own statistics (a transfer dataset: those of its source, TRANSFER_STATS) adapted to
+    the model's channels by one rule, `data.dataset_stats`'s: RGB statistics averaged for one channel,
+    one channel's repeated for several.
+    """
+    return bdata.dataset_stats(TRANSFER_STATS.get(r.data.name, r.data.name), in_channels)
+
+
+def eval_transform(r: Recipe, in_channels: int):
+    """The recipe's evaluation transform: uint8 [B, C, H, W] -> resized (and centre-cropped with the §2
+    augmentation), normalised float."""
+    mean, std = normalisation(r, in_channels)
+    return bdata.EvalTransform(r.data.image_size, crop_ratio=eval_crop_ratio(r), mean=mean, std=std)
+
+
+# --------------------------------------------------------------------------------------------- model
+def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
+    """The zoo's model for the recipe's model section (weights as the zoo initialises them)."""
+    m = r.model
+    try:
+        return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
+                                   activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
+                                   width_per_group=m.width_per_group, drop_path=m.drop_path,
+                                   width_mult=m.width_mult, stem=m.stem)
+    except ValueError as e:  # an option the architecture lacks, or widths that do not fit: bad input
+        raise RecipeError(f"model: {e}") from None
+
+
+class CheckpointModel(NamedTuple):
+    """A model rebuilt from a checkpoint (`model_from_checkpoint`)."""
+    model: nn.Module     # the zoo's model of the checkpoint's recipe, with the chosen weights, on the CPU
+    recipe: Recipe       # the recipe it was trained with
+    state: dict          # the whole checkpoint (classes, num_classes, in_channels, task, ...)
+    path: Path           # the checkpoint file
+    which: str           # "EMA weights of step-N.pt" / "raw weights of ...", for a log line
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.state.get("in_channels", 3))
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, index = logit (the class indices as names when the run recorded none)."""
+        return list(self.state.get("classes") or []) or [str(k) for k in range(int(self.state["num_classes"]))]
+
+
+def model_from_checkpoint(path: str | Path, ema: bool | None = False) -> CheckpointModel:
+    """The classifier of a checkpoint file or run folder (its newest valid checkpoint), built from the
+    checkpoint's own recipe with its weights; `ema` chooses them as `checkpoint.read_checkpoint` does
+    (False: raw, the default; True: EMA or an error; None: EMA when the run kept them).
+
+    Evaluation, export and predict read the raw weights unless asked; a distillation teacher reads
+    ema=None. The model is on the CPU in training mode, as `load_state_dict` leaves it.
+    """
+    ck = read_checkpoint(path, ema)
+    r = from_dict(ck.state["recipe"])
+    model = recipe_model(r, int(ck.state["num_classes"]), int(ck.state.get("in_channels", 3)))
+    model.load_state_dict(ck.weights)
+    return CheckpointModel(model, r, ck.state, ck.path, ck.which)
+
+
+# ------------------------------------------------------------------------------------------------ lr
+def base_lr(r: Recipe, world_size: int) -> float:
+    """optim.lr, or optim.lr per 256 images scaled to the global batch (§3.1)."""
+    if r.tricks.linear_scaling:
+        return tricks.scaled_lr(r.optim.lr, r.train.batch_size * world_size)
+    return r.optim.lr
+
+
+def planned_epochs(r: Recipe, epoch: int) -> int:
+    """The length of the run that epoch `epoch` (0-based) was trained for: train.epochs or, in a run
+    extended from shorter ones (schedule.extended_from), the shorter run's length until it ended."""
+    return next((e for e in r.schedule.extended_from if epoch < e), r.train.epochs)
+
+
+def scheduled_lr(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> float:
+    """The learning rate of global step `step`: warmup, then the recipe's schedule over the planned length
+    (recomputed where an extended run went on past a shorter one's end)."""
+    s = r.schedule
+    epochs = planned_epochs(r, step // steps_per_epoch)
+    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, epochs=epochs,
+                        warmup_epochs=r.tricks.warmup_epochs, kind=s.kind, milestones=tuple(s.milestones),
+                        gamma=s.gamma, floor=s.floor)
