@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import math
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -22,7 +23,8 @@ import yaml
 
 from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
-from bagoftricks.models.catalog import ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec
+from bagoftricks.models.catalog import (ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec,
+                                         split_variant)
 from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
@@ -294,8 +296,23 @@ def from_dict(data: dict | None, base: Recipe | None = None, source: str = "reci
             if k not in names:
                 raise RecipeError(f"{source}: unknown key '{key}'{suggest(key, all_keys())}")
             updates[k] = _coerce(key, _field_type(cls, k), v)
+        if sname == "model":
+            _variant_name(updates, source)
         sections[sname] = replace(getattr(base, sname), **updates)
     return replace(base, **sections)
+
+
+def _variant_name(model: dict, source: str) -> None:
+    """model.arch written as a ResNet variant name, timm's way (resnet50d): the preset and model.variant
+    (resnet50, D), in place; the same section setting model.variant to another letter is an error."""
+    arch, letter = split_variant(str(model.get("arch", "")))
+    if letter is None:
+        return
+    given = str(model.get("variant", letter)).upper()
+    if given != letter:
+        raise RecipeError(f"{source}: model.arch {model['arch']!r} is ResNet variant {letter}, but model.variant "
+                          f"is {model['variant']!r}; set one of them")
+    model.update(arch=arch, variant=letter)
 
 
 def to_dict(recipe: Recipe) -> dict:
@@ -321,13 +338,79 @@ def dump(recipe: Recipe) -> str:
     return yaml.safe_dump(to_dict(recipe), sort_keys=False, default_flow_style=None)
 
 
+SPECS_GROUP = "ablations"  # the shipped folder of ablation specs (`bagoftricks ablate`), not recipes
+
+
+def shipped_folder() -> Path:
+    """The folder of the recipes shipped inside the package (the repository's recipes/ links to it)."""
+    return Path(str(importlib.resources.files("bagoftricks") / "recipes"))
+
+
+def shipped_recipes() -> list[str]:
+    """The names GROUP/NAME of the shipped recipes, sorted ("fmnist/fast-3min"); `bagoftricks recipes`
+    lists them. The ablation specs beside them are not recipes."""
+    return sorted(f"{p.parent.name}/{p.stem}" for p in shipped_folder().glob("*/*.yaml")
+                  if p.parent.name != SPECS_GROUP)
+
+
+def resolve_recipe_path(name_or_path: str | Path, relative_to: str | Path | None = None) -> Path:
+    """The recipe file that `name_or_path` names, by this rule:
+
+    1. an existing file wins (a relative path is taken relative to `relative_to`, default the working
+       directory; an ablation spec passes its own folder);
+    2. otherwise GROUP/NAME, with or without ``.yaml``, is a shipped recipe's file ("fmnist/fast-3min");
+    3. otherwise a RecipeError names what was given, says it is neither a file nor a shipped recipe, and
+       suggests the closest shipped names.
+    """
+    given = str(name_or_path)
+    p = Path(name_or_path)
+    local = p if relative_to is None or p.is_absolute() else Path(relative_to) / p
+    if local.is_file():
+        return local
+    name = given.removesuffix(".yaml")
+    names = shipped_recipes()
+    if name in names:
+        return shipped_folder() / f"{name}.yaml"
+    same = [n for n in names if n.split("/")[-1] == name.split("/")[-1]]  # "all" -> fmnist/all
+    hint = suggest(name, names) or (f" (did you mean {', '.join(same)}?)" if same else "")
+    where = f" (relative to {relative_to})" if relative_to is not None and not p.is_absolute() else ""
+    raise RecipeError(f"recipe {given!r} is neither a file{where} nor a shipped recipe{hint}; "
+                      f"`bagoftricks recipes` lists the shipped ones")
+
+
+def recipe_header(path: str | Path) -> list[str]:
+    """A recipe file's header comment: the `#` lines above its first key, without the `# `."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[2:] if line.startswith("# ") else line[1:])
+    return lines
+
+
+def shipped_summaries() -> dict[str, str]:
+    """{name: the first line of its own header} for every shipped recipe. Header lines a recipe shares with
+    another of its group (a common preamble, as the Fashion-MNIST ladder's and the paper's) and indented
+    lines (the launch command) are skipped, so that each names what it adds; the first line when none is left."""
+    headers = {name: recipe_header(shipped_folder() / f"{name}.yaml") for name in shipped_recipes()}
+    out = {}
+    for name, lines in headers.items():
+        group = name.split("/")[0]
+        shared = {line for other, ls in headers.items() if other != name and other.split("/")[0] == group
+                  for line in ls}
+        own = [s for s in lines if s.strip() and s not in shared and not s[:1].isspace()]
+        out[name] = (own or [s for s in lines if s.strip()] or [""])[0].strip()
+    return out
+
+
 def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
-    """Load a YAML recipe (None = the paper's baseline), apply ``a.b=v`` overrides, validate."""
+    """Load a recipe (None = the paper's baseline), apply ``a.b=v`` overrides, validate.
+
+    `path` is a YAML file or a shipped recipe's name (resolve_recipe_path: an existing file wins, then
+    GROUP/NAME among the shipped recipes, "fmnist/fast-3min" or "fmnist/fast-3min.yaml")."""
     recipe = Recipe()
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise RecipeError(f"recipe file not found: {p}")
+        p = resolve_recipe_path(path)
         recipe = from_dict(read_yaml(p), recipe, source=str(p))
     recipe = apply_overrides(recipe, overrides)
     validate(recipe, changed=override_keys(overrides))

@@ -2,7 +2,8 @@
 
     name: fmnist-table4                 # optional, default: the spec's file name
     description: efficient training     # optional, shown in the report
-    base: ../fmnist/baseline.yaml       # recipe file relative to the spec, or an inline recipe dict,
+    base: ../fmnist/baseline.yaml       # recipe file relative to the spec (else a shipped recipe's name,
+                                        # fmnist/baseline), or an inline recipe dict,
                                         # or both: {recipe: ../fmnist/baseline.yaml, train: {epochs: 4}}
     set: {train.device: cpu}            # overrides applied to every cell (dict or list of "k=v")
     seeds: 3                            # a count (seeds 0..K-1) or a list of seeds; default 3
@@ -171,11 +172,10 @@ def _load_base(value: Any, spec_dir: Path, where: str) -> dict:
     path = value.pop("recipe", None)
     r = brecipe.Recipe()
     if path is not None:
-        p = Path(path)
-        if not p.is_absolute():
-            p = spec_dir / p
-        if not p.is_file():
-            raise SpecError(f"{where}: recipe file not found: {p}")
+        try:  # a file relative to the spec first, then a shipped recipe's name
+            p = brecipe.resolve_recipe_path(str(path), relative_to=spec_dir)
+        except RecipeError as e:
+            raise SpecError(f"{where}: {e}") from None
         r = brecipe.from_dict(brecipe.read_yaml(p, SpecError), r, source=str(p))
     try:
         r = brecipe.from_dict(value, r, source=where)
@@ -294,9 +294,17 @@ def parse_spec(data: Any, path: Path | None = None, raw_text: str = "") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
+    """A spec file, or a shipped spec by name ("ablations/fmnist-table6", with or without .yaml): an existing
+    file wins, as for recipes."""
     p = Path(path)
     if not p.is_file():
-        raise SpecError(f"ablation spec not found: {p}")
+        shipped = brecipe.shipped_folder() / brecipe.SPECS_GROUP
+        names = sorted(f"{brecipe.SPECS_GROUP}/{q.stem}" for q in shipped.glob("*.yaml"))
+        name = str(path).removesuffix(".yaml")
+        if name not in names:
+            raise SpecError(f"ablation spec not found: {p} (neither a file nor a shipped spec"
+                            f"{brecipe.suggest(name, names) or '; shipped: ' + ', '.join(names)})")
+        p = shipped / f"{name.split('/', 1)[1]}.yaml"
     data, text = _read_yaml(p)
     return parse_spec(data, p, text)
 
