@@ -12,6 +12,9 @@ import pytest
 import yaml
 
 from bagoftricks import ablate
+from bagoftricks.ablate.launchers import available_cores, job_env
+from bagoftricks.ablate.spec import select_steps, slugify
+from bagoftricks.ablate.sweep import train_command
 from bagoftricks import recipe as brecipe
 from bagoftricks.cli import main
 
@@ -70,10 +73,10 @@ def test_grid_alternatives_apply_to_the_base_alone(tmp_path):
 
 
 def test_run_names_are_stable_slugs():
-    assert ablate.slugify("+ linear scaling (4x batch)") == "linear-scaling-4x-batch"
-    assert ablate.slugify("+ zero γ") == "zero-gamma"
-    assert ablate.slugify("ResNet-D") == "resnet-d"
-    assert ablate.slugify("+++") == "step"
+    assert slugify("+ linear scaling (4x batch)") == "linear-scaling-4x-batch"
+    assert slugify("+ zero γ") == "zero-gamma"
+    assert slugify("ResNet-D") == "resnet-d"
+    assert slugify("+++") == "step"
     a = ablate.parse_spec({"base": TINY_BASE, "ladder": ["baseline", "+ mixup (α=0.2)"]})
     b = ablate.parse_spec({"base": TINY_BASE, "ladder": ["baseline", "+ mixup (α=0.2)"]})
     assert [s.folder for s in a.steps] == [s.folder for s in b.steps] == ["00-baseline", "01-mixup-alpha-0-2"]
@@ -145,12 +148,69 @@ def test_folder_of_a_different_recipe_is_refused(tmp_path):
     assert ablate.run_sweep(spec, out, dry_run=True, echo=lambda s: None) == 0
 
 
+SMOOTHED = {**TINY_BASE, "tricks": {"label_smoothing": 0.1}}  # a base that already smooths, as fmnist/all.yaml
+
+
+def test_a_step_that_changes_nothing_is_refused_before_anything_is_written(tmp_path, capsys):
+    """`+ label smoothing` on a base that already smooths with 0.1 would train the row above's cells again."""
+    p = write_spec(tmp_path, {"base": SMOOTHED, "ladder": [
+        "baseline", {"name": "+ label smoothing", "set": {"tricks.label_smoothing": 0.1}},
+        {"name": "+ cosine", "set": {"schedule.kind": "cosine"}}]})
+    out = tmp_path / "out"
+    assert main(["ablate", str(p), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not out.exists(), err
+    assert (f"error: {p}: step 1 '+ label smoothing' changes nothing: it trains the recipe of step 0 'baseline' "
+            f"(it sets tricks.label_smoothing=0.1, which that step already has); ") in err
+    assert "--allow-unchanged to run it anyway" in err and "cosine" not in err
+    assert main(["ablate", str(p), "--out", str(out), "--dry-run"]) == 2 and not out.exists()
+    # --only a step that changes something runs; --allow-unchanged runs the step with a warning
+    assert main(["ablate", str(p), "--out", str(out), "--dry-run", "--only", "0,2"]) == 0
+    capsys.readouterr()
+    assert main(["ablate", str(p), "--out", str(out), "--dry-run", "--allow-unchanged"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln for ln in lines if ln.startswith("warning:")] == [
+        "warning: step 1 '+ label smoothing' changes nothing: it trains the recipe of step 0 'baseline' (it sets "
+        "tricks.label_smoothing=0.1, which that step already has); running it anyway (--allow-unchanged)"]
+    assert any("01-label-smoothing/seed0" in ln for ln in lines) and not out.exists()
+
+
+def test_unchanged_steps_of_ladders_and_grids(tmp_path):
+    from bagoftricks.ablate.sweep import unchanged_steps
+
+    def found(body: dict, extra: tuple[str, ...] = ()) -> list[tuple[int, int]]:
+        spec = ablate.parse_spec({"base": TINY_BASE, **body})
+        return [(s.index, o.index) for s, o in unchanged_steps(spec, ablate.expand(spec, tmp_path, extra=extra))]
+
+    lr = {"name": "lr", "set": {"optim.lr": 0.2}}
+    # ladder: each row against the row above only; a row that sets nothing, or only what ablate replaces
+    ladder = ["a", lr, {"name": "same lr", "set": {"optim.lr": 0.2}}, "nothing",
+              {"name": "threads", "set": {"train.threads": 3}}, {"name": "back", "set": ["optim.lr=0.1"]}]
+    assert found({"ladder": ladder}) == [(2, 1), (3, 2), (4, 3)]
+    assert found({"ladder": ["a", lr]}) == [] and found({"ladder": ["a", lr]}, ("optim.lr=0.3",)) == [(1, 0)]
+    # grid: each row against every earlier row; the first row may equal the bare base recipe
+    assert found({"grid": [{"name": "A", "set": {"model.variant": "A"}}, {"name": "D", "set": {"model.variant": "D"}},
+                           "plain", {"name": "D again", "set": ["model.variant=D"]}]}) == [(2, 0), (3, 1)]
+    assert found({"grid": [{"name": "A", "set": {"model.variant": "A"}}, {"name": "D", "set": {"model.variant": "D"}}]}
+                 ) == []
+
+
+def test_allow_unchanged_is_recorded_in_the_command():
+    import argparse
+
+    from bagoftricks.ablate.cli import _argv, add_arguments
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert _argv(p.parse_args(["s.yaml", "--out", "o", "--allow-unchanged"]))[-1] == "--allow-unchanged"
+    assert "--allow-unchanged" not in _argv(p.parse_args(["s.yaml", "--out", "o"]))
+
+
 def test_only_selects_steps():
     spec = ablate.parse_spec({"base": TINY_BASE, "ladder": ["a", "+ b", "+ c"]})
-    assert ablate.select_steps(spec, ["0", "c"]) == {0, 2}
-    assert ablate.select_steps(spec, ["01-b"]) == {1}
+    assert select_steps(spec, ["0", "c"]) == {0, 2}
+    assert select_steps(spec, ["01-b"]) == {1}
     with pytest.raises(ablate.SpecError, match="no step 'z'"):
-        ablate.select_steps(spec, ["z"])
+        select_steps(spec, ["z"])
 
 
 @pytest.mark.parametrize("name", ["fmnist-table3", "fmnist-table4", "fmnist-table5", "fmnist-table6"])
@@ -242,7 +302,7 @@ def test_jobs_2_runs_cells_side_by_side_with_fair_threads(sweep):
     lines = sweep["lines"]
     first_end = next(i for i, ln in enumerate(lines) if re.match(r"\[\d+/\d+\] (ok|failed)", ln))
     assert sum(1 for ln in lines[:first_end] if "] start" in ln) == 2
-    threads = max(1, ablate.available_cores() // 2)
+    threads = max(1, available_cores() // 2)
     env = json.loads((sweep["out"] / "runs/00-baseline/seed0/env.json").read_text())
     assert f"train.threads={threads}" in env["argv"]
 
@@ -267,15 +327,15 @@ def test_second_run_skips_finished_cells_untouched(sweep):
 
 
 def test_job_env_shares_cores_and_gives_one_gpu_per_job():
-    env = ablate.job_env(3, 4, ["0", "1"], base={"PATH": "/bin"})
+    env = job_env(3, 4, ["0", "1"], base={"PATH": "/bin"})
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "4" and env["PATH"] == "/bin"
-    assert "CUDA_VISIBLE_DEVICES" not in ablate.job_env(0, 1, [], base={})
+    assert "CUDA_VISIBLE_DEVICES" not in job_env(0, 1, [], base={})
     assert Path(env["PYTHONPATH"].split(os.pathsep)[0], "bagoftricks", "ablate", "__init__.py").is_file()
     spec = ablate.parse_spec({"base": TINY_BASE, "ladder": ["a"]})
     (cell,) = ablate.expand(spec, "out", seeds=(0,))
-    cmd = ablate.train_command(Path("out"), cell, 4, resume=False, python="py")
+    cmd = train_command(Path("out"), cell, 4, resume=False, python="py")
     assert cmd[:5] == ["py", "-m", "bagoftricks", "train", "--recipe"] and "train.threads=4" in cmd
-    assert ablate.train_command(Path("out"), cell, 4, resume=True, python="py")[3:5] == ["train", "--resume"]
+    assert train_command(Path("out"), cell, 4, resume=True, python="py")[3:5] == ["train", "--resume"]
 
 
 def test_fast_spec_runs_from_all_fast_to_fast_3min(tmp_path):

@@ -19,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from bagoftricks import ablate
+from bagoftricks.ablate.folder import LOCK
+from bagoftricks.ablate.launchers import LocalExecutor
+from bagoftricks.ablate.ray_launcher import ray_plan
+from bagoftricks.ablate.sweep import make_executor
 from bagoftricks.cli import main
+from bagoftricks.errors import LauncherError
 from tests.test_ablate import TINY_BASE, _tree_mtimes, write_spec
 
 SPEC = {"name": "tiny-ray", "base": TINY_BASE, "set": {"train.epochs": 1}, "seeds": [0, 1], "ladder": [
@@ -63,13 +68,13 @@ def test_importing_bagoftricks_does_not_import_ray():
 
 
 def test_ray_plan_gives_one_gpu_per_cell_or_a_share_of_the_cpus():
-    assert ablate.ray_plan([{"CPU": 2}], jobs=2) == (1, 2, False)
-    assert ablate.ray_plan([{"CPU": 16}, {"CPU": 8.0}], jobs=2) == (4, 6, False)
+    assert ray_plan([{"CPU": 2}], jobs=2) == (1, 2, False)
+    assert ray_plan([{"CPU": 16}, {"CPU": 8.0}], jobs=2) == (4, 6, False)
     # a CPU-only head node runs no cells; each GPU node gives every GPU an equal share of its CPUs
-    assert ablate.ray_plan([{"CPU": 4}, {"CPU": 32, "GPU": 8}, {"CPU": 16, "GPU": 4}], jobs=1) == (4, 12, True)
-    assert ablate.ray_plan([{"CPU": 32, "GPU": 8}], jobs=4, use_gpus=False) == (8, 4, False)  # device=cpu cells
-    with pytest.raises(ablate.LauncherError, match="no CPUs"):
-        ablate.ray_plan([{"memory": 1e9}], jobs=1)
+    assert ray_plan([{"CPU": 4}, {"CPU": 32, "GPU": 8}, {"CPU": 16, "GPU": 4}], jobs=1) == (4, 12, True)
+    assert ray_plan([{"CPU": 32, "GPU": 8}], jobs=4, use_gpus=False) == (8, 4, False)  # device=cpu cells
+    with pytest.raises(LauncherError, match="no CPUs"):
+        ray_plan([{"memory": 1e9}], jobs=1)
 
 
 class _FakeRay:
@@ -112,7 +117,7 @@ class _FakeRay:
 def test_ray_executor_asks_for_one_gpu_and_a_share_of_cpus(tmp_path, monkeypatch):
     fake = _FakeRay([{"CPU": 8}, {"CPU": 16, "GPU": 2}])
     monkeypatch.setitem(sys.modules, "ray", fake)
-    ex = ablate.make_executor("ray", jobs=1, address="auto")
+    ex = make_executor("ray", jobs=1, address="auto")
     lines: list[str] = []
     ex.open(lines.append)
     assert fake.inited == {"address": "auto", "log_to_driver": False}
@@ -128,7 +133,7 @@ def test_ray_executor_asks_for_one_gpu_and_a_share_of_cpus(tmp_path, monkeypatch
     fake2 = _FakeRay([{"CPU": 4}])
     fake2.inited = {}
     monkeypatch.setitem(sys.modules, "ray", fake2)
-    ex2 = ablate.make_executor("ray", jobs=2, use_gpus=False)
+    ex2 = make_executor("ray", jobs=2, use_gpus=False)
     ex2.open(lambda s: None)
     ex2.close()
     assert fake2.inited == {} and not fake2.shut and (ex2.threads, ex2.slots, ex2.gpu) == (2, 2, False)
@@ -209,7 +214,7 @@ def sweeps(tmp_path_factory, ray_instance):
         t0 = time.monotonic()
         with pytest.MonkeyPatch.context() as mp:
             if launcher == "ray":  # every cell must run as a Ray task
-                mp.setattr(ablate.LocalExecutor, "start", _no_local_subprocess)
+                mp.setattr(LocalExecutor, "start", _no_local_subprocess)
             code = ablate.run_sweep(spec, out, jobs=2, echo=lines.append, launcher=launcher)
         got[launcher] = {"out": out, "code": code, "lines": lines, "seconds": time.monotonic() - t0}
     return got
@@ -262,7 +267,7 @@ def test_ray_sweep_resumes_the_partial_cell_and_runs_cells_side_by_side(sweeps):
 
 
 def _written(out: Path) -> dict:
-    return {k: v for k, v in _tree_mtimes(out).items() if not k.endswith(ablate.LOCK)}
+    return {k: v for k, v in _tree_mtimes(out).items() if not k.endswith(LOCK)}
 
 
 def test_ray_second_run_skips_finished_cells_untouched(sweeps, capsys):
@@ -283,7 +288,7 @@ def test_ray_second_run_skips_finished_cells_untouched(sweeps, capsys):
 def test_ctrl_c_reaches_a_cell_running_in_a_ray_task(ray_instance, tmp_path):
     """Ray workers block SIGINT and a child inherits the mask: the task must unblock it for its cell,
     or the SIGINT that asks the cell to checkpoint and stop would never arrive."""
-    ex = ablate.make_executor("ray", jobs=2, use_gpus=False)
+    ex = make_executor("ray", jobs=2, use_gpus=False)
     ex.open(lambda s: None)
     got, ready = tmp_path / "got", tmp_path / "ready"
     script = ("import pathlib, signal, sys, time\n"

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from bagoftricks import ablate
+from bagoftricks.ablate.folder import append_result, result_record
+from bagoftricks.ablate.sweep import write_plan
 from bagoftricks.engine import train
 from bagoftricks.errors import NonFiniteLoss
 
@@ -37,16 +39,16 @@ def build_sweep(out: Path, spec_body: dict = SPEC, skip: tuple[str, ...] = (),
     cells = ablate.expand(spec, out, extra=extra)
     out.mkdir(parents=True, exist_ok=True)
     argv = ["bagoftricks", "ablate", "spec.yaml", "--out", str(out), *(a for o in extra for a in ("--set", o))]
-    ablate.write_plan(spec, out, cells, 1, 1, argv, extra=extra)
+    write_plan(spec, out, cells, 1, 1, argv, extra=extra)
     for cell in cells:
         if cell.key in skip:
             continue
         try:
             train(ablate.cell_recipe(spec, cell), out / cell.rel_dir, progress=False)
-            rec = ablate.result_record(spec, out, cell, "ok", None, 0, 1.0)
+            rec = result_record(spec, out, cell, "ok", None, 0, 1.0)
         except NonFiniteLoss as e:
-            rec = ablate.result_record(spec, out, cell, "failed", f"error: NonFiniteLoss: {e}", 1, 1.0)
-        ablate.append_result(out, rec)
+            rec = result_record(spec, out, cell, "failed", f"error: NonFiniteLoss: {e}", 1, 1.0)
+        append_result(out, rec)
     return spec
 
 

@@ -161,7 +161,7 @@ def test_cells_of_an_earlier_run_with_more_seeds_still_count(tmp_path, tiny_swee
 
 
 def test_reproduce_names_the_steps_that_ran_whatever_the_last_only_was(tmp_path):
-    from bagoftricks.report import _ablate_argv
+    from bagoftricks.report.page import _ablate_argv
     from bagoftricks.report.sweep import load_sweep
     out = tmp_path / "sweep"
     build_sweep(out, skip=("01-label-smoothing/seed0", "01-label-smoothing/seed1"))
@@ -183,7 +183,7 @@ def test_reproduce_of_a_sweep_completed_in_parts_has_no_only(tmp_path, tiny_swee
 
 
 def _argv_str(sweep) -> str:
-    from bagoftricks.report import _ablate_argv
+    from bagoftricks.report.page import _ablate_argv
     return " ".join(_ablate_argv(sweep))
 
 
@@ -198,7 +198,7 @@ def test_ablate_records_only_in_its_command():
 
 
 def test_table_shows_tta_top1_and_run_seconds_from_the_run_folders(tmp_path, tiny_sweep):
-    from bagoftricks.report import table_block
+    from bagoftricks.report.blocks import table_block
     from bagoftricks.report.sweep import load_sweep
     out = tmp_path / "tta"
     build_sweep(out, {"name": "tta", "base": TINY_BASE, "seeds": [0],
@@ -219,7 +219,7 @@ def test_table_shows_tta_top1_and_run_seconds_from_the_run_folders(tmp_path, tin
 def test_environment_line_names_each_sweeps_threads_when_they_differ(tmp_path, tiny_sweep):
     import shutil
 
-    from bagoftricks.report import _env_line
+    from bagoftricks.report.page import _env_line
     from bagoftricks.report.sweep import load_sweep
     folders = []
     for name, threads in (("a", 2), ("b", 1)):
@@ -256,3 +256,40 @@ def test_a_page_of_another_sweep_whose_name_starts_alike_is_no_conflict(tmp_path
     docs.mkdir()
     (docs / "longer.md").write_text("![x](figures/tiny-ladder-extra-lr.png)\n")  # sweep 'tiny ladder extra'
     assert main(["report", str(tiny_sweep), "--out", str(docs / "page.md"), "--no-predict", "--no-html"]) == 0
+
+
+def _hand_sweep(tmp_path: Path, top1: dict[str, list[float]], paper: dict[str, float]):
+    """A summarised ladder whose cells hold only final.json: {row name: top-1 of seeds 0, 1, ...}."""
+    from bagoftricks.report.sweep import CellData, Row, Sweep, summarise
+    rows = []
+    for i, (name, values) in enumerate(top1.items()):
+        cells = []
+        for seed, v in enumerate(values):
+            d = tmp_path / f"{i:02d}" / f"seed{seed}"
+            d.mkdir(parents=True)
+            (d / "final.json").write_text(json.dumps({"val_top1": v, "val_top5": 99.0}))
+            cells.append(CellData(f"{i:02d}/seed{seed}", name, i, seed, d, None))
+        rows.append(Row(i, name, f"{i:02d}", {"top1": paper[name]}, "", cells))
+    sweep = Sweep(tmp_path, "hand", "", "ladder", {}, rows, None)
+    summarise(sweep)
+    return sweep
+
+
+@pytest.mark.parametrize("seeds", [3, 1])
+def test_a_delta_the_same_for_every_seed_is_not_read_as_significant(tmp_path, seeds):
+    """Every seed +0.40 (or one seed): no interval can be estimated from the seeds, so the table shows
+    "n/a", no bold, and the row reads "not estimable" against the paper, not "agrees"/"opposite"."""
+    from bagoftricks.report.blocks import paper_note, table_block
+    sweep = _hand_sweep(tmp_path, {"baseline": [76.9, 77.7, 76.5][:seeds], "+ trick": [77.3, 78.1, 76.9][:seeds],
+                                   "+ other": [77.0, 79.0, 77.5][:seeds]},
+                        {"baseline": 75.0, "+ trick": 76.0, "+ other": 75.0})
+    _, headers, rows, _ = table_block(sweep)
+    col = {h: i for i, h in enumerate(headers)}
+    why = "no spread over 3 seeds" if seeds == 3 else "1 seed"
+    assert rows[1][col["Δ prev [95 % CI]"]] == f"+0.40 [n/a: {why}]"
+    assert rows[1][col["Δ base [95 % CI]"]] == f"+0.40 [n/a: {why}]"
+    assert rows[1][col["vs paper"]] == "not estimable"
+    if seeds == 3:  # a Δ that varies over the seeds keeps its interval
+        assert "n/a" not in rows[2][col["Δ base [95 % CI]"]] and rows[2][col["vs paper"]] != "not estimable"
+    text = " ".join(str(b[1]) for b in paper_note(sweep))
+    assert "n/a: the seeds show no spread" in text and "not estimable: + trick" in text

@@ -47,8 +47,34 @@ def test_welch_interval_by_hand():
 
 
 def test_too_few_seeds_give_no_interval():
-    assert delta_interval({0: 1.0}, {0: 2.0}) is None
-    assert delta_interval({0: 1.0, 1: 2.0}, {5: 2.0}) is None
+    # one seed cannot show the seed-to-seed spread: a Δ without an interval (never significant)
+    for iv in (delta_interval({0: 1.0}, {0: 2.0}), delta_interval({0: 1.0, 1: 2.0}, {5: 2.0})):
+        assert not iv.estimable and not iv.excludes_zero and iv.n == 1 and iv.low == iv.high == iv.delta
+        assert stats.format_delta(iv.delta, iv) == f"{iv.delta:+.2f} [n/a: 1 seed]"
+        assert verdict(iv, 0.5) == stats.NOT_ESTIMABLE
+    assert delta_interval({0: 1.0}, {0: 2.0}).delta == -1.0 and delta_interval({0: 1.0, 1: 2.0}, {5: 2.0}).delta == -0.5
+    assert delta_interval({}, {0: 2.0}) is None and delta_interval({0: 1.0}, {}) is None
+
+
+@pytest.mark.parametrize("a, b", [
+    ({0: 76.5, 1: 77.5, 2: 77.0}, {0: 76.0, 1: 77.0, 2: 76.5}),   # every seed +0.5: sd 0
+    ({0: 77.3, 1: 78.1, 2: 76.9}, {0: 76.9, 1: 77.7, 2: 76.5}),   # every seed +0.4, up to float rounding
+    ({0: 77.0, 1: 77.0}, {5: 76.0, 6: 76.0}),                     # no shared seed, both rows constant (Welch)
+])
+def test_a_delta_without_spread_over_seeds_has_no_interval_and_is_never_significant(a, b):
+    """sd 0 would make the interval zero-wide, excluding 0 for any Δ: bold, and "agrees" or "opposite"
+    against the paper. The seeds cannot estimate their noise then: no interval, never bold."""
+    iv = delta_interval(a, b)
+    assert not iv.estimable and not iv.excludes_zero and iv.low == iv.high == iv.delta
+    text = stats.format_delta(iv.delta, iv)
+    assert text == f"{iv.delta:+.2f} [n/a: no spread over {iv.n} seeds]" and "**" not in text
+    assert verdict(iv, 1.0) == verdict(iv, -1.0) == verdict(iv, None) == stats.NOT_ESTIMABLE
+
+
+def test_a_small_spread_still_gives_an_interval():
+    iv = delta_interval({0: 76.5, 1: 77.5, 2: 77.01}, {0: 76.0, 1: 77.0, 2: 76.5})  # +0.5, +0.5, +0.51
+    assert iv.estimable and iv.excludes_zero and iv.low < iv.delta < iv.high
+    assert stats.format_delta(iv.delta, iv).startswith("**+0.50**")
 
 
 @pytest.mark.parametrize("low, high, paper, want", [

@@ -31,9 +31,9 @@ def test_delta_intervals_are_paired_by_seed(tmp_path):
     assert table[0][col_base] == "(base)" and table[0][col_prev] == "—"
     # row a - base per seed: 1, 2, 1 -> mean 1.333, sd 0.5774, t(0.975, 2) = 4.3027: half width 1.434
     assert table[1][col_base] == "+1.33 [-0.10, +2.77]"
-    # row b - row a: 2, 1, 2 -> [0.23, 3.10], excludes 0: bold; row b - base: 3, 3, 3 -> no spread
+    # row b - row a: 2, 1, 2 -> [0.23, 3.10], excludes 0: bold; row b - base: 3, 3, 3 -> no spread, no interval
     assert table[2][col_prev] == "**+1.67** [+0.23, +3.10]"
-    assert table[2][col_base] == "**+3.00** [+3.00, +3.00]"
+    assert table[2][col_base] == "+3.00 [n/a: no spread over 3 seeds]"
 
 
 def test_score_figure_plots_scores_against_backbone_top1(tmp_path):

@@ -11,23 +11,29 @@ failed ones (``--retry-failed`` starts them afresh).
     launchers.py      where a command runs: the Executor interface, local subprocesses (--jobs N)
     ray_launcher.py   --launcher ray: each command a Ray task (Ray is imported only then)
     cli.py            the command line, and `python -m bagoftricks.ablate`
-"""
-from bagoftricks.ablate.cli import add_arguments, cmd_ablate, main
-from bagoftricks.ablate.folder import (BASE, CELLS, EXEC_FIELDS, LOCK, RESULTS, TEACHER_BASE, append_result,
-                                       cell_state, check_existing, model_cost, read_results, result_record)
-from bagoftricks.ablate.launchers import (LAUNCHERS, Executor, Finished, LocalExecutor, available_cores, job_env,
-                                          visible_gpus)
-from bagoftricks.ablate.ray_launcher import RAY_HINT, RayExecutor, import_ray, probe_address, ray_plan, run_cell_command
-from bagoftricks.ablate.spec import (TEACHER_TOKEN, Cell, Spec, Step, cell_recipe, expand, format_value, load_spec,
-                                     merge, parse_spec, select_steps, slugify)
-from bagoftricks.ablate.sweep import make_executor, run_sweep, train_command, write_plan
-from bagoftricks.errors import LauncherError, SpecError
 
-__all__ = [
-    "BASE", "CELLS", "EXEC_FIELDS", "LAUNCHERS", "LOCK", "RAY_HINT", "RESULTS", "TEACHER_BASE", "TEACHER_TOKEN",
-    "Cell", "Executor", "Finished", "LauncherError", "LocalExecutor", "RayExecutor", "Spec", "SpecError", "Step",
-    "add_arguments", "append_result", "available_cores", "cell_recipe", "cell_state", "check_existing", "cmd_ablate",
-    "expand", "format_value", "import_ray", "job_env", "load_spec", "main", "make_executor", "merge", "model_cost",
-    "parse_spec", "probe_address", "ray_plan", "read_results", "result_record", "run_cell_command", "run_sweep",
-    "select_steps", "slugify", "train_command", "visible_gpus", "write_plan",
-]
+    run_sweep(load_spec("recipes/ablations/fmnist-table4.yaml"), "runs/ablate/t4", jobs=2)
+    spec = parse_spec({"base": {"train": {"epochs": 2}}, "ladder": ["baseline", {"name": "+ cosine",
+                       "set": {"schedule.kind": "cosine"}}]})
+    [(c.key, cell_recipe(spec, c).schedule.kind) for c in expand(spec, "runs/ablate/cosine")]
+    read_results("runs/ablate/t4")["01-linear-scaling-4x-batch/seed0"]["val_top1"]
+
+The names load on first use; everything else (the folder format, the launchers, the command line) stays
+in its module.
+"""
+from __future__ import annotations
+
+from bagoftricks.errors import SpecError as SpecError  # what a bad spec raises (exit 2 on the command line)
+from bagoftricks.lazy import lazy_exports
+
+# exported name -> the module that defines it (no name equals a module's)
+_EXPORTS = {
+    "Cell": "spec", "Spec": "spec", "Step": "spec",
+    "cell_recipe": "spec", "expand": "spec", "load_spec": "spec", "parse_spec": "spec",
+    "read_results": "folder",
+    "run_sweep": "sweep",
+}
+__all__ = sorted([*_EXPORTS, "SpecError"])
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

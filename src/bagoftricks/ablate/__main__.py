@@ -1,7 +1,7 @@
 """`python -m bagoftricks.ablate ARGS` is `bagoftricks ablate ARGS`."""
 import sys
 
-from bagoftricks.ablate.cli import main
+from bagoftricks.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["ablate", *sys.argv[1:]]))

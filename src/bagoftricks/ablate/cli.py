@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from bagoftricks.ablate.launchers import LAUNCHERS
 from bagoftricks.ablate.spec import load_spec
@@ -21,6 +20,7 @@ def _argv(args: argparse.Namespace) -> list[str]:
     if args.launcher != "local":
         argv += ["--launcher", args.launcher]
     argv += ["--address", args.address] if args.address is not None else []
+    argv += ["--allow-unchanged"] if args.allow_unchanged else []
     return argv
 
 
@@ -31,7 +31,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         raise SpecError(f"--seeds: must be >= 1, got {args.seeds}")
     return run_sweep(spec, args.out, jobs=args.jobs, seeds=seeds, extra=tuple(args.overrides), dry_run=args.dry_run,
                      retry_failed=args.retry_failed, only=args.only, argv=_argv(args),
-                     echo=lambda s: print(s, flush=True), launcher=args.launcher, address=args.address)
+                     echo=lambda s: print(s, flush=True), launcher=args.launcher, address=args.address,
+                     allow_unchanged=args.allow_unchanged)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,9 +60,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the cells and what would happen; run nothing")
     p.add_argument("--retry-failed", action="store_true",
                    help="start failed cells afresh (their old folder is kept as seed<k>.failed-<n>)")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m bagoftricks.ablate ARGS` is `bagoftricks ablate ARGS`."""
-    from bagoftricks.cli import main as cli_main  # bagoftricks.cli imports this module to build its parser
-    return cli_main(["ablate", *(argv if argv is not None else sys.argv[1:])])
+    p.add_argument("--allow-unchanged", action="store_true",
+                   help="run a step whose overrides leave the recipe of the row above (ladder) or of another row "
+                        "(grid) as it was, with a warning; without it such a step is an error before anything runs")

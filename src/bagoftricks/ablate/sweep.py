@@ -14,6 +14,11 @@ Re-running the same command is safe and cheap:
     (failures such as a diverging lr are deterministic, so resuming them would fail again);
   * a cell folder whose recipe differs from what the spec now asks for is an error (exit 2) before
     anything runs: results of two different recipes never mix under one name.
+
+A step whose cells would train the recipe of another row (a ladder row equal to the row above, a grid
+row equal to an earlier one: its overrides are values the recipe already has) is an error (exit 2)
+before anything runs or is written, unless ``allow_unchanged`` (``--allow-unchanged``) runs it anyway
+with a warning: such a step costs its cells and measures seed noise only.
 """
 from __future__ import annotations
 
@@ -33,7 +38,8 @@ from bagoftricks.ablate.folder import (BASE, CELLS, RESULTS, SPEC_COPY, TEACHER_
                                        read_results, result_record)
 from bagoftricks.ablate.launchers import LAUNCHERS, Executor, Finished, LocalExecutor
 from bagoftricks.ablate.ray_launcher import RayExecutor, import_ray
-from bagoftricks.ablate.spec import TEACHER_DIR, Cell, Spec, cell_recipe, cell_task, expand, merge, select_steps
+from bagoftricks.ablate.spec import (TEACHER_DIR, Cell, Spec, Step, cell_recipe, cell_task, expand, format_value, merge,
+                                     select_steps)
 from bagoftricks.errors import SpecError, UsageError
 from bagoftricks.files import atomic_write_text
 
@@ -41,17 +47,20 @@ from bagoftricks.files import atomic_write_text
 def run_sweep(spec: Spec, out: str | Path, *, jobs: int = 1, seeds: tuple[int, ...] | None = None,
               extra: tuple[str, ...] = (), dry_run: bool = False, retry_failed: bool = False,
               only: list[str] | tuple[str, ...] = (), echo: Callable[[str], None] = print,
-              argv: list[str] | None = None, launcher: str = "local", address: str | None = None) -> int:
+              argv: list[str] | None = None, launcher: str = "local", address: str | None = None,
+              allow_unchanged: bool = False) -> int:
     """Run every cell not yet finished; returns 0 when every cell is ok, 1 when any failed.
 
     `only` restricts the run to some steps (the teacher still runs first when one of them needs it);
     the exit status then only counts those steps' cells. `launcher` says where the cells' commands
     run: "local" (subprocesses, `jobs` at a time) or "ray" (Ray tasks on the cluster at `address`;
-    None starts or attaches a local instance, "auto" attaches to a running cluster).
+    None starts or attaches a local instance, "auto" attaches to a running cluster). A step to run that
+    changes nothing (unchanged_steps) is a SpecError, or with `allow_unchanged` a warning.
     """
     out = _check_options(Path(out), jobs, launcher, address)
     all_cells = expand(spec, out, seeds, extra)  # validates every cell's recipe before anything is written
     cells = _chosen(spec, all_cells, only)
+    _check_unchanged(spec, all_cells, cells, extra, allow_unchanged, echo)
     results = read_results(out)
     states = {c.key: cell_state(out, c, results) for c in cells}
     check_existing(spec, out, cells, states, retry_failed)
@@ -97,6 +106,56 @@ def _chosen(spec: Spec, all_cells: list[Cell], only: list[str] | tuple[str, ...]
     if any(c.needs_teacher for c in cells):
         cells = [c for c in all_cells if c.is_teacher] + cells
     return cells
+
+
+# fields in which two rows may differ and still train the same cells: ablate replaces both in every cell,
+# the seed with the cell's seed (every row runs the same seeds) and the threads with its --jobs share
+SAME_CELLS_IGNORE = ("train.seed", "train.threads")
+
+
+def unchanged_steps(spec: Spec, cells: list[Cell]) -> list[tuple[Step, Step]]:
+    """The steps whose cells would train the recipe of another row, as (step, that row): in a ladder the row
+    above, in a grid an earlier row. Rows are compared at their first seed (`cells`: expand's)."""
+    recipes: dict[int, brecipe.Recipe] = {}
+    for c in cells:
+        if not c.is_teacher and c.step.index not in recipes:
+            recipes[c.step.index] = cell_recipe(spec, c)
+    found = []
+    for i, step in enumerate(spec.steps):
+        others = spec.steps[max(0, i - 1):i] if spec.kind == "ladder" else spec.steps[:i]
+        same = next((o for o in others if step.index in recipes and o.index in recipes
+                     and not brecipe.diff(recipes[o.index], recipes[step.index], ignore=SAME_CELLS_IGNORE)), None)
+        if same is not None:
+            found.append((step, same))
+    return found
+
+
+def _unchanged_text(spec: Spec, cells: list[Cell], step: Step, same: Step, extra: tuple[str, ...]) -> str:
+    """What an unchanged step sets that the other row already had, as its cells resolve it (after --set)."""
+    mine, theirs = (brecipe.flat(cell_recipe(spec, next(c for c in cells if c.step is s))) for s in (step, same))
+    given = brecipe.override_keys(extra)
+    keys = [k for k in (o.split("=", 1)[0].strip() for o in step.own) if k in mine]
+    sets = [f"{k}={format_value(mine[k])}" + (" (from --set)" if k in given else "")
+            for k in keys if k not in SAME_CELLS_IGNORE and mine[k] == theirs[k]]
+    what = (f"it sets {', '.join(sets)}, which that step already has" if sets else
+            f"it sets only {', '.join(keys)}, which ablate replaces in every cell" if keys else "it sets nothing")
+    return f"step {step.index} '{step.name}' changes nothing: it trains the recipe of step {same.index} " \
+           f"'{same.name}' ({what})"
+
+
+def _check_unchanged(spec: Spec, all_cells: list[Cell], cells: list[Cell], extra: tuple[str, ...], allow: bool,
+                     echo: Callable[[str], None]) -> None:
+    """Refuse the steps to run whose cells would repeat another row's; with `allow`, warn once for each."""
+    chosen = {c.step.index for c in cells if not c.is_teacher}
+    texts = [_unchanged_text(spec, all_cells, step, same, extra)
+             for step, same in unchanged_steps(spec, all_cells) if step.index in chosen]
+    if texts and not allow:
+        where = str(spec.path) if spec.path else "spec"
+        it = "it" if len(texts) == 1 else "them"
+        raise SpecError(f"{where}: {'; '.join(texts)}; the cells would repeat another row's and measure seed "
+                        f"noise only: change or remove {it}, or pass --allow-unchanged to run {it} anyway")
+    for t in texts:
+        echo(f"warning: {t}; running it anyway (--allow-unchanged)")
 
 
 def make_executor(launcher: str, jobs: int, address: str | None = None, use_gpus: bool = True) -> Executor:

@@ -161,10 +161,15 @@ def delta_figure(sweep: Sweep) -> Figure | None:
     fig = Figure(figsize=(max(5.0, 1.1 * len(rows) + 2.5), 3.8))
     ax = fig.subplots()
     x = list(range(len(rows)))
-    err = [[max(0.0, r.d_base - r.ci_base.low) if r.ci_base else 0.0 for r in rows],
-           [max(0.0, r.ci_base.high - r.d_base) if r.ci_base else 0.0 for r in rows]]
+    shown = lambda r: r.ci_base is not None and r.ci_base.estimable  # no bar for an interval the seeds cannot give
+    err = [[max(0.0, r.d_base - r.ci_base.low) if shown(r) else 0.0 for r in rows],
+           [max(0.0, r.ci_base.high - r.d_base) if shown(r) else 0.0 for r in rows]]
     colors = [_GAIN if r.d_base >= 0 else _LOSS for r in rows]
     ax.bar(x, [r.d_base for r in rows], yerr=err, capsize=4, color=colors, alpha=0.75)
+    for i, r in enumerate(rows):
+        if r.ci_base is not None and not r.ci_base.estimable:
+            ax.annotate("no interval", (i, r.d_base), ha="center", va="bottom" if r.d_base >= 0 else "top",
+                        fontsize=7, color="0.3")
     handles = [Patch(color=c, alpha=0.75, label=f"measured {what} (mean over seeds)")
                for c, what in ((_GAIN, "gain"), (_LOSS, "loss")) if c in colors]
     paper = [(i, r.paper_d_base) for i, r in enumerate(rows) if r.paper_d_base is not None]

@@ -250,7 +250,8 @@ def _paper_deltas(r: Row, prev: Row | None, base: Row | None) -> None:
 
 def _interval_json(iv: Interval | None) -> dict | None:
     return None if iv is None else {"delta": iv.delta, "low": iv.low, "high": iv.high, "n": iv.n,
-                                    "paired": iv.paired, "excludes_zero": iv.excludes_zero}
+                                    "paired": iv.paired, "excludes_zero": iv.excludes_zero,
+                                    "estimable": iv.estimable}
 
 
 def summary_json(sweep: Sweep) -> dict:
