@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 
 from bagoftricks.transfer import data as tdata  # noqa: E402
+from bagoftricks.transfer.augment import augmentation  # noqa: E402
 from bagoftricks.transfer.draw import draw  # noqa: E402
 from bagoftricks.transfer.evaluate import predict  # noqa: E402
 from bagoftricks.transfer.predict import SCORE_MIN, load_transfer  # noqa: E402
@@ -29,7 +30,7 @@ def pictures(run: str, count: int) -> tuple[list, list, str]:
     """(truth pictures, predicted pictures, what the run scored) for the first `count` test scenes."""
     job = load_transfer(run)
     idx = list(range(min(count, len(job.test))))
-    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size))
+    images, targets = tdata.load_batch(job.test, idx, augmentation(job.recipe.data.image_size))
     preds = predict(job, images, targets)
     truth, guess = [], []
     for im, t, p in zip(images, targets, preds):

@@ -5,9 +5,9 @@ stopped by signal N (130 for SIGINT, 143 for SIGTERM) after writing a checkpoint
 
 Every command is one row of COMMANDS, and nothing of it is imported before it is needed:
 
-    "export": Command("write a run's model as ONNX",
-                      arguments="bagoftricks.cli:export_arguments",   # adds the options; imports no torch
-                      run="bagoftricks.export:cmd_export"),            # fn(args) -> exit status
+    "export": Command("write a run's model as safetensors, ONNX, ...",
+                      arguments="bagoftricks.deploy.cli:export_arguments",   # adds the options; imports no torch
+                      run="bagoftricks.deploy.export:cmd_export"),            # fn(args) -> exit status
 
 `arguments` and `run` are "module:function" strings. `bagoftricks --help` imports neither (it lists
 the rows' help lines); `bagoftricks CMD ...` imports CMD's `arguments` to build its parser and, once the
@@ -50,6 +50,8 @@ COMMANDS: dict[str, Command] = {
                     "bagoftricks.cli:eval_arguments", "bagoftricks.cli:cmd_eval"),
     "show": Command("print the resolved recipe as YAML (nothing runs)",
                     "bagoftricks.cli:recipe_arguments", "bagoftricks.cli:cmd_show"),
+    "recipes": Command("list the recipes shipped with the package, by the name --recipe accepts",
+                       "bagoftricks.cli:recipes_arguments", "bagoftricks.cli:cmd_recipes"),
     "models": Command("list the model zoo: family, size, parameters, MACs, ResNet variants",
                       "bagoftricks.cli:models_arguments", "bagoftricks.cli:cmd_models"),
     "flops": Command("parameters and multiply-accumulates of one model",
@@ -59,7 +61,7 @@ COMMANDS: dict[str, Command] = {
     "ablate": Command("run a ladder or grid of recipe overrides x seeds (Tables 4-6) into run folders",
                       "bagoftricks.ablate.cli:add_arguments", "bagoftricks.ablate.cli:cmd_ablate"),
     "report": Command("tables and figures of ablation sweeps (Markdown + HTML)",
-                      "bagoftricks.report:add_arguments", "bagoftricks.report:cmd_report"),
+                      "bagoftricks.report.command:add_arguments", "bagoftricks.report.command:cmd_report"),
     "transfer": Command("fine-tune a backbone as a Faster R-CNN detector or an FCN segmenter (§6) into a run folder",
                         "bagoftricks.cli:transfer_arguments", "bagoftricks.transfer.cli:cmd_transfer"),
     "export": Command("write a run's model as safetensors, torchvision/timm weights, ONNX or torch.export",
@@ -78,7 +80,9 @@ def _function(ref: str) -> Callable:
 
 # ------------------------------------------------------------------------------------ options
 def recipe_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", metavar="FILE", help="YAML recipe (default: the paper's §2 baseline)")
+    p.add_argument("--recipe", metavar="RECIPE",
+                   help="a YAML file, or a shipped recipe's name such as fmnist/fast-3min (an existing file wins; "
+                        "`bagoftricks recipes` lists the names); default: the paper's §2 baseline")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override a field, e.g. --set optim.lr=0.2 (repeatable)")
 
@@ -154,6 +158,13 @@ def download_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--root", help="target folder (default: the dataset's default root)")
 
 
+def recipes_arguments(p: argparse.ArgumentParser) -> None:
+    p.description = ("The recipes shipped inside the package, by the name that --recipe (train, show, bench, "
+                     "transfer) and an ablation spec's base: accept, each with the first line of its own header "
+                     "comment (the preamble it shares with its group skipped).")
+    p.add_argument("--json", action="store_true", help="one JSON object per recipe (name, path, summary, header lines)")
+
+
 def bench_arguments(p: argparse.ArgumentParser) -> None:
     recipe_arguments(p)
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -170,6 +181,23 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     from bagoftricks import recipe
     sys.stdout.write(recipe.dump(recipe.load(args.recipe, args.overrides)))
+    return EXIT_OK
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from bagoftricks import recipe
+    folder, summaries = recipe.shipped_folder(), recipe.shipped_summaries()
+    if args.json:
+        for name, summary in summaries.items():
+            path = folder / f"{name}.yaml"
+            print(json.dumps({"name": name, "path": str(path), "summary": summary,
+                              "header": recipe.recipe_header(path)}))
+        return EXIT_OK
+    width = max(map(len, summaries), default=0)
+    for name, summary in summaries.items():
+        print(f"{name:<{width}}  {summary}")
+    print(f"`bagoftricks show --recipe NAME` prints one resolved, `train --recipe NAME` trains it; the files are "
+          f"in {folder} (ablation specs in {folder / recipe.SPECS_GROUP}).")
     return EXIT_OK
 
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image, features
 
 from bagoftricks.data import DataError, ImageFolderDataset, LoaderBatches, TensorDataset, load_split
-from bagoftricks.data.imagefolder import decode_rgb
+from bagoftricks.data.images import decode_rgb
 from bagoftricks.data.transforms import BatchAugment
 
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

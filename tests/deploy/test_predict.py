@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bagoftricks.data.images import LUMA
 from bagoftricks.cli import main
 from bagoftricks.deploy import images, predict
 from bagoftricks.engine import load_model
@@ -91,7 +92,7 @@ def test_grey_models_get_grey_images(tmp_path):
     rgb = images.load_image(str(p), 3)
     grey = images.load_image(str(p), 1)
     assert grey.shape == (1, 4, 5) and grey.dtype == torch.uint8
-    w = torch.tensor(images.LUMA).view(3, 1, 1)
+    w = torch.tensor(LUMA).view(3, 1, 1)
     assert torch.allclose(grey.float(), (rgb.float() * w).sum(0, keepdim=True), atol=0.51)
 
 

@@ -6,7 +6,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from bagoftricks.errors import UsageError
 from bagoftricks.models import build_model
-from bagoftricks.models.features import features
+from bagoftricks.models.stages import features
 from bagoftricks.transfer.backbone import freeze_bn, layer_names, prepare_backbone
 from bagoftricks.transfer.heads import anchor_sizes, detector, fpn_levels, segmenter
 from bagoftricks.transfer.job import param_groups

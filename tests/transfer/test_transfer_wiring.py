@@ -7,6 +7,7 @@ from bagoftricks import recipe
 from bagoftricks.errors import RecipeError
 from bagoftricks.seeds import derive_seed
 from bagoftricks.transfer import data as tdata
+from bagoftricks.transfer.augment import apply, augmentation
 from bagoftricks.transfer.job import IGNORED, check_transfer, setup_transfer
 from tests.test_wiring import _tensor_sig
 from tests.transfer.conftest import tiny
@@ -105,6 +106,6 @@ def test_augmentation_moves_boxes_and_masks_together():
     mask[2:5, 1:4] = 3
     target = {"boxes": torch.tensor([[1.0, 2, 4, 5]]), "labels": torch.tensor([3]), "mask": mask}
     img = mask[None] * 50
-    out_img, out = tdata.apply(tdata.augmentation(10, flip=1.0), img, target)
+    out_img, out = apply(augmentation(10, flip=1.0), img, target)
     assert out["boxes"].tolist() == [[6.0, 2.0, 9.0, 5.0]]
     assert torch.equal(out["mask"], mask.flip(-1)) and torch.equal(out_img, img.flip(-1))

@@ -13,41 +13,26 @@ the cost. A truncated image is one where PIL's decoder runs out of data; this re
 turned it on). Zero-byte, truncated and non-image files are skipped and listed in ``.skipped`` as
 (path, reason); with ``strict=True`` the first one is a DataError naming it.
 
-Decoding for training uses ``torchvision.io.decode_image`` (libjpeg-turbo/libpng/libwebp/giflib,
-fast, no PIL objects) for JPEG, PNG, GIF and WebP, and PIL for everything else or when torchvision
-fails. Both give RGB uint8 [3, H, W] at the stored size: grayscale, palette, RGBA/LA (alpha dropped),
-CMYK and 16-bit images are converted.
+Probing and decoding are data/images.py's (RGB uint8 [3, H, W] at the stored size).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
 from bagoftricks.errors import DataError
 
 from bagoftricks.seeds import derive_seed
 
-from .common import TensorDataset, read_bytes
+from .common import TensorDataset
+from .images import decode_rgb, image_extensions, probe
 
 _CHUNK = 64
-
-# torchvision 0.29 deprecates its image codecs in favour of TorchCodec and warns on every call; the
-# PIL fallback below takes over when they are removed. Silence exactly that message.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
-
-
-def image_extensions() -> frozenset[str]:
-    """Lower-case extensions of every format PIL can open (not merely save)."""
-    Image.init()
-    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN)
 
 
 def _split_dir(root: str, split: str) -> str:
@@ -67,71 +52,9 @@ def _class_dirs(d: str) -> list[str]:
         raise DataError(f"{d}: cannot list ({e})") from e
 
 
-def _probe(path: str, verify: bool) -> tuple[tuple[int, int] | None, str | None]:
-    """((height, width), None) for a good image, (None, reason) for a bad one."""
-    try:
-        if os.path.getsize(path) == 0:
-            return None, "empty file (0 bytes)"
-        with Image.open(path) as im:
-            w, h = im.size
-            if verify:
-                if im.format == "JPEG":
-                    im.draft(None, (max(1, w // 8), max(1, h // 8)))
-                im.load()
-        if w < 1 or h < 1:
-            return None, f"empty image ({w}x{h})"
-        return (h, w), None
-    except Image.UnidentifiedImageError:
-        return None, "not an image PIL can identify"
-    except Exception as e:  # truncated data, decompression bombs, broken streams, I/O errors
-        return None, f"unreadable: {type(e).__name__}: {e}"
-
-
 def _probe_chunk(args: tuple[list[str], bool]) -> list[tuple[tuple[int, int] | None, str | None]]:
     paths, verify = args
-    return [_probe(p, verify) for p in paths]
-
-
-def _to_uint8(t: torch.Tensor) -> torch.Tensor:
-    if t.dtype == torch.uint8:
-        return t
-    if t.dtype == torch.uint16:  # 16-bit PNG: keep the high byte
-        return (t.to(torch.int32) >> 8).to(torch.uint8)
-    return t.clamp(0, 255).to(torch.uint8)
-
-
-def _decode_pil(data: bytes) -> torch.Tensor:
-    with Image.open(io.BytesIO(data)) as im:
-        if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / float grey: scale, do not clip
-            arr = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if im.mode != "F" else max(float(arr.max()), 1.0)
-            arr = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        else:
-            arr = np.array(im.convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
-
-
-def _torchvision_can(data: bytes) -> bool:
-    return (data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n" or data[:4] == b"GIF8"
-            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"))
-
-
-def decode_rgb(path: str) -> torch.Tensor:
-    """uint8 [3, H, W] at the stored size; DataError naming the file if it cannot be decoded."""
-    data = read_bytes(path)
-    if _torchvision_can(data):
-        try:
-            from torchvision.io import ImageReadMode, decode_image
-
-            t = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-            return _to_uint8(t).contiguous()
-        except (ImportError, RuntimeError):
-            pass  # codecs missing, or a variant they do not handle: PIL below
-    try:
-        return _decode_pil(data)
-    except Exception as e:
-        raise DataError(f"{path}: cannot decode ({type(e).__name__}: {e})") from e
+    return [probe(p, verify) for p in paths]
 
 
 def _classes(root: str, d: str) -> list[str]:

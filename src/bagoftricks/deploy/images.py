@@ -11,12 +11,8 @@ from pathlib import Path
 
 import torch
 
-from bagoftricks.data.imagefolder import _probe, decode_rgb, image_extensions
+from bagoftricks.data.images import as_channels, decode_rgb, image_extensions, probe
 from bagoftricks.errors import DataError
-
-# ITU-R BT.601 luma weights: RGB files for a model trained on grey images (Fashion-MNIST)
-LUMA = (0.299, 0.587, 0.114)
-
 
 def _walk(folder: Path, exts: frozenset[str]) -> list[str]:
     found = []
@@ -42,13 +38,7 @@ def load_image(path: str, channels: int) -> torch.Tensor:
         raise DataError(f"{path}: not found")
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder with no image files")
-    _, reason = _probe(path, verify=True)  # the training folders' reasons: empty, not an image, truncated
+    _, reason = probe(path, verify=True)  # the training folders' reasons: empty, not an image, truncated
     if reason is not None:
         raise DataError(f"{path}: {reason}")
-    rgb = decode_rgb(path)
-    if channels == 3:
-        return rgb
-    if channels == 1:
-        w = torch.tensor(LUMA).view(3, 1, 1)
-        return (rgb.float() * w).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    raise DataError(f"{path}: the model takes {channels}-channel images; only 1 (grey) and 3 (RGB) are supported")
+    return as_channels(decode_rgb(path), channels, path)

@@ -105,8 +105,8 @@ def render(preds: list[Prediction], fails: list[Failure], fmt: str) -> str:
 
 def transfer_task(checkpoint: str) -> str:
     """'detect' or 'segment' for a transfer run's checkpoint (or run folder), '' for a classifier's."""
-    from bagoftricks.checkpoint import load_checkpoint, resolve_checkpoint
-    return str(load_checkpoint(resolve_checkpoint(checkpoint)).get("task", ""))
+    from bagoftricks.checkpoint import read_checkpoint
+    return str(read_checkpoint(checkpoint).state.get("task", ""))
 
 
 def draw_predictions(paths: list[str], checkpoint: str, dest: str) -> tuple[list[tuple[str, str]], list[Failure]]:

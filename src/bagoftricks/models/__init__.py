@@ -22,8 +22,8 @@ _EXPORTS = {
     "count_params_macs": "analysis", "residual_last_bns": "analysis",
     "DropPath": "layers", "SqueezeExcite": "layers", "init_weights": "layers", "make_activation": "layers",
     "build_model": "registry",
-    "load_pretrained": "pretrained", "freeze": "freeze", "classifier_head": "pretrained",
-    "StageFeatures": "features", "StageInfo": "features", "features": "features",
+    "load_pretrained": "pretrained", "freeze": "freezing", "classifier_head": "pretrained",
+    "StageFeatures": "stages", "StageInfo": "stages", "features": "stages",
     "FAMILIES": "resnet", "ResNet": "resnet",
 }
 __all__ = sorted(_EXPORTS)

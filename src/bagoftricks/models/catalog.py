@@ -27,6 +27,8 @@ __all__ = [
     "default_image_size",
     "list_models",
     "model_spec",
+    "split_variant",
+    "variant_names",
 ]
 
 
@@ -65,7 +67,7 @@ ACTIVATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "mish": ("Mish", dict(inplace=True)),
 }
 
-# model.freeze: frozen up to and including this part of a ResNet ("" = nothing); see freeze.py.
+# model.freeze: frozen up to and including this part of a ResNet ("" = nothing); see freezing.py.
 FREEZE_POINTS = ("", "stem", "layer1", "layer2", "layer3", "layer4")
 
 # xavier: the paper's §2; kaiming: He et al. (2015), as torchvision's ResNet. See layers.init_weights.
@@ -131,3 +133,27 @@ def model_spec(arch: str) -> ModelSpec:
 def default_image_size(arch: str) -> int:
     """Native input size: 224 for ImageNet ResNets and MobileNet, 32 for small ResNets, 299 for Inception."""
     return model_spec(arch).image_size
+
+
+# A ResNet preset's name followed by its §4 variant letter names that variant: timm's convention for the
+# variants it has (resnet50c, resnet50d, resnet18d ...), extended to every ResNet preset of ours and to
+# all four letters (resnet50a is the paper's baseline; timm's plain `resnet50` is our ResNet-50-B).
+_VARIANT_FAMILIES = ("resnet", "resnet_small")
+
+
+def _variant_bases() -> list[str]:
+    return [n for n, s in MODELS.items() if s.family in _VARIANT_FAMILIES and n.startswith("resnet") and s.depth
+            and n == f"resnet{s.depth}"]
+
+
+def variant_names() -> list[str]:
+    """Every variant name: resnet50a ... resnet50d, resnet20d, ..."""
+    return sorted(f"{base}{v.lower()}" for base in _variant_bases() for v in VARIANTS)
+
+
+def split_variant(name: str) -> tuple[str, str | None]:
+    """(preset, variant letter) of a variant name (resnet50d -> ("resnet50", "D")); (name, None) for any
+    other name."""
+    if len(name) > 1 and name[-1].upper() in VARIANTS and name[:-1] in _variant_bases():
+        return name[:-1], name[-1].upper()
+    return name, None

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from .catalog import MODELS, ModelSpec, default_image_size, list_models, model_spec
+from .catalog import MODELS, ModelSpec, default_image_size, list_models, model_spec, split_variant
 from .airbench import AirbenchNet
 from .inception import InceptionV3
 from .layers import init_weights
@@ -35,7 +35,7 @@ def build_model(
     num_classes: int = 1000,
     in_channels: int = 3,
     *,
-    variant: str = "A",
+    variant: str | None = None,
     width: int = 0,
     init: str = "xavier",
     activation: str = "relu",
@@ -48,10 +48,13 @@ def build_model(
 ) -> nn.Module:
     """Build and initialise a registered model.
 
-    arch             a name from :func:`list_models`.
+    arch             a name from :func:`list_models`, or a ResNet's with its variant letter as timm
+                     writes them: "resnet50d" is ResNet-50-D, "resnet50c" C (timm's plain "resnet50"
+                     is our B: build_model("resnet50b") or variant="B").
     num_classes      logits out. in_channels: image channels (1 for Fashion-MNIST).
     variant          ResNet tweak of §4: "A" (original), "B" (stride on the 3×3), "C" (B + 3×3×3 stem),
-                     "D" (C + avg-pool shortcut). Case-insensitive. ResNets only.
+                     "D" (C + avg-pool shortcut). Case-insensitive. ResNets only. None: the letter of a
+                     variant name, else "A" (the paper's baseline).
     width            ResNet base width w (stem/first stage); 0 = 64 ImageNet, 16 small family.
     init             "xavier" (§2; the paper) or "kaiming" (He et al. 2015).
     activation       one of relu, silu (= swish), gelu, leaky_relu, hardswish, mish; used everywhere.
@@ -67,9 +70,13 @@ def build_model(
     names are checked by the parts that use them (the variant by ``ResNet``, the activation by
     ``make_activation``, the initialisation by ``init_weights``).
     """
-    spec = model_spec(arch)
+    arch, named = split_variant(arch)
     if isinstance(variant, str):
         variant = variant.upper()
+    if named is not None and variant not in (None, named):
+        raise ValueError(f"arch {arch + named.lower()!r} is ResNet variant {named}, but variant={variant!r} was given")
+    variant = variant or named or "A"
+    spec = model_spec(arch)
     given = dict(variant=variant, width=width, init=init, activation=activation, se_reduction=se_reduction,
                  groups=groups, width_per_group=width_per_group, drop_path=drop_path, width_mult=width_mult,
                  stem=stem)
@@ -97,6 +104,7 @@ def _options(spec: ModelSpec, given: dict[str, Any]) -> dict[str, Any]:
     """The options of ``spec``'s family: the caller's value, or the preset's where the caller left
     the default. A non-default value of an option the family lacks is a ``ValueError``."""
     defaults = {k: p.default for k, p in inspect.signature(build_model).parameters.items() if k in given}
+    defaults["variant"] = "A"
     opts = {k: (spec.defaults[k] if v == defaults[k] and k in spec.defaults else v) for k, v in given.items()}
     allowed = _OPTIONS[spec.family]
     unsupported = [k for k, v in opts.items() if k not in allowed and v != defaults[k]]

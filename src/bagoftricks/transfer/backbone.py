@@ -19,7 +19,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from bagoftricks.engine.derive import recipe_model
 from bagoftricks.errors import BadInput, RecipeError, UsageError
-from bagoftricks.models.features import StageFeatures, features
+from bagoftricks.models.stages import StageFeatures, features
 from bagoftricks.recipe import Recipe
 
 STEM = ("conv1", "bn1")  # the stem's modules with parameters (StageFeatures names)

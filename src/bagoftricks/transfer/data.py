@@ -1,22 +1,19 @@
-"""The recipe's detection/segmentation data: splits, augmentation and batches.
+"""The recipe's detection/segmentation data: its splits (the readers) and batches of them.
 
-Augmentation uses torchvision.transforms.v2 on tv_tensors, so the boxes and the label map follow the
-image through every step: resize to data.image_size square, horizontal flip (data.flip), scale jitter
-(transfer.scale_jitter, an affine zoom about the centre; a box that leaves the picture is dropped by
-SanitizeBoundingBoxes). The random draws come from torch's global generator, which the loop seeds
-per step from (seed, epoch, step), so a resumed run draws the same.
+The augmentation of a batch is transfer/augment.py's; its random draws come from torch's global
+generator, which the training step seeds from (seed, epoch, step), so a resumed run draws the same.
 """
 from __future__ import annotations
 
 import os
 
 import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from bagoftricks.data.catalog import DEFAULT_ROOTS, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe
+from bagoftricks.transfer.augment import apply
 from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
 
@@ -49,28 +46,6 @@ def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
                       f"{', '.join(TRANSFER_DATASETS)}")
 
 
-def augmentation(size: int, flip: float = 0.0, scale_jitter: float = 0.0) -> v2.Compose:
-    """(image, target) -> (image, target) resized to size x size, then flipped and scale-jittered."""
-    ops = [v2.Resize((size, size), antialias=True)]
-    if flip > 0:
-        ops.append(v2.RandomHorizontalFlip(flip))
-    if scale_jitter > 0:
-        ops.append(v2.RandomAffine(degrees=0.0, scale=(1 - scale_jitter, 1 + scale_jitter),
-                                   fill={tv_tensors.Image: 0, tv_tensors.Mask: 0}))
-    ops.append(v2.SanitizeBoundingBoxes(min_size=1.0))
-    return v2.Compose(ops)
-
-
-def apply(tf: v2.Compose, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
-    """Run a v2 transform on one sample as tv_tensors; plain tensors come back."""
-    h, w = image.shape[-2:]
-    boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(h, w))
-    t = {"boxes": boxes, "labels": target["labels"], "mask": tv_tensors.Mask(target["mask"])}
-    img, out = tf(tv_tensors.Image(image), t)
-    return img.as_subclass(torch.Tensor), {"boxes": out["boxes"].as_subclass(torch.Tensor).float(),
-                                           "labels": out["labels"], "mask": out["mask"].as_subclass(torch.Tensor)}
-
-
 def batch_indices(order: torch.Tensor, batch_size: int, first: int = 0, drop_last: bool = True):
     """The sample indices of each batch of `order`, from batch `first` on."""
     n = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
@@ -93,5 +68,5 @@ def segmentation_batch(images: list[torch.Tensor], targets: list[dict], mean: li
     return (x - m) / s, y
 
 
-__all__ = ["IGNORE", "apply", "augmentation", "batch_indices", "load_batch", "load_transfer_split",
+__all__ = ["IGNORE", "batch_indices", "load_batch", "load_transfer_split",
            "segmentation_batch"]

@@ -1,15 +1,31 @@
 """A transfer model on its test split: predictions and scores (mAP or mIoU and pixel accuracy)."""
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
+from torch import nn
 
 from bagoftricks.transfer import data as tdata
-from bagoftricks.transfer.job import TransferJob
+from bagoftricks.transfer.augment import augmentation
+from bagoftricks.recipe import Recipe
+from bagoftricks.transfer.targets import SceneSplit
 from bagoftricks.transfer.metrics import DetectionScore, SegmentationScore
 
 
+class TransferModel(Protocol):
+    """What evaluation needs of a transfer run (transfer.job.TransferJob has it)."""
+    recipe: Recipe
+    device: torch.device
+    model: nn.Module
+    test: SceneSplit
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    detect: bool
+
+
 @torch.no_grad()
-def predict(job: TransferJob, images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
+def predict(job: TransferModel, images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
     """Eval-mode predictions on the CPU: {"boxes", "scores", "labels"} (detect) or {"mask"} (segment) per image."""
     model, dev = job.model, job.device
     was_training = model.training
@@ -25,11 +41,11 @@ def predict(job: TransferJob, images: list[torch.Tensor], targets: list[dict]) -
         model.train(was_training)
 
 
-def evaluate_transfer(job: TransferJob) -> dict[str, float]:
+def evaluate_transfer(job: TransferModel) -> dict[str, float]:
     """Scores over the whole test split (images resized to data.image_size, nothing random)."""
     r = job.recipe
     size = r.train.eval_batch_size or 2 * r.train.batch_size
-    tf = tdata.augmentation(r.data.image_size)
+    tf = augmentation(r.data.image_size)
     score = DetectionScore() if job.detect else SegmentationScore(job.test.num_classes)
     for idx in tdata.batch_indices(torch.arange(len(job.test)), size, drop_last=False):
         images, targets = tdata.load_batch(job.test, idx, tf)

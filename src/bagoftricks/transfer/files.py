@@ -1,4 +1,4 @@
-"""What every detection/segmentation reader shares: decoding an image or a label map, fitting a sample
+"""What every detection/segmentation reader shares: reading an image (data.images) or a label map, fitting a sample
 to the training size, and the strict rule (a bad sample is an error naming its file, or skipped and counted)."""
 from __future__ import annotations
 
@@ -6,20 +6,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bagoftricks.data.images import decode_rgb
 from bagoftricks.errors import DataError
+from bagoftricks.transfer.augment import apply, augmentation
 from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
 
 def read_image(path: str) -> torch.Tensor:
-    """An RGB uint8 [3, H, W] image; a missing or undecodable file is a DataError naming it."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: image not found") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable image ({e})") from None
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    """An RGB uint8 [3, H, W] image (data.images.decode_rgb); a missing or undecodable file is a DataError naming it."""
+    return decode_rgb(path)
 
 
 def read_label_map(path: str, shape: tuple[int, int]) -> torch.Tensor:
@@ -52,7 +47,6 @@ class Collector:
     """Samples of one split, fitted to size x size on the way in; bad ones raised (strict) or counted."""
 
     def __init__(self, size: int, strict: bool):
-        from bagoftricks.transfer.data import augmentation
         self.fit, self.strict = augmentation(size), strict
         self.images: list[torch.Tensor] = []
         self.targets: list[dict] = []
@@ -60,7 +54,6 @@ class Collector:
 
     def add(self, path: str, read) -> None:
         """`read()` -> (image, target); a DataError from it is raised (strict) or skipped and counted."""
-        from bagoftricks.transfer.data import apply
         try:
             image, target = read()
         except DataError as e:

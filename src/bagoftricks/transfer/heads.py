@@ -31,7 +31,7 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from bagoftricks.models.features import StageFeatures
+from bagoftricks.models.stages import StageFeatures
 
 ROI_SIZE = 7
 CANONICAL_LEVEL = 4  # MultiScaleRoIAlign's reference level (stride 16)

@@ -25,7 +25,9 @@ from bagoftricks.errors import RecipeError, UsageError
 from bagoftricks.recipe import Recipe
 from bagoftricks.seeds import derive_seed
 from bagoftricks.transfer import data as tdata
+from bagoftricks.transfer.augment import augmentation
 from bagoftricks.transfer.backbone import backbone_for, input_channels
+from bagoftricks.transfer.evaluate import evaluate_transfer
 from bagoftricks.transfer.heads import detector, segmenter
 from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
@@ -63,7 +65,7 @@ class TransferTask:
         self.recipe, self.train, self.device, self.mean, self.std = recipe, train, device, mean, std
         self.detect = recipe.transfer.task == "detect"
         t = recipe.transfer
-        self.augment = tdata.augmentation(recipe.data.image_size, recipe.data.flip, t.scale_jitter)
+        self.augment = augmentation(recipe.data.image_size, recipe.data.flip, t.scale_jitter)
 
     def inputs(self, indices: list[int], epoch: int, s: int):
         torch.manual_seed(derive_seed(self.recipe.train.seed, "transfer-step", epoch, s))
@@ -124,7 +126,6 @@ class TransferJob:
         pass  # one process, eager (train.compile is not read by transfer runs)
 
     def evaluate(self) -> dict:
-        from bagoftricks.transfer.evaluate import evaluate_transfer
         return evaluate_transfer(self)
 
     def describe(self) -> dict:

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from bagoftricks import recipe as brecipe
-from bagoftricks.checkpoint import load_checkpoint, resolve_checkpoint
+from bagoftricks.checkpoint import read_checkpoint
 from bagoftricks.engine.derive import normalisation
 from bagoftricks.errors import CheckpointError
 from bagoftricks.transfer import data as tdata
+from bagoftricks.transfer.augment import augmentation
 from bagoftricks.transfer.draw import draw, save_png
 from bagoftricks.transfer.evaluate import predict
 from bagoftricks.transfer.job import TransferJob, build_model
@@ -27,14 +28,14 @@ SCORE_MIN = 0.5
 
 def load_transfer(path: str | Path, device: str = "cpu") -> TransferJob:
     """The model of a transfer checkpoint (or run folder), in eval mode, with the run's test split."""
-    ckpt = resolve_checkpoint(path)
-    state = load_checkpoint(ckpt)
+    ck = read_checkpoint(path)  # transfer runs keep no EMA: the raw weights
+    state = ck.state
     if "task" not in state:
-        raise CheckpointError(f"{ckpt} is a classification checkpoint, not a transfer run's")
+        raise CheckpointError(f"{ck.path} is a classification checkpoint, not a transfer run's")
     r = brecipe.from_dict(state["recipe"])
     test = tdata.load_transfer_split(r, "test")
     model, _, _ = build_model(r, state["in_channels"], state["num_classes"], load=False)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(ck.weights)
     model.to(device).eval()
     mean, std = normalisation(r, state["in_channels"])
     return TransferJob(r, torch.device(device), test, test, model, mean, std, state["in_channels"])
@@ -60,7 +61,7 @@ def draw_run(path: str | Path, count: int, dest: str | Path | None = None) -> li
     run = Path(path) if Path(path).is_dir() else Path(path).parent.parent
     dest = Path(dest) if dest is not None else run / "predictions"
     idx = list(range(min(count, len(job.test))))
-    images, targets = tdata.load_batch(job.test, idx, tdata.augmentation(job.recipe.data.image_size))
+    images, targets = tdata.load_batch(job.test, idx, augmentation(job.recipe.data.image_size))
     preds = predict(job, images, targets)
     return [save_png(dest / f"test-{i:04d}.png", drawn_pair(job, im, t, p))
             for i, im, t, p in zip(idx, images, targets, preds)]
@@ -70,12 +71,8 @@ def _as_model_input(path: str, channels: int, size: int) -> torch.Tensor:
     """An image file as the model takes it: uint8 [channels, size, size] (gray by ITU-R 601 luma for 1 channel)."""
     from torchvision.transforms.v2 import functional as tvf
 
-    from bagoftricks.transfer.files import read_image
-    image = read_image(path)
-    if channels == 1:
-        luma = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-        image = (image.float() * luma).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    return tvf.resize(image, [size, size], antialias=True)
+    from bagoftricks.data.images import as_channels, decode_rgb
+    return tvf.resize(as_channels(decode_rgb(path), channels, path), [size, size], antialias=True)
 
 
 def draw_files(checkpoint: str | Path, files: list[str], dest: str | Path) -> list[Path]:
