@@ -52,7 +52,7 @@ def observe(r: recipe.Recipe) -> dict:
         "model": (str(model), [(_tensor_sig(p), p.stride()) for p in model.state_dict().values()]),
         "groups": [(g.get("name"), g["weight_decay"], g["momentum"], g["nesterov"], len(g["params"]))
                    for g in t.optimizer.param_groups],
-        "lr": [round(derive.scheduled_lr(r, s, steps), 12) for s in range(steps * r.train.epochs)],
+        "lr": [round(derive.scheduled_lr(r, s, steps), 12) for s in range(derive.run_steps(r, steps))],
         "batch": (_tensor_sig(x), x.is_contiguous(memory_format=torch.channels_last), y.tolist(), steps,
                   type(data.train).__name__),
     }
@@ -132,6 +132,7 @@ CASES = {
     "tricks.randaugment_ops": (0, 2, "batch", ()),
     "tricks.randaugment_magnitude": (9, 25, "batch", ("tricks.randaugment_ops=2",)),
     "train.epochs": (4, 6, "lr", ()),
+    "train.steps": (0, 10, "lr", ()),
     "train.batch_size": (16, 8, "batch", ()),
     "train.seed": (0, 1, "model", ()),
     "train.precision": ("fp32", "bf16", "loss", ()),
@@ -144,7 +145,7 @@ RUN_LEVEL = {
     "tricks.ema_decay", "tricks.lookahead_every", "tricks.lookahead_decay", "tricks.lookahead_ramp",
     "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.log_every_steps",
-    "train.max_bad_steps", "train.resume", "tricks.tta",
+    "train.max_bad_steps", "train.resume", "tricks.tta", "train.budget",  # train.budget: tests/engine/test_length.py
 }
 
 

@@ -1,5 +1,5 @@
 import sys
 
-from bagoftricks.cli import main
+from bagoftricks.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

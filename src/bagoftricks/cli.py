@@ -378,5 +378,13 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code(e)
 
 
+def entry() -> int:
+    """The `bagoftricks` command and `python -m bagoftricks`: main() in a process of its own, whose whole
+    life train.budget counts (bagoftricks.clock)."""
+    from bagoftricks import clock
+    clock.mark_process_start()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

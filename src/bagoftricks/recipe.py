@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import importlib.resources
 import math
+import re
 import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -126,7 +127,11 @@ class TricksConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 120               # paper: 120 (200 with mixup)
+    epochs: int = 120               # run length in epochs (paper: 120; 200 with mixup) unless steps or budget is set
+    steps: int = 0                  # run length in optimizer steps, whatever the data's size (the last epoch may be
+    #                                 partial; train.epochs is then not used); 0 = train.epochs
+    budget: str = ""                # wall time of the whole run, e.g. 170 | 170s | 3min | 1.5h: sets train.steps from
+    #                                 the speed measured at the start (recorded in the run folder); "" = off
     batch_size: int = 256           # images per step per process (global = batch_size x world size)
     seed: int = 0                   # seeds init, data order and every augmentation
     precision: str = "fp32"         # fp32 | fp16 (autocast + dynamic loss scale) | bf16 (autocast)
@@ -488,9 +493,13 @@ def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Rec
     _validate_data(r.data)
     _validate_train(r.train)  # before the rules that compare other fields with train.epochs
     _validate_optim(r.optim, r.schedule, changed)
-    _validate_schedule_length(r.schedule, r.train.epochs, changed)
-    _validate_progressive(r.data, r.train.epochs, changed)
-    _validate_tricks(r.tricks, r.train.epochs, changed)
+    # a length in steps (or a budget) has its epochs once the data is known: the engine checks these rules then
+    epochs = r.train.epochs if length_in_epochs(r.train) else _UNKNOWN_EPOCHS
+    _check(length_in_epochs(r.train) or not r.schedule.extended_from, "schedule.extended_from",
+           list(r.schedule.extended_from), "extends runs sized in epochs: leave train.steps 0 and train.budget empty")
+    _validate_schedule_length(r.schedule, epochs, changed)
+    _validate_progressive(r.data, epochs, changed)
+    _validate_tricks(r.tricks, epochs, changed)
     _validate_transfer(r.transfer)
     return r
 
@@ -604,8 +613,29 @@ def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> N
            f"must be in [0, {top}]")
 
 
+_UNKNOWN_EPOCHS = 10**9  # the epochs of a run sized in steps, until the engine knows the data
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h)?\s*$")
+_BUDGET_UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def budget_seconds(text: str) -> float:
+    """train.budget in seconds: "170" and "170s" are 170, "3min" or "3m" 180, "1.5h" 5400; RecipeError otherwise."""
+    m = _BUDGET.match(text)
+    if not m or float(m.group(1)) <= 0:
+        raise RecipeError(f"train.budget: expected a positive duration such as 170, 170s, 3min or 1.5h, got {text!r}")
+    return float(m.group(1)) * _BUDGET_UNITS[m.group(2)]
+
+
+def length_in_epochs(tr: TrainConfig) -> bool:
+    """Whether train.epochs is the run's length (neither train.steps nor train.budget sets it)."""
+    return tr.steps == 0 and not tr.budget
+
+
 def _validate_train(tr: TrainConfig) -> None:
     _check(tr.epochs > 0, "train.epochs", tr.epochs, "must be > 0")
+    _check(tr.steps >= 0, "train.steps", tr.steps, "must be >= 0 (0 = train.epochs sets the length)")
+    if tr.budget:
+        budget_seconds(tr.budget)
     _check(tr.batch_size > 0, "train.batch_size", tr.batch_size, "must be > 0")
     _check(tr.seed >= 0, "train.seed", tr.seed, "must be >= 0")
     _check(tr.threads >= 0, "train.threads", tr.threads, "must be >= 0")

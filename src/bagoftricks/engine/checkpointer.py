@@ -32,13 +32,14 @@ def nonfinite(model: nn.Module, ema) -> str:
     return ""
 
 
-def run_state(job: Any, epoch: int, step: int, acc: dict) -> dict:
-    """The checkpoint of `job` (see engine.loop.Job) at (epoch, step), with the epoch's accumulators `acc`."""
+def run_state(job: Any, epoch: int, step: int, gstep: int, acc: dict) -> dict:
+    """The checkpoint of `job` (see engine.loop.Job) at (epoch, step) = global step `gstep`, with the epoch's
+    accumulators `acc`."""
     return {"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict(),
             "scaler": job.scaler.state_dict() if job.scaler.is_enabled() else {},
             "ema": job.ema.state_dict() if job.ema is not None else {},
             "lookahead": job.lookahead.state_dict() if job.lookahead is not None else {},
-            "epoch": epoch, "step": step, "global_step": epoch * job.steps_per_epoch + step,
+            "epoch": epoch, "step": step, "global_step": gstep, "steps_per_epoch": job.steps_per_epoch,
             "epoch_acc": acc, "recipe": brecipe.to_dict(job.recipe), **job.describe(),
             "rng": {"torch": torch.get_rng_state()}}
 
@@ -57,10 +58,9 @@ def load_run_state(job: Any, state: dict) -> None:
         torch.set_rng_state(state["rng"]["torch"])
 
 
-def write_checkpoint(job: Any, out: Path, epoch: int, step: int, acc: dict) -> Path | None:
+def write_checkpoint(job: Any, out: Path, epoch: int, step: int, gstep: int, acc: dict) -> Path | None:
     """A collective: every rank checks the weights, rank 0 writes, every rank learns the outcome."""
     dinfo, steps = job.dinfo, job.steps_per_epoch
-    gstep = epoch * steps + step
     bad = nonfinite(job.model, job.ema)
     if bdist.reduce_max([1.0 if bad else 0.0], dinfo, job.device)[0] > 0:
         raise NonFiniteLoss(f"weights became non-finite ({bad or 'on another rank'}) by global step {gstep} "
@@ -68,7 +68,8 @@ def write_checkpoint(job: Any, out: Path, epoch: int, step: int, acc: dict) -> P
     path, err = None, None
     if dinfo.is_main:
         try:
-            path = save_checkpoint(out, run_state(job, epoch, step, acc), gstep, job.recipe.train.keep_checkpoints)
+            state = run_state(job, epoch, step, gstep, acc)
+            path = save_checkpoint(out, state, gstep, job.recipe.train.keep_checkpoints)
         except (errors.CheckpointError, CheckpointWriteError) as e:
             if not dinfo.enabled:
                 raise

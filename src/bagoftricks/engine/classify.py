@@ -29,14 +29,17 @@ def make_targets(r: Recipe, y: torch.Tensor, num_classes: int, soft: bool) -> to
     return tricks.smoothed_targets(y, num_classes, r.tricks.label_smoothing, form=r.tricks.label_smoothing_form)
 
 
-def mixing_active(r: Recipe, epoch: int) -> bool:
-    """Mixup/CutMix are on and this epoch is not one of the last tricks.mix_off_epochs (of the planned length)."""
+def mixing_active(r: Recipe, epoch: int, steps_per_epoch: int = 1) -> bool:
+    """Mixup/CutMix are on and this epoch is not one of the last tricks.mix_off_epochs (of the planned length;
+    a length in train.steps needs the real steps_per_epoch to count its epochs)."""
     t = r.tricks
-    return (t.mixup_alpha > 0 or t.cutmix_alpha > 0) and epoch < planned_epochs(r, epoch) - t.mix_off_epochs
+    if not (t.mixup_alpha > 0 or t.cutmix_alpha > 0):
+        return False
+    return epoch < planned_epochs(r, epoch, steps_per_epoch) - t.mix_off_epochs
 
 
 def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int, epoch: int, g: torch.Generator,
-                  soft: bool, host_generator: torch.Generator | None = None):
+                  soft: bool, host_generator: torch.Generator | None = None, steps_per_epoch: int = 1):
     """Progressive resizing, targets, mixing and erasing for one batch: returns (x, targets or None).
 
     Per-image draws (partners, boxes, erasing) come from `g`, on the batch's device; the batch's
@@ -46,7 +49,7 @@ def prepare_batch(r: Recipe, x: torch.Tensor, y: torch.Tensor, num_classes: int,
     t = r.tricks
     gh = host_generator if host_generator is not None else g
     x = tricks.resize_batch(x, tricks.epoch_size(r.data.progressive_sizes, epoch, r.data.image_size))
-    mixing = mixing_active(r, epoch)
+    mixing = mixing_active(r, epoch, steps_per_epoch)
     targets = make_targets(r, y, num_classes, soft or mixing)
     if mixing:
         mode = tricks.choose_mix(t.mixup_alpha, t.cutmix_alpha, generator=gh)
@@ -85,9 +88,10 @@ class Inputs(NamedTuple):
 class Classify:
     """The `StepTask` of image classification: batches (x, y) of normalised images and labels."""
 
-    def __init__(self, recipe: Recipe, num_classes: int, device: torch.device, rank: int = 0,
+    def __init__(self, recipe: Recipe, num_classes: int, device: torch.device, steps_per_epoch: int, rank: int = 0,
                  teacher: nn.Module | None = None):
         self.recipe, self.num_classes, self.device, self.rank, self.teacher = recipe, num_classes, device, rank, teacher
+        self.steps_per_epoch = steps_per_epoch
 
     def generators(self, epoch: int, s: int) -> tuple[torch.Generator, torch.Generator]:
         """Seed the global generator and return the device and host generators of step s of epoch `epoch`."""
@@ -103,7 +107,8 @@ class Classify:
         g, gh = self.generators(epoch, s)
         if r.train.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        x, targets = prepare_batch(r, x, y, self.num_classes, epoch, g, self.teacher is not None, host_generator=gh)
+        x, targets = prepare_batch(r, x, y, self.num_classes, epoch, g, self.teacher is not None, host_generator=gh,
+                                   steps_per_epoch=self.steps_per_epoch)
         return Inputs(x, y, targets)
 
     def forward(self, module: nn.Module, inputs: Inputs) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -8,11 +8,14 @@ of a device or a checkpoint), no state.
     eval_batch_size, eval_crop_ratio,
     normalisation, eval_transform                 how evaluation frames and normalises an image
     recipe_model, model_from_checkpoint           the zoo's model for a recipe, or for a checkpoint
-    base_lr, planned_epochs, scheduled_lr         the lr of every step (§3.1 linear scaling, warmup, §5.1)
+    run_steps, run_epochs, epoch_steps,
+    planned_steps, planned_epochs, check_length   the run's length (train.epochs, or train.steps)
+    base_lr, scheduled_lr                         the lr of every step (§3.1 linear scaling, warmup, §5.1)
 """
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +27,7 @@ from bagoftricks import models as bmodels
 from bagoftricks import tricks
 from bagoftricks.checkpoint import read_checkpoint
 from bagoftricks.errors import RecipeError, UsageError
-from bagoftricks.recipe import Recipe, from_dict
+from bagoftricks.recipe import Recipe, from_dict, length_in_epochs, validate
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}  # recipe.PRECISIONS; fp32: no autocast
 
@@ -150,17 +153,52 @@ def base_lr(r: Recipe, world_size: int) -> float:
     return r.optim.lr
 
 
-def planned_epochs(r: Recipe, epoch: int) -> int:
-    """The length of the run that epoch `epoch` (0-based) was trained for: train.epochs or, in a run
-    extended from shorter ones (schedule.extended_from), the shorter run's length until it ended."""
-    return next((e for e in r.schedule.extended_from if epoch < e), r.train.epochs)
+def run_steps(r: Recipe, steps_per_epoch: int) -> int:
+    """The run's length in optimizer steps: train.steps, or train.epochs whole epochs."""
+    return r.train.steps if r.train.steps > 0 else r.train.epochs * steps_per_epoch
+
+
+def run_epochs(r: Recipe, steps_per_epoch: int) -> int:
+    """The epochs the run starts: train.epochs, or as many as train.steps needs (the last may be partial)."""
+    return -(-run_steps(r, steps_per_epoch) // steps_per_epoch)
+
+
+def epoch_steps(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
+    """How many steps epoch `epoch` (0-based) trains: all of them but in the partial last epoch of a length in steps."""
+    return max(0, min(steps_per_epoch, run_steps(r, steps_per_epoch) - epoch * steps_per_epoch))
+
+
+def planned_steps(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
+    """The length, in steps, of the run that epoch `epoch` (0-based) was trained for: the run's own or, in a run
+    extended from shorter ones (schedule.extended_from), the shorter run's until it ended."""
+    ext = next((e for e in r.schedule.extended_from if epoch < e), None)
+    return ext * steps_per_epoch if ext is not None else run_steps(r, steps_per_epoch)
+
+
+def planned_epochs(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
+    """planned_steps in epochs, the last one counted when partial (what tricks.mix_off_epochs counts back from)."""
+    return -(-planned_steps(r, epoch, steps_per_epoch) // steps_per_epoch)
+
+
+def check_length(r: Recipe, steps_per_epoch: int) -> None:
+    """The rules between the run's length and its other fields (warmup, progressive sizes, mix-off epochs), for
+    a length in steps, once the data gives the steps per epoch (a length in epochs was checked with the recipe)."""
+    if length_in_epochs(r.train):
+        return
+    epochs = run_epochs(r, steps_per_epoch)
+    as_epochs = replace(r, train=replace(r.train, epochs=epochs, steps=0, budget=""))
+    try:
+        validate(as_epochs)
+    except RecipeError as e:
+        raise RecipeError(f"train.steps: {r.train.steps} steps are {epochs} epoch(s) of {steps_per_epoch} steps on "
+                          f"this data, and then {e}") from None
 
 
 def scheduled_lr(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> float:
     """The learning rate of global step `step`: warmup, then the recipe's schedule over the planned length
     (recomputed where an extended run went on past a shorter one's end)."""
     s = r.schedule
-    epochs = planned_epochs(r, step // steps_per_epoch)
-    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, epochs=epochs,
+    total = planned_steps(r, step // steps_per_epoch, steps_per_epoch)
+    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, total_steps=total,
                         warmup_epochs=r.tricks.warmup_epochs, kind=s.kind, milestones=tuple(s.milestones),
                         gamma=s.gamma, floor=s.floor)

@@ -37,6 +37,9 @@ def extend_run(run: str | Path, epochs: int, out: str | Path, *, progress: bool 
         raise UsageError(f"--resume: no valid checkpoint in {run}")
     path, state = found
     r = brecipe.from_dict(state["recipe"])
+    if not brecipe.length_in_epochs(r.train):
+        raise UsageError(f"--epochs: {run} is sized in steps (train.steps {r.train.steps}); extending works on runs "
+                         f"sized in epochs: start a new run with model.pretrained: {run} instead")
     done, step = int(state["epoch"]), int(state["step"])
     if done < r.train.epochs or step or not (run / "final.json").is_file():
         raise UsageError(f"--epochs: {run} is not finished (its newest valid checkpoint is epoch {done} step {step} "

@@ -16,6 +16,7 @@ happens in the job's set-up and in its `TrainStep`; the loop reads only train.* 
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,13 +25,16 @@ from typing import Any, Protocol
 import torch
 import torch.nn as nn
 
+from bagoftricks import clock
 from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.console import progress_bar, warnings_to
+from bagoftricks.engine import budget
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpointer import load_run_state, write_checkpoint
-from bagoftricks.engine.derive import resolve_device, scheduled_lr
+from bagoftricks.engine.derive import (check_length, epoch_steps, resolve_device, run_epochs, run_steps,
+                                       scheduled_lr)
 from bagoftricks.engine.runfolder import Extends, RunPlan
 from bagoftricks.engine.setup import setup_training
 from bagoftricks.engine.signals import StopProtocol
@@ -63,6 +67,9 @@ class Job(Protocol):
 
     def evaluate(self) -> dict:
         """The end-of-epoch scores (val_top1 ..., map_50 ..., miou ...)."""
+
+    def eval_seconds(self) -> float:
+        """An estimate of one `evaluate()` (train.budget sizes runs with it), from a slice of the test split."""
 
     def describe(self) -> dict:
         """What a checkpoint records of the job beside the weights: num_classes, in_channels, classes (, task)."""
@@ -106,6 +113,7 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
     `validate` checks the recipe (and a continued run's own); `command` names the CLI command that
     continues the run, for the messages."""
     validate(r)
+    origin = clock.run_origin()  # train.budget counts from here (the process's start on the command line)
     out = Path(out_dir)
     dinfo = bdist.from_env()
     auto = r.train.resume == "auto" or bdist.elastic_restart_count() > 0
@@ -126,7 +134,8 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
             torch.set_num_threads(r.train.threads)
         device = resolve_device(r.train.device, dinfo.local_rank)
         bdist.init(dinfo, device)
-        loop = RunLoop(build(r, device, dinfo, plan.state), out, progress, stop_after_steps, command)
+        job, budget = _build_sized(r, build, device, dinfo, plan.state, origin)
+        loop = RunLoop(job, out, progress, stop_after_steps, command, budget)
         with warnings_to(loop.log.warning_line):  # library warnings go to run.log, one line each
             loop.start(plan, extends)
             record = loop.run()
@@ -141,6 +150,22 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
         bdist.shutdown()
 
 
+def _build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.DistInfo,
+                 state: dict | None, origin: float) -> tuple[Job, dict | None]:
+    """The job, built once; a fresh run with train.budget is timed on a first build, then built again from the
+    recipe with the fitted train.steps (rank 0's, on every rank). Returns (job, the budget's record or None)."""
+    t0 = time.perf_counter()
+    job = build(r, device, dinfo, state)
+    record = None
+    if state is None and r.train.budget:
+        sized, record = budget.fit(r, job, time.perf_counter() - t0, origin)
+        sized, record = bdist.broadcast_object((sized, record), dinfo)
+        job = None  # the timed job's weights moved: the run starts from a new build
+        job = build(sized, device, dinfo, state)
+    check_length(job.recipe, job.steps_per_epoch)
+    return job, record
+
+
 def _new_acc() -> dict:
     # seconds: training time of the epoch; wall: the epoch's wall time before this attempt (a resumed epoch)
     return {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0, "wall": 0.0}
@@ -149,11 +174,14 @@ def _new_acc() -> dict:
 class RunLoop:
     """One process's part of a run: `start` (checkpoint, folder, log), then `run` (the epochs)."""
 
-    def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train"):
+    def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train",
+                 budget: dict | None = None):
         self.t_start = self.t_epoch = self.t_train = time.perf_counter()
+        self.budget = budget  # train.budget's measurement (a fresh budgeted run), for env.json and the log
         self.job, self.r, self.out, self.dinfo = job, job.recipe, out, job.dinfo
         self.progress, self.command = progress, command
         self.steps = job.steps_per_epoch
+        self.epochs = run_epochs(self.r, self.steps)  # train.epochs, or what train.steps needs
         self.stop = StopProtocol(self.dinfo, job.device, stop_after_steps)
         self.start_epoch, self.start_step = 0, 0
         self.acc = _new_acc()
@@ -185,11 +213,13 @@ class RunLoop:
             self.log.warn(f"{msg}; set aside as {Path(path).name}.corrupt, resuming from {Path(plan.ckpt).name}")
         if extends is not None:
             self.log.warn(f"extending the finished run {extends.run} ({self.start_epoch} epochs) to "
-                          f"{self.r.train.epochs} epochs: from epoch {self.start_epoch + 1} on the lr schedule is "
-                          f"recomputed for {self.r.train.epochs} epochs, so this is no longer a single-schedule run "
+                          f"{self.epochs} epochs: from epoch {self.start_epoch + 1} on the lr schedule is "
+                          f"recomputed for {self.epochs} epochs, so this is no longer a single-schedule run "
                           f"(recipe.yaml: schedule.extended_from {list(self.r.schedule.extended_from)})")
         elif state is not None:
             self.log.log(f"resumed from {plan.ckpt} at epoch {self.start_epoch + 1}, step {self.start_step}")
+        if self.budget is not None or self.r.train.steps:
+            self.log.log(budget.length_line(self.r, self.steps, self.budget))
         for line in self.job.summary():
             if line.startswith("warning: "):
                 self.log.warn(line[len("warning: "):])
@@ -214,7 +244,9 @@ class RunLoop:
         atomic_write_text(out / "recipe.yaml", brecipe.dump(r))
         d = job.describe()
         write_json(out / "classes.json", list(d["classes"]) or [str(k) for k in range(d["num_classes"])])
-        extra = {"steps_per_epoch": self.steps, **job.folder_record()}
+        extra = {"steps_per_epoch": self.steps, "steps": run_steps(r, self.steps), **job.folder_record()}
+        if self.budget is not None:
+            extra["budget"] = self.budget
         if extends is not None:  # its epochs so far are this run's first ones
             extra["extends"] = {"run": str(extends.run), "checkpoint": str(extends.checkpoint),
                                 "epochs": self.start_epoch}
@@ -223,11 +255,11 @@ class RunLoop:
 
     # --------------------------------------------------------------------------------- the loop
     def run(self) -> dict:
-        """The epochs from the start position to train.epochs; then the last record, with the run's wall
+        """The epochs from the start position to the run's end; then the last record, with the run's wall
         seconds, written to final.json (by the process that writes the folder)."""
         record: dict = {}
         with self.stop:
-            for epoch in range(self.start_epoch, self.r.train.epochs):
+            for epoch in range(self.start_epoch, self.epochs):
                 self.t_epoch = time.perf_counter()
                 lr = self._train_epoch(epoch)
                 record = self._end_epoch(epoch, lr)
@@ -245,13 +277,14 @@ class RunLoop:
             self.acc = _new_acc()
         self.job.step.module.train()
         tr = self.r.train
-        self.bar = progress_bar(self.progress if self.dinfo.is_main else False, self.steps, first,
-                                f"epoch {epoch + 1}/{tr.epochs}")
+        self.n_steps = epoch_steps(self.r, epoch, self.steps)  # all, but in a partial last epoch (train.steps)
+        self.bar = progress_bar(self.progress if self.dinfo.is_main else False, self.n_steps, first,
+                                f"epoch {epoch + 1}/{self.epochs}")
         self.bar_loss = "…"  # until the first read-back, train.log_every_steps steps in
         self.meter = StepMeter(self.job.device, self.meter)
         self.t_train = time.perf_counter()
         lr = scheduled_lr(self.r, 0, self.steps, self.dinfo.world_size)
-        for s, batch in enumerate(self.job.batches(epoch, first), start=first):
+        for s, batch in enumerate(itertools.islice(self.job.batches(epoch, first), self.n_steps - first), start=first):
             res = self.job.step(batch, epoch, s)
             lr = res.lr
             self.meter.add(res, epoch * self.steps + s, tr.max_bad_steps)
@@ -266,7 +299,7 @@ class RunLoop:
     def _after_step(self, epoch: int, s: int, lr: float) -> None:
         """Read-back and progress, then the stop protocol and periodic checkpoints (collectives)."""
         tr = self.r.train
-        last = s + 1 == self.steps
+        last = s + 1 == self.n_steps
         readback = (s + 1) % tr.log_every_steps == 0 or last
         if readback:  # the only host reads of the step metrics: every log_every_steps steps
             self.meter.raise_if_failed(self.steps)
@@ -302,13 +335,13 @@ class RunLoop:
         tr = self.r.train
         acc = self.acc
         record = {"epoch": epoch + 1, "lr": lr, "train_loss": acc["loss"] / max(acc["images"], 1)}
-        if (epoch + 1) % tr.eval_every == 0 or epoch + 1 == tr.epochs:
+        if (epoch + 1) % tr.eval_every == 0 or epoch + 1 == self.epochs:
             record.update(self.job.evaluate())
         record.update(images_per_sec=acc["images"] / max(acc["seconds"], 1e-9), train_seconds=acc["seconds"],
                       seconds=self._epoch_wall(), skipped_steps=acc["skipped"])
         self._write_record(record, epoch)
         path = self._checkpoint(epoch + 1, 0)
-        if epoch + 1 < tr.epochs:
+        if epoch + 1 < self.epochs:
             # a signal during the last step or the evaluation: stop here, at the epoch boundary
             stop_sig = self.stop.agreed()
             if stop_sig:
@@ -325,7 +358,7 @@ class RunLoop:
                     if k != "epoch" and isinstance(v, (int, float)):
                         self.writer.add_scalar(k, v, epoch + 1)
                 self.writer.flush()
-        self.log.log(f"epoch {epoch + 1}/{self.r.train.epochs} | loss {record['train_loss']:.4f} | "
+        self.log.log(f"epoch {epoch + 1}/{self.epochs} | loss {record['train_loss']:.4f} | "
                      f"lr {record['lr']:.4g}{self.job.scores(record)} | {record['images_per_sec']:.0f} img/s | "
                      f"{record['seconds']:.1f} s")
 
@@ -351,4 +384,5 @@ class RunLoop:
         return self.acc.get("wall", 0.0) + time.perf_counter() - self.t_epoch
 
     def _checkpoint(self, epoch: int, step: int) -> Path | None:
-        return write_checkpoint(self.job, self.out, epoch, step, dict(self.acc, wall=self._epoch_wall()))
+        gstep = min(epoch * self.steps + step, run_steps(self.r, self.steps))  # a partial last epoch ends early
+        return write_checkpoint(self.job, self.out, epoch, step, gstep, dict(self.acc, wall=self._epoch_wall()))

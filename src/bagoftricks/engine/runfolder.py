@@ -30,6 +30,7 @@ import torch
 from bagoftricks import __version__, errors
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
+from bagoftricks.engine.derive import run_epochs
 from bagoftricks.checkpoint import CKPT_DIR, newest_valid_checkpoint
 from bagoftricks.errors import UsageError
 from bagoftricks.files import atomic_write_text, read_json_object, read_jsonl
@@ -139,7 +140,9 @@ def tensorboard(path: Path):
 def check_same_recipe(requested: brecipe.Recipe, state: dict, out: Path) -> None:
     """train.resume: auto continues a folder only if it holds a run of the same recipe."""
     there = brecipe.from_dict(state["recipe"])
-    diff = brecipe.diff(there, requested, ignore=("train.resume",))
+    # a budgeted recipe's run records the steps its budget chose (and no budget)
+    sized = ("train.steps", "train.budget") if requested.train.budget else ()
+    diff = brecipe.diff(there, requested, ignore=("train.resume", *sized))
     if diff:
         shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in diff[:3])
         raise UsageError(f"train.resume: auto: run folder {out} holds a run of another recipe ({shown}"
@@ -242,7 +245,8 @@ def plan_run(out: Path, resume: bool, auto: bool, r: brecipe.Recipe, dinfo: bdis
                 ckpt, state = extends.checkpoint, extends.state
             final, epochs = None, 0
             if state is not None:
-                epochs = brecipe.from_dict(state["recipe"]).train.epochs
+                rr, spe = brecipe.from_dict(state["recipe"]), state.get("steps_per_epoch")
+                epochs = run_epochs(rr, int(spe)) if spe else rr.train.epochs  # older checkpoints: epochs only
                 if int(state["epoch"]) >= epochs:  # nothing left to train: no state to send around
                     final, state = read_json_object(out / "final.json"), None
             plan = RunPlan(ckpt, state, [(str(p), m) for p, m in skipped], final, epochs)

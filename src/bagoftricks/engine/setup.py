@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -213,6 +214,8 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimi
 
 
 # ------------------------------------------------------------------------------------------ together
+EVAL_SAMPLE_BATCHES = 4  # evaluation batches that train.budget times to estimate a whole evaluation
+
 @dataclass
 class Training:
     """What a classification run trains with: the loop's `Job` (engine.loop). `model` is the plain module
@@ -239,12 +242,12 @@ class Training:
     def wrap(self) -> None:
         wrap_for_training(self)
 
-    def evaluate(self) -> dict:
-        """Top-1/top-5 of the test split (and of the EMA weights, and with TTA, when the recipe asks)."""
+    def evaluate(self, test=None) -> dict:
+        """Top-1/top-5 of the test split (or of `test`; and of the EMA weights, and with TTA, when the recipe asks)."""
         r = self.recipe
         kw = dict(dinfo=self.dinfo, workers=r.data.workers, timeout=r.data.timeout, tta=r.tricks.tta)
-        args = (self.data.test, self.data.eval_transform, eval_batch_size(r), self.device, r.train.precision,
-                r.train.channels_last)
+        args = (self.data.test if test is None else test, self.data.eval_transform, eval_batch_size(r), self.device,
+                r.train.precision, r.train.channels_last)
         ev = evaluate(self.model, *args, **kw)
         out = dict(val_loss=ev["loss"], val_top1=ev["top1"], val_top5=ev["top5"], val_images=ev["images"])
         if "tta_top1" in ev:  # tricks.tta: beside the plain numbers
@@ -257,6 +260,15 @@ class Training:
             if "tta_top1" in ev2:
                 out.update(ema_val_tta_top1=ev2["tta_top1"])
         return out
+
+    def eval_seconds(self) -> float:
+        """One evaluation's seconds, from the first EVAL_SAMPLE_BATCHES batches of the test split (one more untimed)."""
+        test, bs = self.data.test, eval_batch_size(self.recipe)
+        k = min(len(test), EVAL_SAMPLE_BATCHES * bs)
+        self.evaluate(_head(test, bs))  # warm-up: the first evaluation batches pay for allocations
+        t0 = time.perf_counter()
+        self.evaluate(_head(test, k))
+        return (time.perf_counter() - t0) * len(test) / max(k, 1)
 
     def describe(self) -> dict:
         d = self.data
@@ -292,6 +304,13 @@ class Training:
         return top
 
 
+def _head(ds, k: int):
+    """The first k samples of a test split."""
+    if isinstance(ds, bdata.TensorDataset):
+        return bdata.TensorDataset(ds.images[:k], ds.labels[:k], ds.classes)
+    return torch.utils.data.Subset(ds, range(min(k, len(ds))))
+
+
 def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None = None,
                    pretrained: bool = True) -> Training:
     """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them.
@@ -313,7 +332,7 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
     ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
     lookahead = tricks.Lookahead(model) if tk.lookahead_every > 0 else None
-    task = Classify(r, data.num_classes, device, dinfo.rank, teacher)
+    task = Classify(r, data.num_classes, device, steps, dinfo.rank, teacher)
     step = TrainStep(r, task, model, optimizer, scaler, device=device, steps_per_epoch=steps, dinfo=dinfo, ema=ema,
                      lookahead=lookahead)
     return Training(r, device, dinfo, data, model, teacher, optimizer, scaler, ema, step, lookahead)

@@ -21,7 +21,7 @@ from torch.profiler import record_function
 
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.derive import autocast, planned_epochs, scheduled_lr
+from bagoftricks.engine.derive import autocast, planned_steps, scheduled_lr
 from bagoftricks.errors import NonFiniteLoss
 from bagoftricks.recipe import Recipe
 
@@ -100,7 +100,7 @@ class TrainStep:
         gstep = epoch * self.steps_per_epoch + s
         if self.lookahead_state is None or not tricks.is_sync_step(gstep, tk.lookahead_every):
             return
-        total = planned_epochs(self.recipe, epoch) * self.steps_per_epoch
+        total = planned_steps(self.recipe, epoch, self.steps_per_epoch)
         decay = tricks.lookahead_decay(gstep + 1, total, tk.lookahead_decay, tk.lookahead_ramp)
         self.lookahead_state.sync(self.model, decay)
 

@@ -58,12 +58,12 @@ def _per_row_curves(sweep: Sweep, figsize: tuple[float, float], draw: Callable[[
 
 def _lr_points(cell: CellData, max_points: int = 1500) -> tuple[list[float], list[float]]:
     """(epochs, lrs) per iteration from the cell's recipe and steps per epoch; per epoch as a fallback."""
-    from bagoftricks.engine.derive import scheduled_lr
+    from bagoftricks.engine.derive import run_steps, scheduled_lr
     r, env = cell.recipe, cell.env
     spe = env.get("steps_per_epoch")
     if r is not None and isinstance(spe, int) and spe > 0:
         world = max(1, int(env.get("world_size", 1) or 1))
-        total = r.train.epochs * spe
+        total = run_steps(r, spe)
         stride = max(1, total // max_points)
         its = list(range(0, total, stride))
         m = round(r.tricks.warmup_epochs * spe)

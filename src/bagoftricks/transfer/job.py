@@ -9,7 +9,8 @@ run), so that nothing a recipe says is silently dropped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -127,6 +128,15 @@ class TransferJob:
 
     def evaluate(self) -> dict:
         return evaluate_transfer(self)
+
+    def eval_seconds(self) -> float:
+        """One evaluation's seconds, from the first 4 evaluation batches of the test split."""
+        r = self.recipe
+        k = min(len(self.test), 4 * (r.train.eval_batch_size or 2 * r.train.batch_size))
+        part = replace(self.test, images=self.test.images[:k], targets=self.test.targets[:k])
+        t0 = time.perf_counter()
+        evaluate_transfer(replace(self, test=part))
+        return (time.perf_counter() - t0) * len(self.test) / max(k, 1)
 
     def describe(self) -> dict:
         return {"task": self.recipe.transfer.task, "classes": list(self.train.classes),

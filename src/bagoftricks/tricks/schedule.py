@@ -35,7 +35,8 @@ def lr_at(
     *,
     base_lr: float,
     steps_per_epoch: int,
-    epochs: int,
+    epochs: int = 0,
+    total_steps: int = 0,
     warmup_epochs: float = 0.0,
     kind: str = "step",
     milestones: tuple[float, ...] = (30, 60, 90),
@@ -58,14 +59,17 @@ def lr_at(
       - "linear": floor + (base_lr - floor) · (1 - t / T).
     T = total_steps - 1 - m, so the *last* iteration that is run (step total_steps - 1) gets
     exactly `floor` (the paper writes T = total batches; the difference is one iteration and this
-    choice makes lr_curve end at the floor). Steps past the end stay at the floor.
+    choice makes lr_curve end at the floor). Steps past the end stay at the floor. The run's length
+    is `total_steps` when given (a length in steps), else epochs · steps_per_epoch.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown schedule kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
-    if steps_per_epoch <= 0 or epochs <= 0:
-        raise ValueError(f"steps_per_epoch and epochs must be positive, got {steps_per_epoch}, {epochs}")
+    total = total_steps or epochs * steps_per_epoch
+    if steps_per_epoch <= 0 or total <= 0:
+        raise ValueError(f"steps_per_epoch and the length (epochs or total_steps) must be positive, got "
+                         f"{steps_per_epoch}, {epochs} epochs, {total_steps} steps")
     m = warmup_steps(warmup_epochs, steps_per_epoch)
     if step < m:
         return base_lr * step / m
@@ -73,7 +77,6 @@ def lr_at(
         passed = sum(1 for e in milestones if step >= round(e * steps_per_epoch))
         return base_lr * gamma**passed
     t = step - m
-    total = epochs * steps_per_epoch
     T = max(1, total - 1 - m)
     frac = min(t, T) / T
     if kind == "cosine":
@@ -82,6 +85,6 @@ def lr_at(
 
 
 def lr_curve(**schedule: Any) -> list[float]:
-    """lr_at for every iteration 0 .. epochs·steps_per_epoch - 1; takes lr_at's keyword arguments."""
-    total = schedule["epochs"] * schedule["steps_per_epoch"]
+    """lr_at for every iteration of the run (total_steps, or epochs·steps_per_epoch); lr_at's keyword arguments."""
+    total = schedule.get("total_steps") or schedule["epochs"] * schedule["steps_per_epoch"]
     return [lr_at(s, **schedule) for s in range(total)]

@@ -1,0 +1,147 @@
+"""train.budget: a run sized to the machine it runs on.
+
+A recipe with `train.budget` is timed at the start of its run: a few training steps at every image
+size the run trains at (progressive resizing), a slice of the evaluation, a checkpoint write. From
+those, and the seconds already spent (start-up, data, this timing; counted from the process's start on
+the command line, from the call in Python: bagoftricks.clock), `steps_within` picks the largest number
+of steps N whose whole run — training, every evaluation, every checkpoint, the set-up of the run
+proper — is predicted to end within the budget less a safety margin (SAFETY). The job used for timing
+is then thrown away and the run is built again from the recipe with `train.steps: N` (and no budget),
+exactly as a rerun of the run folder's recipe.yaml builds it: the run is that recipe's, bit for bit on
+CPU, and `--resume` continues it. The measurement is kept in env.json ("budget") and named in run.log.
+
+Which length wins: `train.budget` sets `train.steps`, which wins over `train.epochs`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bagoftricks import tricks
+from bagoftricks.engine.derive import run_epochs
+from bagoftricks.errors import RecipeError
+from bagoftricks.recipe import Recipe, budget_seconds
+
+SAFETY = 0.08          # fraction of the budget kept free: the speed of a shared machine drifts by 10-25 % over minutes
+WARM_STEPS = 2         # untimed steps at each size (first-use allocations, kernel selection)
+TIMED_STEPS = 12       # timed steps at each size
+
+
+@dataclass
+class Timing:
+    """What the start of a run measured (seconds)."""
+    step: dict[int, float] = field(default_factory=dict)  # one training step, per training image size
+    evaluation: float = 0.0    # one whole evaluation (plain, EMA and TTA, as the run does it)
+    checkpoint: float = 0.0    # one checkpoint written
+    setup: float = 0.0         # building the run (data, model, optimizer) once more
+
+
+def epoch_size(r: Recipe, epoch: int) -> int:
+    """The training image size of epoch `epoch` (progressive resizing)."""
+    return tricks.epoch_size(r.data.progressive_sizes, epoch, r.data.image_size)
+
+
+def predicted_seconds(r: Recipe, steps_per_epoch: int, timing: Timing, n: int) -> float:
+    """Seconds a run of `n` steps takes after the timing: set-up, its steps at each epoch's size, its evaluations
+    (every train.eval_every epochs and after the last) and checkpoints (each epoch's end, and every
+    train.checkpoint_every_steps)."""
+    tr = r.train
+    epochs = -(-n // steps_per_epoch)
+    total = timing.setup
+    for e in range(epochs):
+        k = min(steps_per_epoch, n - e * steps_per_epoch)
+        total += k * timing.step[epoch_size(r, e)]
+        if (e + 1) % tr.eval_every == 0 or e + 1 == epochs:
+            total += timing.evaluation
+    extra = n // tr.checkpoint_every_steps if tr.checkpoint_every_steps else 0
+    return total + (epochs + extra) * timing.checkpoint
+
+
+def steps_within(r: Recipe, steps_per_epoch: int, timing: Timing, seconds: float) -> int:
+    """The largest number of steps whose predicted run takes at most `seconds` (0 when not even one step fits)."""
+    lo, hi = 0, 1
+    while predicted_seconds(r, steps_per_epoch, timing, hi) <= seconds:
+        lo, hi = hi, hi * 2
+        if hi > 10**9:
+            raise RecipeError(f"train.budget: {r.train.budget} is more than this run could use")
+    while hi - lo > 1:  # predicted_seconds grows with n: the last n that fits lies in [lo, hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if predicted_seconds(r, steps_per_epoch, timing, mid) <= seconds else (lo, mid)
+    return lo
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_steps(job: Any, epoch: int) -> float:
+    """Seconds per training step of `job` at epoch `epoch`'s image size (after WARM_STEPS untimed ones)."""
+    batches = iter(job.batches(epoch, 0))
+    job.step.module.train()
+    t0 = 0.0
+    for s in range(WARM_STEPS + TIMED_STEPS):
+        if s == WARM_STEPS:
+            _sync(job.device)
+            t0 = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:  # an epoch shorter than the timing: start it again
+            batches = iter(job.batches(epoch, 0))
+            batch = next(batches)
+        job.step(batch, epoch, s)
+    _sync(job.device)
+    return (time.perf_counter() - t0) / TIMED_STEPS
+
+
+def time_job(job: Any, setup_seconds: float) -> Timing:
+    """Time `job`'s steps at every size its run trains at, its evaluation and a checkpoint. The job's weights
+    change: it is for timing only."""
+    r = job.recipe
+    timing = Timing(setup=setup_seconds)
+    sizes = [*r.data.progressive_sizes, r.data.image_size]
+    for e, size in enumerate(sizes):
+        if size not in timing.step:
+            timing.step[size] = _time_steps(job, e)
+    timing.evaluation = job.eval_seconds()
+    t0 = time.perf_counter()
+    torch.save({"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict()}, io.BytesIO())
+    timing.checkpoint = time.perf_counter() - t0
+    return timing
+
+
+def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recipe, dict]:
+    """The recipe of the run proper (train.steps fitted to train.budget, the budget cleared) and the record of
+    the measurement for env.json; the budget counts from `origin` (time.time(), see bagoftricks.clock). A
+    budget too small for a single step is a RecipeError."""
+    budget = budget_seconds(r.train.budget)
+    timing = time_job(job, setup_seconds)
+    spent = time.time() - origin
+    available = budget * (1.0 - SAFETY) - spent
+    spe = job.steps_per_epoch
+    n = steps_within(r, spe, timing, available)
+    if n < 1:
+        raise RecipeError(f"train.budget: {r.train.budget} is too short on this machine: {spent:.0f} s went to "
+                          f"start-up and timing, and one step with its evaluation needs "
+                          f"{predicted_seconds(r, spe, timing, 1):.0f} s more")
+    sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
+    record = {"budget": r.train.budget, "budget_seconds": budget, "safety": SAFETY, "spent_before_run": spent,
+              "step_seconds": {str(k): v for k, v in timing.step.items()}, "eval_seconds": timing.evaluation,
+              "checkpoint_seconds": timing.checkpoint, "setup_seconds": timing.setup, "steps": n,
+              "epochs": run_epochs(sized, spe), "predicted_seconds": spent + predicted_seconds(r, spe, timing, n)}
+    return sized, record
+
+
+def length_line(r: Recipe, steps_per_epoch: int, record: dict | None) -> str:
+    """The run log's line about a length in steps (and the budget that chose it)."""
+    epochs = run_epochs(r, steps_per_epoch)
+    line = f"length: train.steps {r.train.steps} ({epochs} epochs of {steps_per_epoch} steps; train.epochs is not used)"
+    if record is None:
+        return line
+    return (f"{line}, chosen by train.budget {record['budget']} on this machine: {record['spent_before_run']:.0f} s "
+            f"spent before the run, its end predicted at {record['predicted_seconds']:.0f} s of "
+            f"{record['budget_seconds']:.0f}; recipe.yaml records train.steps: a rerun of it or --resume is this run")

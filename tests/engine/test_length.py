@@ -1,0 +1,122 @@
+"""A run's length: train.epochs, train.steps (the last epoch partial), or train.budget (steps fitted to the
+machine's measured speed, then recorded so that a rerun or a resume is the same run)."""
+import json
+
+import pytest
+import torch
+
+from bagoftricks import recipe
+from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
+from bagoftricks.engine import budget, derive, loop
+from bagoftricks.errors import RecipeError, TrainingInterrupted, UsageError
+from bagoftricks.files import read_jsonl
+
+BASE = ["data.name=synthetic", "data.image_size=16", "data.synthetic_samples=64", "data.num_classes=4",
+        "model.arch=resnet8", "model.width=4", "train.batch_size=16", "data.augment=small", "train.device=cpu",
+        "schedule.kind=cosine"]  # 4 steps per epoch
+
+
+def make(*overrides):
+    return recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*BASE, *overrides]))
+
+
+def weights(run):
+    return load_checkpoint(list_checkpoints(run)[-1])["model"]
+
+
+def test_steps_set_the_length_and_the_schedule_whatever_the_epochs(tmp_path):
+    r = make("train.epochs=2", "train.steps=10")
+    assert (derive.run_steps(r, 4), derive.run_epochs(r, 4)) == (10, 3)
+    assert [derive.epoch_steps(r, e, 4) for e in range(4)] == [4, 4, 2, 0]
+    lrs = [derive.scheduled_lr(r, s, 4) for s in range(10)]
+    assert lrs[-1] == 0.0 and lrs[0] > lrs[5] > 0  # cosine over the 10 steps, to the floor on the last one
+    final = loop.train(r, tmp_path / "a", progress=False)
+    assert [m["epoch"] for m in read_jsonl(tmp_path / "a" / "metrics.jsonl")] == [1, 2, 3]
+    ck = load_checkpoint(list_checkpoints(tmp_path / "a")[-1])
+    assert (ck["epoch"], ck["step"], ck["global_step"]) == (3, 0, 10)
+    assert final["epoch"] == 3 and "val_top1" in final
+    assert "train.steps 10 (3 epochs of 4 steps" in (tmp_path / "a" / "run.log").read_text()
+
+
+def test_a_run_stopped_in_its_partial_last_epoch_resumes_bit_exactly(tmp_path):
+    r = make("train.steps=10")
+    loop.train(r, tmp_path / "whole", progress=False)
+    with pytest.raises(TrainingInterrupted):
+        loop.train(r, tmp_path / "cut", progress=False, stop_after_steps=9)
+    loop.train(recipe.load(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True, progress=False)
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rules_against_the_length_are_checked_once_the_data_gives_its_epochs(tmp_path):
+    r = make("train.steps=6", "data.progressive_sizes=[12, 14]")  # 6 steps = 2 epochs: no room for 2 sizes
+    with pytest.raises(RecipeError, match=r"train.steps: 6 steps are 2 epoch\(s\) of 4 steps .*progressive_sizes"):
+        loop.train(r, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(RecipeError, match="schedule.extended_from"):
+        make("train.steps=6", "schedule.extended_from=[1]")
+
+
+def test_budget_parses_durations():
+    assert [recipe.budget_seconds(t) for t in ("170", "170s", "3min", "3m", "1.5h")] == [170, 170, 180, 180, 5400]
+    for bad in ("0", "3 hours", "-1", "fast"):
+        with pytest.raises(RecipeError, match="train.budget"):
+            make(f"train.budget={bad}")
+
+
+def timing(step=0.1, evaluation=1.0, checkpoint=0.01, setup=0.5, sizes=(16,)):
+    return budget.Timing(step=dict.fromkeys(sizes, step), evaluation=evaluation, checkpoint=checkpoint, setup=setup)
+
+
+def test_the_fitted_steps_are_the_most_whose_predicted_run_fits():
+    r = make("train.eval_every=1")
+    t = timing()
+    n = budget.steps_within(r, 4, t, 10.0)
+    assert budget.predicted_seconds(r, 4, t, n) <= 10.0 < budget.predicted_seconds(r, 4, t, n + 1)
+    # 4 steps (0.4 s) + an evaluation (1 s) + a checkpoint per epoch, after the set-up
+    assert budget.predicted_seconds(r, 4, t, 8) == pytest.approx(0.5 + 0.8 + 2 * (1.0 + 0.01))
+    assert budget.steps_within(r, 4, t, 1.0) == 0
+
+
+def test_progressive_sizes_are_timed_each_at_their_cost():
+    r = make("data.progressive_sizes=[8, 12]", "train.eval_every=100")
+    t = budget.Timing(step={8: 0.01, 12: 0.02, 16: 0.04}, evaluation=0.0, checkpoint=0.0, setup=0.0)
+    assert budget.predicted_seconds(r, 4, t, 10) == pytest.approx(4 * 0.01 + 4 * 0.02 + 2 * 0.04)
+
+
+def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path, monkeypatch):
+    # the measurement's result fixed (time_job is tested below): a few tens of steps fit whatever the machine's speed
+    monkeypatch.setattr(budget, "time_job", lambda job, setup: timing(step=0.3, evaluation=0.1))
+    r = make("train.budget=12s", "train.eval_every=100")
+    loop.train(r, tmp_path / "b", progress=False)
+    rec = recipe.load(tmp_path / "b" / "recipe.yaml")
+    env = json.loads((tmp_path / "b" / "env.json").read_text())
+    assert rec.train.budget == "" and rec.train.steps == env["budget"]["steps"] == env["steps"] > 0
+    assert env["budget"]["budget_seconds"] == 12 and set(env["budget"]["step_seconds"]) == {"16"}
+    assert env["budget"]["predicted_seconds"] <= 12 * (1 - budget.SAFETY)
+    assert "chosen by train.budget 12s" in (tmp_path / "b" / "run.log").read_text()
+    loop.train(rec, tmp_path / "again", progress=False)  # the recorded recipe, from scratch
+    a, b = weights(tmp_path / "b"), weights(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "time_job", lambda job, setup: timing(step=5.0, evaluation=30.0))
+    with pytest.raises(RecipeError, match="train.budget: 20s is too short on this machine"):
+        loop.train(make("train.budget=20s"), tmp_path / "short", progress=False)
+    assert not (tmp_path / "short").exists()
+
+
+def test_extending_a_run_sized_in_steps_is_refused(tmp_path):
+    from bagoftricks.engine.extend import extend_run
+    loop.train(make("train.steps=5"), tmp_path / "s", progress=False)
+    with pytest.raises(UsageError, match="sized in steps"):
+        extend_run(tmp_path / "s", 4, tmp_path / "longer")
+
+
+def test_time_job_times_every_training_size_the_evaluation_and_a_checkpoint():
+    from bagoftricks.engine.setup import setup_training
+    job = setup_training(make("data.progressive_sizes=[8, 12]", "train.epochs=3"), torch.device("cpu"))
+    t = budget.time_job(job, 0.25)
+    assert set(t.step) == {8, 12, 16} and all(v > 0 for v in t.step.values())
+    assert t.evaluation > 0 and t.checkpoint > 0 and t.setup == 0.25
