@@ -119,7 +119,8 @@ def evaluate(checkpoint: str | Path, *, data_root: str | None = None, overrides:
 
 
 def load_model(path: str | Path, device: str = "cpu", ema: bool = False):
-    """A trained classifier (a run folder or checkpoint) with its evaluation transform and class names:
+    """A trained classifier (a run folder, a checkpoint, or a model folder: "local-dir:DIR", "hf-hub:ORG/NAME[@REV]")
+    with its evaluation transform and class names:
     `.predict(uint8 images [B, C, H, W], topk=5)` -> [(class, probability), ...] per image; `.model` is
     the torch module in eval mode, `.transform` its preprocessing, `.classes` the names."""
     from bagoftricks.engine.inference import load_model as load

@@ -116,7 +116,8 @@ def transfer_arguments(p: argparse.ArgumentParser) -> None:
 
 def eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="PATH",
-                   help="checkpoint file, or a run folder (its newest valid checkpoint)")
+                   help="checkpoint file, a run folder (its newest valid checkpoint), or a model folder written by "
+                        "`export --format hf` (local-dir:DIR, hf-hub:ORG/NAME[@REV])")
     p.add_argument("--data", metavar="ROOT", help="evaluate on this data.root instead of the run's")
     p.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                    help="override data.* fields of the run's recipe (repeatable)")

@@ -43,8 +43,10 @@ class ModelConfig:
     drop_path: float = 0.0          # stochastic depth: max per-block drop probability in [0, 1)
     width_mult: float = 1.0         # MobileNet width multiplier in (0, 1]
     sync_bn: bool = False           # SyncBatchNorm across ranks under torchrun
-    pretrained: str = ""            # initial weights: a run folder/checkpoint (EMA when kept) or a torchvision/timm
-    #                                 state dict (.pth/.pt/.bin/.safetensors); a head of another shape is re-initialised
+    pretrained: str = ""            # initial weights: a run folder/checkpoint (EMA when kept), a torchvision/timm
+    #                                 state dict (.pth/.pt/.bin/.safetensors) or a model folder (local-dir:DIR,
+    #                                 hf-hub:ORG/NAME[@REV]); a head of another shape is re-initialised, an input
+    #                                 conv for other channels adapted (RGB summed for grey)
     freeze: str = ""                # "" | stem | layer1..layer4: frozen up to and including it (BN in eval mode there)
     stem: str = "learned"           # airbench: learned | whiten (frozen, from the training images' patch covariance)
 

@@ -130,16 +130,16 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
     return (x - _stats(mean, c, "mean", x.device)) / _stats(std, c, "std", x.device)
 
 
-def resize_shorter_center_crop(x: torch.Tensor, shorter: int, crop: int) -> torch.Tensor:
-    """Resize so the shorter edge is ``shorter`` (aspect kept; bilinear, antialiased), then take the
-    centre ``crop`` x ``crop``. x: [C,H,W] or [B,C,H,W], any dtype; returns float32 on x's device."""
+def resize_shorter_center_crop(x: torch.Tensor, shorter: int, crop: int, mode: str = "bilinear") -> torch.Tensor:
+    """Resize so the shorter edge is ``shorter`` (aspect kept; ``mode`` bilinear or bicubic, antialiased), then
+    take the centre ``crop`` x ``crop``. x: [C,H,W] or [B,C,H,W], any dtype; returns float32 on x's device."""
     single = x.dim() == 3
     x = (x[None] if single else x).float()
     h, w = x.shape[-2:]
     if min(h, w) != shorter:
         s = shorter / min(h, w)
         nh, nw = max(crop, round(h * s)), max(crop, round(w * s))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False, antialias=True)
         h, w = nh, nw
     if h < crop or w < crop:
         raise ValueError(f"cannot centre-crop {crop}x{crop} from {h}x{w}")
@@ -434,14 +434,17 @@ class EvalTransform:
 
     Accepts uint8 [C, H, W] or [B, C, H, W] (a batch shares one size); returns float32 on the input's
     device. Images already out_size x out_size are only normalised. Call it as ``t(x)`` or, on the
-    DataLoader path, ``t(x, generator=...)`` (the generator is ignored).
+    DataLoader path, ``t(x, generator=...)`` (the generator is ignored). ``interpolation``: bilinear
+    (ours) or bicubic (what most timm model folders ask for in their pretrained_cfg).
     """
 
     def __init__(self, out_size: int, crop_ratio: float = 0.875, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, interpolation: str = "bilinear") -> None:
         if not 0 < crop_ratio <= 1:
             raise ValueError(f"crop_ratio must be in (0, 1], got {crop_ratio}")
-        self.out_size, self.crop_ratio = int(out_size), float(crop_ratio)
+        if interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"interpolation must be bilinear or bicubic, got {interpolation!r}")
+        self.out_size, self.crop_ratio, self.interpolation = int(out_size), float(crop_ratio), interpolation
         self.resize_size = int(round(out_size / crop_ratio))
         self.mean, self.std = tuple(mean), tuple(std)
 
@@ -451,4 +454,5 @@ class EvalTransform:
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if tuple(x.shape[-2:]) == (self.out_size, self.out_size):
             return normalize(x.float(), self.mean, self.std)
-        return normalize(resize_shorter_center_crop(x, self.resize_size, self.out_size), self.mean, self.std)
+        x = resize_shorter_center_crop(x, self.resize_size, self.out_size, self.interpolation)
+        return normalize(x, self.mean, self.std)

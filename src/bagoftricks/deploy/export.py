@@ -1,19 +1,23 @@
 """`bagoftricks export RUN --format F --out FILE`: a run's model in the formats deployments use.
 
     safetensors    our weights and a metadata block (arch, variant, classes, mean/std, input size, crop
-                   ratio, ...); `model.pretrained` and `predict`-like tools read it back
+                   ratio, ...); `model.pretrained` and `predict`-like tools read it back (and so does the check)
     torchvision    a state dict in torchvision's key layout (ResNet-B, ResNeXt-B), for
-                   torchvision.models.<name>(num_classes=K).load_state_dict(...)
-    timm           a state dict in timm's key layout (resnet*, resnet*c, resnet*d, SE/ResNeXt presets)
+                   torchvision.models.<name>(num_classes=K).load_state_dict(...), checked by doing that
+    timm           a state dict in timm's key layout (resnet*, resnet*c, resnet*d, SE/ResNeXt presets),
+                   checked in timm.create_model(<name>, ...) when timm is installed
     onnx           opset ONNX_OPSET, dynamic batch axis; checked with onnxruntime against PyTorch
     torch.export   a .pt2 ExportedProgram with a dynamic batch axis, checked the same way
+    hf             a folder in timm's Hugging Face Hub layout (deploy/hf.py), checked in timm and read back
+
+Every check compares logits by deploy/verify.py's rule (relative to each image's largest logit).
 
 torch.export, not TorchScript: TorchScript is in maintenance only in current PyTorch, while
 torch.export is the graph capture that torch's ONNX exporter, AOTInductor and ExecuTorch build on; its
 .pt2 loads with ``torch.export.load(path).module()`` and no bagoftricks code.
 
-Every file is written under a temporary name in the target's folder and renamed when complete, so a
-failure (an unsupported model, a full disk, a check that disagrees) leaves no partial file.
+Every file (folder) is written under a temporary name in the target's folder and renamed when complete and
+checked, so a failure (an unsupported model, a full disk, a check that disagrees) leaves no partial file.
 """
 from __future__ import annotations
 
@@ -27,11 +31,11 @@ from pathlib import Path
 
 import torch
 
+from bagoftricks.deploy import verify
+from bagoftricks.engine.derive import eval_crop_ratio, normalisation, recipe_model
 from bagoftricks.engine.inference import LoadedModel, load_model
-from bagoftricks.engine.derive import eval_crop_ratio, normalisation
-from bagoftricks.errors import UsageError
-from bagoftricks.files import atomic_write_bytes
-from bagoftricks.models import convert
+from bagoftricks.errors import RunFailure, UsageError
+from bagoftricks.models import convert, load_pretrained
 from bagoftricks.models.pretrained import OUR_FORMAT
 
 ONNX_OPSET = 18  # the first opset torch's (torch.export-based) ONNX exporter writes; onnxruntime >= 1.14 runs it
@@ -43,7 +47,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside ``target`` for writers that want a file name; renamed to ``target`` when the
     body completes, removed when it fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # the temporary name keeps the suffix: readers such as torch.export.load and read_weights go by it
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -74,67 +79,115 @@ def _state(lm: LoadedModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in lm.model.state_dict().items()}
 
 
+def _shape(lm: LoadedModel) -> torch.Size:
+    size = lm.recipe.data.image_size
+    return torch.Size([2, _in_channels(lm.model), size, size])
+
+
 def _write_safetensors(lm: LoadedModel, out: Path) -> dict:
     from safetensors.torch import save
-    atomic_write_bytes(out, save(_state(lm), metadata=metadata(lm)))
-    return {}
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(save(_state(lm), metadata=metadata(lm)))
+        back = recipe_model(lm.recipe, len(lm.classes), _in_channels(lm.model))
+        load_pretrained(back, tmp, lm.classes)
+        return verify.check_module(lm.model, back, _shape(lm), "the safetensors file read back")
+
+
+def _library_model(cp: convert.Counterpart, num_classes: int, channels: int) -> torch.nn.Module | None:
+    """The other library's model of ``cp`` for ``channels``-channel images; None when it is not installed."""
+    if cp.library == "timm":
+        try:
+            import timm
+        except ImportError:
+            return None
+        return timm.create_model(cp.name, num_classes=num_classes, in_chans=channels)
+    import torchvision
+    model = getattr(torchvision.models, cp.name)(num_classes=num_classes)
+    if channels != 3:
+        model.conv1 = torch.nn.Conv2d(channels, model.conv1.out_channels, 7, stride=2, padding=3, bias=False)
+    return model
 
 
 def _write_library(lm: LoadedModel, out: Path, library: str) -> dict:
     cp = convert.counterparts(lm.model, library)[0]
-    buf = io.BytesIO()
-    torch.save(convert.to_library(_state(lm), cp), buf)
-    atomic_write_bytes(out, buf.getvalue())
+    state = convert.to_library(_state(lm), cp)
     k, c = len(lm.classes), _in_channels(lm.model)
+    theirs = _library_model(cp, k, c)
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+        if theirs is None:
+            check = {library: f"not installed (pip install {library}): the file was not loaded into it"}
+        else:
+            try:
+                theirs.load_state_dict(torch.load(tmp, weights_only=True), strict=True)
+            except RuntimeError as e:
+                raise RunFailure(f"{library} {cp.name} does not load the file ({str(e).splitlines()[0]}); "
+                                 f"nothing written") from None
+            check = verify.check_module(lm.model, theirs, _shape(lm), f"{library}'s {cp.name} with the file")
     how = f"timm.create_model({cp.name!r}, num_classes={k}" + (f", in_chans={c})" if c != 3 else ")") \
         if library == "timm" else f"torchvision.models.{cp.name}(num_classes={k})" + \
         (f" with conv1 for {c} input channels" if c != 3 else "")
-    return {"loads_into": how}
+    return {"loads_into": how, **check}
 
 
 def _example(lm: LoadedModel) -> torch.Tensor:
-    size = lm.recipe.data.image_size
-    return torch.randn(2, _in_channels(lm.model), size, size, generator=torch.Generator().manual_seed(0))
+    return torch.randn(_shape(lm), generator=torch.Generator().manual_seed(0))
 
 
 def _write_onnx(lm: LoadedModel, out: Path) -> dict:
-    from bagoftricks.deploy.verify import check_onnx
     batch = torch.export.Dim("batch", min=1, max=4096)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter reports its steps on stdout
         program = torch.onnx.export(lm.model, (_example(lm),), dynamo=True, opset_version=ONNX_OPSET,
                                     input_names=["images"], output_names=["logits"], dynamic_shapes=({0: batch},))
     with atomic_path(out) as tmp:
         program.save(str(tmp))
-        check = check_onnx(lm.model, tmp, _example(lm).shape)
+        check = verify.check_onnx(lm.model, tmp, _shape(lm))
     return {"opset": ONNX_OPSET, "input": "images [batch, C, H, W], normalised", "output": "logits", **check}
 
 
 def _write_torch_export(lm: LoadedModel, out: Path) -> dict:
-    from bagoftricks.deploy.verify import check_exported
     batch = torch.export.Dim("batch", min=1, max=4096)
     program = torch.export.export(lm.model, (_example(lm),), dynamic_shapes=({0: batch},))
     with atomic_path(out) as tmp:
         torch.export.save(program, str(tmp))
-        check = check_exported(lm.model, tmp, _example(lm).shape)
+        check = verify.check_exported(lm.model, tmp, _shape(lm))
     return check
 
 
-def export_run(run: str | Path, fmt: str, out: str | Path, use_ema: bool = False, force: bool = False) -> dict:
-    """Write the model of ``run`` (a run folder or checkpoint) to ``out`` as ``fmt``; returns what was done."""
-    out = Path(out)
+def _check_out(out: Path, fmt: str, force: bool) -> None:
+    if fmt == "hf":
+        from bagoftricks.deploy.hf import check_target
+        return check_target(out, force)
     if out.exists() and not force:
         raise UsageError(f"--out: {out} exists; pass --force to replace it")
     if out.is_dir():
-        raise UsageError(f"--out: {out} is a folder; give a file name")
-    lm = load_model(run, device="cpu", use_ema=use_ema)
+        raise UsageError(f"--out: {out} is a folder; give a file name (only --format hf writes a folder)")
+    return None
+
+
+def _size(out: Path) -> int:
+    return sum(p.stat().st_size for p in out.iterdir()) if out.is_dir() else out.stat().st_size
+
+
+def export_run(run: str | Path, fmt: str, out: str | Path, use_ema: bool = False, force: bool = False) -> dict:
+    """Write the model of ``run`` (a run folder, checkpoint or model folder) to ``out`` as ``fmt``; returns what
+    was done and what the check measured."""
+    out = Path(out)
+    _check_out(out, fmt, force)
     writers = {"safetensors": _write_safetensors, "onnx": _write_onnx, "torch.export": _write_torch_export,
                "torchvision": lambda m, o: _write_library(m, o, "torchvision"),
-               "timm": lambda m, o: _write_library(m, o, "timm")}
+               "timm": lambda m, o: _write_library(m, o, "timm"), "hf": lambda m, o: _write_hf(m, o, use_ema)}
     if fmt not in writers:
         raise UsageError(f"--format: unknown format {fmt!r}; choose one of {', '.join(writers)}")
+    lm = load_model(run, device="cpu", use_ema=use_ema)
     extra = writers[fmt](lm, out)
-    return {"format": fmt, "out": str(out), "bytes": out.stat().st_size, "checkpoint": str(lm.checkpoint),
+    return {"format": fmt, "out": str(out), "bytes": _size(out), "checkpoint": str(lm.checkpoint),
             "weights": "ema" if use_ema else "raw", **extra}
+
+
+def _write_hf(lm: LoadedModel, out: Path, use_ema: bool) -> dict:
+    from bagoftricks.deploy.hf import write_hf
+    return write_hf(lm, out, use_ema)
 
 
 def cmd_export(args) -> int:

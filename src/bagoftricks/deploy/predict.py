@@ -1,7 +1,8 @@
 """`bagoftricks predict --checkpoint RUN PATH...`: the top-k classes of image files with a run's model.
 
 The model, its evaluation transform (resize, centre crop, normalisation) and its class names come
-from the checkpoint, as `bagoftricks eval` uses them; images are run in batches on the device, under
+from the checkpoint, as `bagoftricks eval` uses them (from a model folder: its config.json's
+pretrained_cfg and label_names); images are run in batches on the device, under
 the recipe's train.precision, with test-time augmentation when asked (--tta). A file that cannot be
 decoded is reported with its reason and does not stop the others. Exit status: 0 when any image was
 predicted, 2 when none was (and for a checkpoint that cannot be used).
@@ -104,8 +105,12 @@ def render(preds: list[Prediction], fails: list[Failure], fmt: str) -> str:
 
 
 def transfer_task(checkpoint: str) -> str:
-    """'detect' or 'segment' for a transfer run's checkpoint (or run folder), '' for a classifier's."""
+    """'detect' or 'segment' for a transfer run's checkpoint (or run folder), '' for a classifier's (and for
+    a model folder: local-dir:, hf-hub:)."""
     from bagoftricks.checkpoint import read_checkpoint
+    from bagoftricks.models.hub import is_model_folder
+    if is_model_folder(checkpoint):
+        return ""
     return str(read_checkpoint(checkpoint).state.get("task", ""))
 
 

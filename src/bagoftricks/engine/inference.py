@@ -1,7 +1,9 @@
 """A trained model out of its run folder: `load_model` (with `predict`) and `evaluate_checkpoint` (`bagoftricks eval`).
 
 Both rebuild the checkpoint's model from its own recipe with `engine.derive.model_from_checkpoint`
-(the raw weights unless asked for the EMA ones) and frame images as the run's evaluation did.
+(the raw weights unless asked for the EMA ones) and frame images as the run's evaluation did. A model
+folder (`local-dir:DIR`, `hf-hub:ORG/NAME[@REV]`, a folder holding config.json; `models.hub`) is
+built from its config.json instead, framed by its pretrained_cfg and named by its label_names.
 """
 from __future__ import annotations
 
@@ -11,14 +13,17 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from bagoftricks import data as bdata
+from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.derive import (autocast, eval_batch_size, eval_transform, model_from_checkpoint,
-                                       resolve_device)
+from bagoftricks.engine.derive import (CheckpointModel, autocast, eval_batch_size, eval_transform,
+                                       model_from_checkpoint, resolve_device)
 from bagoftricks.engine.evaluate import evaluate
 from bagoftricks.engine.setup import build_data
 from bagoftricks.errors import CheckpointError, UsageError
+from bagoftricks.models.hub import is_model_folder
 
 
 def _eval_recipe(state: dict, data_root: str | None, overrides) -> brecipe.Recipe:
@@ -87,10 +92,29 @@ def load_model(path: str | Path, device: str = "cpu", use_ema: bool = False) -> 
     """
     ck = _restore(path, use_ema)
     model = ck.model.to(resolve_device(device)).eval()
-    return LoadedModel(model, ck.recipe, eval_transform(ck.recipe, ck.in_channels), ck.classes, ck.path)
+    folder = ck.state.get("model_folder")
+    transform = eval_transform(ck.recipe, ck.in_channels) if folder is None else \
+        bdata.EvalTransform(folder.image_size, crop_ratio=folder.crop_ratio, mean=folder.mean, std=folder.std,
+                            interpolation=folder.interpolation)
+    return LoadedModel(model, ck.recipe, transform, ck.classes, ck.path)
+
+
+def _from_folder(path: str | Path, use_ema: bool) -> CheckpointModel:
+    """A model folder as a checkpoint: its model, its recipe (folders we wrote) or one naming the model and
+    input size, and ``state["model_folder"]``, what its config.json says (models.hub.FolderConfig)."""
+    if use_ema:
+        raise UsageError(f"--ema: {path} is a model folder, which holds one set of weights")
+    fm = bmodels.folder_model(path)
+    c = fm.config
+    rd = c.recipe or {"model": c.model, "data": {"image_size": c.image_size, "crop_ratio": c.crop_ratio}}
+    state = {"recipe": rd, "num_classes": c.num_classes, "in_channels": c.in_channels, "classes": c.classes,
+             "model_folder": c}
+    return CheckpointModel(fm.model, brecipe.from_dict(rd), state, fm.folder, fm.what)
 
 
 def _restore(path: str | Path, use_ema: bool):
+    if is_model_folder(path):
+        return _from_folder(path, use_ema)
     try:
         return model_from_checkpoint(path, ema=use_ema)
     except CheckpointError as e:
@@ -111,6 +135,9 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, override
     """
     ck = _restore(path, use_ema)
     ckpt, state = ck.path, ck.state
+    if "model_folder" in state and state["model_folder"].recipe is None:
+        raise UsageError(f"{path}: a model folder not written by bagoftricks records no training data to evaluate "
+                         f"on; `bagoftricks predict --checkpoint {path} IMAGES` runs it on image files")
     r = _eval_recipe(state, data_root, overrides)
     dev = resolve_device(device)
     data = build_data(r, dev, bdist.DistInfo(), train=False)

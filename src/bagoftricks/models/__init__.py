@@ -5,7 +5,9 @@ Inception-V3, plus parameter/MAC counting and the zero-γ lookup.
     build_model("resnet20", 10, in_channels=1)      # Fashion-MNIST
     count_params_macs(model, (3, 224, 224))         # ResNet-50-D: (25_576_264, 4_328_824_832)
     features(model)                                 # stage outputs with channels and strides
-    load_pretrained(model, "runs/r50")              # our run, or a torchvision/timm state-dict file
+    load_pretrained(model, "runs/r50")              # our run, a torchvision/timm state-dict file, or a model
+                                                    # folder (local-dir:DIR, hf-hub:ORG/NAME); other input
+                                                    # channels adapt the first conv
 
 The names are loaded on first use, so that importing the torch-free ``catalog`` (preset names,
 variants, activations) does not import torch.
@@ -23,6 +25,7 @@ _EXPORTS = {
     "DropPath": "layers", "SqueezeExcite": "layers", "init_weights": "layers", "make_activation": "layers",
     "build_model": "registry",
     "load_pretrained": "pretrained", "freeze": "freezing", "classifier_head": "pretrained",
+    "folder_model": "pretrained", "adapt_channels": "adapt",
     "StageFeatures": "stages", "StageInfo": "stages", "features": "stages",
     "FAMILIES": "resnet", "ResNet": "resnet",
 }

@@ -1,15 +1,20 @@
 """Start a built model from weights trained elsewhere: ``load_pretrained(model, path) -> str``.
 
 ``path`` is one of our run folders (its newest valid checkpoint) or checkpoints — the EMA weights
-when the run kept them, else the raw weights — a safetensors file of ``bagoftricks export``, or a
+when the run kept them, else the raw weights — a safetensors file of ``bagoftricks export``, a
 torchvision/timm state-dict file (``.pth``, ``.pt``, ``.bin``, ``.safetensors``) converted to our
-keys by the tables of :mod:`convert`. Nothing is fetched from a hub: the user passes a file.
+keys by the tables of :mod:`convert`, or a model folder in timm's Hugging Face Hub layout
+(``local-dir:DIR``, ``hf-hub:ORG/NAME[@REV]``, see :mod:`hub`), whose config.json names its layout.
 
-The classifier head (the model's last ``nn.Linear``) is the one part that may differ: when its shape
-does not match (another ``num_classes``), or the file names other classes than the caller's
-``classes``, the model keeps its own freshly initialised head, and the returned log line says so.
-Any other missing, extra or differently shaped tensor is a ``WeightsError`` naming the file, the key
-and both shapes; nothing is skipped silently.
+Two parts may differ from the model. The classifier head (the model's last ``nn.Linear``): when its
+shape does not match (another ``num_classes``), or the file names other classes than the caller's
+``classes``, the model keeps its own freshly initialised head. The input convolution: weights for
+another number of input channels are adapted by :mod:`adapt`'s rule (RGB weights summed for grey
+images). The returned log line says what was done. Any other missing, extra or differently shaped
+tensor is a ``WeightsError`` naming the file, the key and both shapes; nothing is skipped silently.
+
+``folder_model(path)`` builds the model a model folder describes and loads it (``load_model`` of a
+folder, predict and eval on one).
 """
 from __future__ import annotations
 
@@ -22,9 +27,11 @@ from torch import nn
 
 from bagoftricks.checkpoint import read_checkpoint
 from bagoftricks.errors import CheckpointError, WeightsError
-from bagoftricks.models import convert
+from bagoftricks.models import convert, hub
+from bagoftricks.models.adapt import adapt_input_conv
+from bagoftricks.models.registry import build_model
 
-__all__ = ["SUFFIXES", "classifier_head", "load_pretrained", "read_weights"]
+__all__ = ["SUFFIXES", "FolderModel", "classifier_head", "folder_model", "load_pretrained", "read_weights"]
 
 SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 OUR_FORMAT = "bagoftricks"  # the "format" entry of our safetensors metadata
@@ -36,6 +43,7 @@ class Weights(NamedTuple):
     ours: bool   # our key layout (run folder, checkpoint, our safetensors export)
     what: str    # for the log: which weights of which file
     classes: list[str] | None = None  # the class names the file records (our checkpoints and exports)
+    layout: str = ""  # for the log, when the file says its layout (model folders)
 
 
 def classifier_head(model: nn.Module) -> str:
@@ -89,8 +97,26 @@ def _torch_file(path: Path) -> Weights:
     return Weights(_unwrap(obj, path), False, "state dict")
 
 
+def _folder(path: str | Path) -> tuple[Weights, hub.FolderConfig, Path]:
+    """The weights of a model folder, in our keys (converted from timm's when its config says so), its config and
+    the local folder."""
+    folder = hub.resolve(path)
+    cfg = hub.read_config(folder)
+    file = hub.weights_file(folder)
+    w = _safetensors(file) if file.suffix == ".safetensors" else _torch_file(file)
+    state, layout = w.state, "our layout"
+    if cfg.timm_name:
+        cp = next(c for c in convert.COUNTERPARTS if c.library == "timm" and c.name == cfg.timm_name)
+        state, layout = convert.from_library(state, cp), f"timm {cp.name} layout"
+    what = "model folder" + (f", {cfg.weights}" if cfg.weights else "")
+    return Weights(state, True, what, cfg.classes, layout), cfg, folder
+
+
 def read_weights(path: str | Path) -> Weights:
-    """The tensors of a run folder, checkpoint, safetensors or state-dict file (see module docstring)."""
+    """The tensors of a run folder, checkpoint, safetensors or state-dict file, or model folder (see module
+    docstring)."""
+    if hub.is_model_folder(path):
+        return _folder(path)[0]
     p = Path(path)
     if not p.exists():
         raise WeightsError(f"{p}: not found")
@@ -161,10 +187,43 @@ def load_pretrained(model: nn.Module, path: str | Path, classes: list[str] | Non
     ``classes``: the model's class names. When the file records other ones (our runs and exports do),
     the head is re-initialised even if its shape fits: a head trained for other classes is no start.
     """
-    p = Path(path)
+    p = str(path) if hub.parse_spec(path) is not None else Path(path)
     w = read_weights(p)
-    state, layout = (w.state, "our layout") if w.ours else _convert(model, w.state, p)
+    state, layout = (w.state, w.layout or "our layout") if w.ours else _convert(model, w.state, Path(p))
+    state, adapted = adapt_input_conv(model, state, p)
     other = classes is not None and w.classes is not None and list(classes) != list(w.classes)
     state, note = _fit(model, state, p, "the file's classes are others" if other else "")
     model.load_state_dict(state, strict=True)
-    return f"pretrained weights from {p} ({w.what}, {layout}): {len(state)} tensors{note}"
+    return f"pretrained weights from {p} ({w.what}, {layout}): {len(state)} tensors{adapted}{note}"
+
+
+class FolderModel(NamedTuple):
+    """The model a model folder describes, with its weights, and what its config.json says."""
+
+    model: nn.Module          # built by the zoo, loaded strictly, on the CPU
+    config: hub.FolderConfig  # classes, preprocessing, the model section, the recipe (folders we wrote)
+    folder: Path              # the local folder (an hf-hub: spec's snapshot in the Hub cache)
+    what: str                 # for a log: where the weights came from
+
+
+def folder_model(path: str | Path) -> FolderModel:
+    """Build the model of a model folder (``local-dir:``, ``hf-hub:`` or a folder holding config.json) and
+    load its weights strictly; a WeightsError naming the folder when they do not fit."""
+    w, cfg, folder = _folder(path)
+    options = {k: v for k, v in cfg.model.items() if k in _BUILD_OPTIONS}
+    try:
+        model = build_model(cfg.model["arch"], cfg.num_classes, cfg.in_channels, **options)
+    except (KeyError, ValueError) as e:
+        raise WeightsError(f"{folder / 'config.json'}: the model it describes cannot be built ({e})") from None
+    _check_keys(model, w.state, folder)
+    try:
+        model.load_state_dict(w.state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"{folder}: the weights do not fit {cfg.architecture} ({str(e).splitlines()[-1].strip()})"
+                           ) from None
+    return FolderModel(model, cfg, folder, f"{path} ({w.what}, {w.layout})")
+
+
+# the options of our model section that build_model takes (sync_bn, pretrained, freeze are the run's)
+_BUILD_OPTIONS = ("variant", "width", "init", "activation", "se_reduction", "groups", "width_per_group", "drop_path",
+                  "width_mult", "stem")
