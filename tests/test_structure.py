@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bagoftricks"
 
 # the rooms, bottom up: a module imports only from its own layer or lower ones
 LAYERS = [
-    {"errors", "files", "seeds", "lazy", "console"},
+    {"errors", "files", "seeds", "lazy", "console", "clock"},
     {"checkpoint"},
     {"data", "models", "tricks"},
     {"recipe"},

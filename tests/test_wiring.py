@@ -39,6 +39,14 @@ def _tensor_sig(t: torch.Tensor):
     return (tuple(t.shape), round(t.sum().item(), 6), round((t * t).sum().item(), 6), round((t * w).sum().item(), 6))
 
 
+def _groups(optimizer) -> list:
+    """Each optimizer's type and its param groups' settings (every hyper-parameter, the number of tensors)."""
+    from bagoftricks.tricks.optimizers import children
+    plain = (int, float, str, bool, tuple)
+    return [(type(opt).__name__, sorted((k, v) for k, v in g.items() if k != "params" and isinstance(v, plain)),
+             len(g["params"])) for opt in children(optimizer) for g in opt.param_groups]
+
+
 def observe(r: recipe.Recipe) -> dict:
     """What a recipe does before and during one training step, as comparable values.
 
@@ -50,8 +58,7 @@ def observe(r: recipe.Recipe) -> dict:
     x, y = next(iter(data.train.epoch(0)))
     out = {
         "model": (str(model), [(_tensor_sig(p), p.stride()) for p in model.state_dict().values()]),
-        "groups": [(g.get("name"), g["weight_decay"], g["momentum"], g["nesterov"], len(g["params"]))
-                   for g in t.optimizer.param_groups],
+        "groups": _groups(t.optimizer),
         "lr": [round(derive.scheduled_lr(r, s, steps), 12) for s in range(derive.run_steps(r, steps))],
         "batch": (_tensor_sig(x), x.is_contiguous(memory_format=torch.channels_last), y.tolist(), steps,
                   type(data.train).__name__),
@@ -103,11 +110,21 @@ CASES = {
     "data.num_classes": (4, 5, "model", ()),
     "data.synthetic_samples": (64, 48, "batch", ()),
     "data.in_memory": ("auto", "never", "batch", ("data.name=imagefolder", "data.root=@folder", "data.workers=0")),
+    "data.holdout": (0, 16, "eval", ()),
     "optim.lr": (0.1, 0.2, "lr", ()),
     "optim.momentum": (0.9, 0.5, "groups", ()),
     "optim.nesterov": (True, False, "groups", ()),
     "optim.weight_decay": (1e-4, 5e-4, "groups", ()),
     "optim.head_lr_mult": (1.0, 10.0, "groups", ()),
+    "optim.name": ("sgd", "adamw", "groups", ()),
+    "optim.betas": ([0.9, 0.999], [0.8, 0.99], "groups", ("optim.name=adamw",)),
+    "optim.eps": (1e-8, 1e-6, "groups", ("optim.name=adamw",)),
+    "optim.trust_coefficient": (0.001, 0.01, "groups", ("optim.name=lars",)),
+    "optim.muon_momentum": (0.95, 0.6, "groups", ("optim.name=muon",)),
+    "optim.ns_steps": (5, 3, "groups", ("optim.name=muon",)),
+    "optim.muon_takes": ("filters", "hidden", "groups", ("optim.name=muon",)),
+    "optim.fallback": ("sgd", "adamw", "groups", ("optim.name=muon",)),
+    "optim.fallback_lr_mult": (1.0, 0.5, "groups", ("optim.name=muon",)),
     "schedule.kind": ("step", "cosine", "lr", ()),
     "schedule.milestones": ([1, 2], [2, 3], "lr", ()),
     "schedule.gamma": (0.1, 0.5, "lr", ("schedule.milestones=[1]",)),

@@ -194,6 +194,7 @@ CATEGORIES = (
                             "cat", "stack", "index", "contiguous", "clone", "empty", "resize")),
 )
 PHASES = ("data+augment", "forward+loss", "backward+step")
+NESTED = {"optimizer": "backward+step"}  # a phase inside another: the optimizer's step (tricks.guarded_step)
 
 
 def _category(name: str) -> str:
@@ -223,7 +224,7 @@ def profile(step, device: torch.device, steps: int, trace: str = "") -> dict:
     if trace:
         prof.export_chrome_trace(trace)
     on_gpu = device.type == "cuda"
-    phases = dict.fromkeys(PHASES, 0.0)
+    phases = dict.fromkeys([*PHASES, *NESTED], 0.0)
     cats: dict[str, float] = {}
     ops = []
     for ev in prof.key_averages():
@@ -247,9 +248,13 @@ def profile(step, device: torch.device, steps: int, trace: str = "") -> dict:
 
 def format_profile(prof: dict) -> str:
     lines = [f"profile: {prof['steps']} steps, ms per step"]
-    total_ph = sum(prof["phases_ms"].values()) or 1.0
-    for k, v in prof["phases_ms"].items():
-        lines.append(f"  phase {k:<20} {v:8.2f}  {100 * v / total_ph:5.1f} %")
+    ph = prof["phases_ms"]
+    total_ph = sum(ph.get(k, 0.0) for k in PHASES) or 1.0
+    for k in PHASES:
+        lines.append(f"  phase {k:<20} {ph.get(k, 0.0):8.2f}  {100 * ph.get(k, 0.0) / total_ph:5.1f} %")
+    for k, outer in NESTED.items():
+        if k in ph:
+            lines.append(f"  phase   {k:<18} {ph[k]:8.2f}  {100 * ph[k] / (ph.get(outer) or 1.0):5.1f} % of {outer}")
     total = sum(prof["categories_ms"].values()) or 1.0
     for k, v in prof["categories_ms"].items():
         lines.append(f"  ops   {k:<20} {v:8.2f}  {100 * v / total:5.1f} %  ({prof['clock']})")

@@ -26,7 +26,8 @@ from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, TRANSFER_DA
 from bagoftricks.errors import RecipeError
 from bagoftricks.models.catalog import (ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec,
                                          split_variant)
-from bagoftricks.tricks.catalog import LABEL_SMOOTHING_FORMS, RANDAUGMENT_BINS, TTA_MODES
+from bagoftricks.tricks.catalog import (LABEL_SMOOTHING_FORMS, MUON_FALLBACKS, MUON_TAKES, OPTIMIZERS,
+                                        RANDAUGMENT_BINS, TTA_MODES, optim_fields)
 from bagoftricks.tricks.schedule import KINDS as SCHEDULE_KINDS
 
 
@@ -56,6 +57,8 @@ class DataConfig:
     name: str = "imagefolder"       # fashion_mnist | cifar10 | cifar100 | imagefolder | synthetic | fmnist_scenes
     root: str = ""                  # dataset folder; "" = the dataset's default location
     train_limit: int = 0            # use only the first N training images; 0 = all
+    holdout: int = 0                # evaluate on the last N training images instead of the test split (tuning without
+    #                                 the test set; taken before train_limit); 0 = the test split
     class_subset: tuple[int, ...] = ()  # keep only these classes (dataset indices), relabelled 0..k-1 in this
     #                                     order, both splits (fine-tuning on another split); () = all
     image_size: int = 224           # training crop / evaluation crop in pixels; paper: 224
@@ -80,11 +83,21 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
+    name: str = "sgd"               # sgd (paper §2) | adamw | lars | lamb | muon; each reads only its own fields below
     lr: float = 0.1                 # peak learning rate (per 256 images when tricks.linear_scaling); paper: 0.1
-    momentum: float = 0.9           # paper: 0.9
-    nesterov: bool = True           # Nesterov accelerated gradient, paper §2
-    weight_decay: float = 1e-4      # L2 penalty; paper: 1e-4
+    momentum: float = 0.9           # sgd, lars, muon's sgd fallback; paper: 0.9
+    nesterov: bool = True           # Nesterov momentum: sgd (paper §2), lars, muon (and its sgd fallback)
+    weight_decay: float = 1e-4      # every optimizer, its own kind: L2 in the gradient (sgd, lars), decoupled from it
+    #                                 (adamw, lamb, muon); paper: 1e-4 (sgd)
     head_lr_mult: float = 1.0       # lr multiplier of the classifier head (fine-tuning a new head: e.g. 10)
+    betas: tuple[float, ...] = (0.9, 0.999)  # adamw, lamb (and muon's adamw fallback): moment decays (β1, β2)
+    eps: float = 1e-8               # adamw, lamb, lars (and muon's adamw fallback): denominator guard
+    trust_coefficient: float = 0.001  # lars: η of the layer-wise trust ratio η·|w|/|g + λw| (You et al. 2017)
+    muon_momentum: float = 0.95     # muon: momentum of the orthogonalised update (Muon's default; airbench: 0.6)
+    ns_steps: int = 5               # muon: Newton-Schulz iterations per update (Muon's default; airbench: 3)
+    muon_takes: str = "filters"     # muon: every conv filter (airbench) | hidden (all but the input layer's)
+    fallback: str = "sgd"           # muon: the optimizer of everything else (BN, biases, the head): sgd | adamw
+    fallback_lr_mult: float = 1.0   # muon: the fallback's lr = the schedule's x this (airbench: SGD ~0.2-3x Muon's)
 
 
 @dataclass(frozen=True)
@@ -202,6 +215,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.stem": STEMS,
     "model.freeze": FREEZE_POINTS,
     "schedule.kind": SCHEDULE_KINDS,
+    "optim.name": OPTIMIZERS,
+    "optim.muon_takes": MUON_TAKES,
+    "optim.fallback": MUON_FALLBACKS,
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
     "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
@@ -278,7 +294,8 @@ def _coerce(key: str, typ, value: Any) -> Any:
 # How a value of each field type is described in an error (the tuple fields hold epochs, unless listed).
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _LIST_WORDS = {"data.progressive_sizes": "a list of image sizes in pixels, e.g. [20, 24]",
-               "data.class_subset": "a list of class indices, e.g. [5, 6, 7, 8, 9]"}
+               "data.class_subset": "a list of class indices, e.g. [5, 6, 7, 8, 9]",
+               "optim.betas": "two decays, e.g. [0.9, 0.999]"}
 
 
 def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
@@ -526,6 +543,7 @@ def _validate_model(m: ModelConfig) -> None:
 
 def _validate_data(d: DataConfig) -> None:
     _check(d.train_limit >= 0, "data.train_limit", d.train_limit, "must be >= 0 (0 = all)")
+    _check(d.holdout >= 0, "data.holdout", d.holdout, "must be >= 0 (0 = evaluate on the test split)")
     cs = list(d.class_subset)
     _check(not cs or (len(cs) >= 2 and len(set(cs)) == len(cs) and min(cs) >= 0), "data.class_subset", cs,
            "must be at least 2 different class indices >= 0 (or [] for all)")
@@ -546,7 +564,28 @@ def _validate_data(d: DataConfig) -> None:
     _check(d.timeout >= 0, "data.timeout", d.timeout, "must be >= 0")
 
 
+def _validate_optimizer_fields(o: OptimConfig) -> None:
+    """A field the chosen optimizer does not read, set away from its default, is an error (the list of what
+    each reads is tricks.catalog.OPTIMIZER_FIELDS: it grows with the fields, nothing is refused by omission)."""
+    reads = optim_fields(o.name, o.fallback)
+    default = OptimConfig()
+    for f in fields(OptimConfig):
+        here = getattr(o, f.name)
+        if f.name not in reads and here != getattr(default, f.name):
+            raise RecipeError(f"optim.{f.name}: {o.name} does not read this field (set to {here!r}); it reads "
+                              f"{', '.join('optim.' + k for k in reads if k != 'name')}")
+    _check(len(o.betas) == 2 and all(0.0 <= b < 1.0 for b in o.betas), "optim.betas", list(o.betas),
+           "must be two decays in [0, 1), e.g. [0.9, 0.999]")
+    _check(o.eps > 0, "optim.eps", o.eps, "must be > 0")
+    _check(o.trust_coefficient > 0, "optim.trust_coefficient", o.trust_coefficient, "must be > 0")
+    _check(0.0 <= o.muon_momentum < 1.0, "optim.muon_momentum", o.muon_momentum, "must be in [0, 1)")
+    _check(1 <= o.ns_steps <= 20, "optim.ns_steps", o.ns_steps, "must be in [1, 20]")
+    _check(math.isfinite(o.fallback_lr_mult) and o.fallback_lr_mult > 0, "optim.fallback_lr_mult",
+           o.fallback_lr_mult, "must be > 0")
+
+
 def _validate_optim(o: OptimConfig, s: ScheduleConfig, changed: frozenset[str]) -> None:
+    _validate_optimizer_fields(o)
     _check(math.isfinite(o.lr) and o.lr > 0, "optim.lr", o.lr, "must be > 0")
     _check(0.0 <= o.momentum < 1.0, "optim.momentum", o.momentum, "must be in [0, 1)")
     _check_pair(not (o.nesterov and o.momentum == 0), changed,

@@ -34,3 +34,17 @@ def test_image_folder_split(tmp_path):
     assert sub.classes == ["emu", "cat"] and sub.labels.tolist() == [1, 1, 0, 0]
     assert [p.split("/")[-2] for p in sub.paths] == ["cat", "cat", "emu", "emu"] and len(sub.sizes) == 4
     assert len(ds) == 6  # the original is untouched
+
+
+def test_holdout_evaluates_on_the_last_training_images_never_trained_on():
+    from bagoftricks import recipe
+    from bagoftricks.engine.distributed import DistInfo
+    from bagoftricks.engine.setup import build_data
+    base = ["data.name=synthetic", "data.image_size=8", "data.synthetic_samples=40", "data.augment=none",
+            "model.arch=resnet8", "train.batch_size=8"]
+    r = recipe.validate(recipe.apply_overrides(recipe.Recipe(), [*base, "data.holdout=10", "data.train_limit=20"]))
+    full = recipe.validate(recipe.apply_overrides(recipe.Recipe(), base))
+    cpu = torch.device("cpu")
+    d, f = build_data(r, cpu, DistInfo()), build_data(full, cpu, DistInfo())
+    train_all = f.train.ds.images
+    assert torch.equal(d.test.images, train_all[-10:]) and torch.equal(d.train.ds.images, train_all[:20])

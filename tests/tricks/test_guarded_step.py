@@ -56,8 +56,8 @@ def test_disabled_scaler_is_plain_backward_and_step():
 
 
 def _fused(p):
-    from bagoftricks.tricks.guarded_step import prepare_momentum
-    return prepare_momentum(torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, fused=True))
+    from bagoftricks.tricks.optimizers import prepare_state
+    return prepare_state(torch.optim.SGD([p], lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, fused=True))
 
 
 def test_grads_nonfinite_flags_nan_and_inf_not_huge_values():

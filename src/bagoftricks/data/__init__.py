@@ -22,7 +22,7 @@ _EXPORTS = {
     "TensorDataset": "common",
     "download": "fetch",
     "ImageFolderDataset": "imagefolder",
-    "select_classes": "subset",
+    "select_classes": "subset", "split_holdout": "subset",
     "MEMORY_LIMIT_BYTES": "registry", "dataset_stats": "registry", "load_split": "registry",
     "BatchAugment": "transforms", "EvalTransform": "transforms", "paper_train_transform": "transforms",
     "sample_params": "transforms",

@@ -1,5 +1,5 @@
 """A class subset of a split (``data.class_subset``): e.g. pre-train on five Fashion-MNIST classes and
-fine-tune on the other five.
+fine-tune on the other five; and a validation split held out of training (``data.holdout``).
 
 The kept classes are relabelled 0..k-1 in the order given, so the model has k outputs and
 ``classes`` lists their names in that order; images of the other classes are dropped.
@@ -36,3 +36,12 @@ def select_classes(ds, keep: Sequence[int]):
     out.paths, out.sizes = [ds.paths[i] for i in idx], [ds.sizes[i] for i in idx]
     out.labels, out.classes = new[mask], classes
     return out
+
+
+def split_holdout(ds: TensorDataset, n: int) -> tuple[TensorDataset, TensorDataset]:
+    """(the first len - n images, the last n) of an in-memory split: a validation split held out of training."""
+    if not 0 < n < len(ds):
+        raise DataError(f"data.holdout: {n} images cannot be held out of a training split of {len(ds)}")
+    k = len(ds) - n
+    return (TensorDataset(ds.images[:k], ds.labels[:k], ds.classes),
+            TensorDataset(ds.images[k:], ds.labels[k:], ds.classes))

@@ -99,16 +99,32 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
                                timeout=d.timeout, flips=flips), False
 
 
-def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train: bool = True) -> DataBundle:
-    """The recipe's test split with its evaluation transform and, unless train=False, its training batches."""
+def _splits(r: Recipe, train: bool):
+    """(training split or None, evaluation split): the dataset's test split or, with data.holdout N, the last N
+    images of its training split (taken before data.train_limit keeps the first images of the rest)."""
     d = r.data
     kw = dict(train_limit=d.train_limit, strict=d.strict, download=d.download, image_size=d.image_size,
               num_classes=d.num_classes, synthetic_samples=d.synthetic_samples, seed=r.train.seed)
-    test_ds = bdata.load_split(d.name, d.root, "test", **kw)
     # The §2 random-resized crop samples from the whole image: an image folder held in memory keeps it
     # (with its size, which only the batched augmentation reads).
     whole = d.augment == "paper" and d.in_memory != "never"
-    train_ds = bdata.load_split(d.name, d.root, "train", whole_images=whole, **kw) if train else None
+    if not d.holdout:
+        test_ds = bdata.load_split(d.name, d.root, "test", **kw)
+        return (bdata.load_split(d.name, d.root, "train", whole_images=whole, **kw) if train else None), test_ds
+    full = bdata.load_split(d.name, d.root, "train", whole_images=whole, **dict(kw, train_limit=0))
+    if not isinstance(full, bdata.TensorDataset) or full.sizes is not None:
+        raise UsageError(f"data.holdout: needs a dataset held in memory as evaluated (fashion_mnist, cifar10/100, "
+                         f"synthetic); {d.name} at {d.root or 'its default root'} is not")
+    rest, held = bdata.split_holdout(full, d.holdout)
+    if d.train_limit:
+        rest = bdata.TensorDataset(rest.images[:d.train_limit], rest.labels[:d.train_limit], rest.classes)
+    return (rest if train else None), held
+
+
+def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train: bool = True) -> DataBundle:
+    """The recipe's test split with its evaluation transform and, unless train=False, its training batches."""
+    d = r.data
+    train_ds, test_ds = _splits(r, train)
     if d.class_subset:
         test_ds = bdata.select_classes(test_ds, d.class_subset)
         train_ds = bdata.select_classes(train_ds, d.class_subset) if train_ds is not None else None
@@ -193,24 +209,27 @@ def load_teacher(path: str, num_classes: int, device: torch.device, channels_las
 
 
 # ------------------------------------------------------------------------------------ lr, optimizer
-def make_optimizer(r: Recipe, model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum over the recipe's param groups, fused where torch has the kernel.
+def make_optimizer(r: Recipe, model: nn.Module, lr: float):
+    """The recipe's optimizer (optim.name) over its param groups (no bias decay, BN lr, head lr; the step sets
+    each group's lr from the schedule and the group's lr_mult), fused where torch has the kernel.
 
-    The fused step updates every tensor in one kernel and takes the skipped-step flag on the
-    device, so the loop never waits on the host; where there is no fused kernel for the device
-    (or this torch), torch's default (foreach on accelerators) is used and a skip costs one sync.
-    """
-    kw = dict(lr=lr, momentum=r.optim.momentum, nesterov=r.optim.nesterov, weight_decay=r.optim.weight_decay)
-    head = bmodels.classifier_head(model) if r.optim.head_lr_mult != 1.0 else ""
+    A fused optimizer takes the skipped-step flag on the device, so the loop never waits on the host; the
+    others read it on the host (free on a CPU) or undo a bad step on the device (tricks.guarded_step)."""
     o = r.optim
-    groups = lambda: [dict(g, lr=lr * g.get("lr_mult", 1.0)) for g in
-                      tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult,
-                                          r.tricks.bn_lr_mult)]
+    head = bmodels.classifier_head(model) if o.head_lr_mult != 1.0 else ""
+    groups = [dict(g, lr=lr * g.get("lr_mult", 1.0)) for g in
+              tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult,
+                                  r.tricks.bn_lr_mult)]
     try:
-        opt = torch.optim.SGD(groups(), fused=True, **kw)
-    except (RuntimeError, ValueError, TypeError):  # SGD fills in the group dicts it is given: fresh ones
-        opt = torch.optim.SGD(groups(), **kw)
-    return tricks.prepare_momentum(opt)
+        return tricks.build_optimizer(o.name, groups, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
+                                      nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps,
+                                      trust_coefficient=o.trust_coefficient, model=model,
+                                      muon_momentum=o.muon_momentum, ns_steps=o.ns_steps, muon_takes=o.muon_takes,
+                                      fallback=o.fallback, fallback_lr_mult=o.fallback_lr_mult)
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:
+        raise RecipeError(f"optim: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------ together
@@ -284,7 +303,8 @@ class Training:
         lines = [f"model {r.model.arch}-{r.model.variant} | data {r.data.name} ({data.num_classes} classes, "
                  f"{'in-memory batched' if data.in_memory else 'per-image loader'}) | global batch "
                  f"{r.train.batch_size * ws} ({ws} x {r.train.batch_size}) | base lr "
-                 f"{base_lr(r, ws):.4g} | {r.train.precision} on {self.device}"]
+                 f"{base_lr(r, ws):.4g} | {r.train.precision} on {self.device}",
+                 f"optimizer: {r.optim.name}: {tricks.describe_optimizer(self.optimizer)}"]
         note = getattr(self.model, "pretrained_note", "")
         if note:
             lines.append(note)

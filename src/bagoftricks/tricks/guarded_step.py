@@ -13,6 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch.profiler import record_function
+
+from bagoftricks.tricks.optimizers import children
 
 
 def loss_scaler(enabled: bool, device_type: str) -> torch.amp.GradScaler:
@@ -37,11 +40,56 @@ def grads_nonfinite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     """Can `optimizer` skip a step from a device flag (``found_inf``) without a host sync?
 
-    torch's fused optimizers (``fused=True``) take the flag into their kernel; others need the
-    flag read on the host first.
+    torch's fused optimizers (``fused=True``: SGD, Adam, AdamW) take the flag into their kernel; others
+    are masked on an accelerator (`masked_step`) or read the flag on the host (free on a CPU).
     """
     return bool(getattr(optimizer, "_step_supports_amp_scaling", False)) and all(
         g.get("fused") for g in optimizer.param_groups)
+
+
+def skip_mode(optimizer: torch.optim.Optimizer, device: torch.device) -> str:
+    """How a bad step of `optimizer` is skipped: "flag" (its fused kernel reads the device flag), "mask" (an
+    accelerator, the state set up: the update is undone on the device where the flag is set) or "host"
+    (the flag read on the host: free on a CPU; one sync per step on an accelerator, and on the first step
+    of an optimizer that sets up its state then)."""
+    if skips_on_device(optimizer):
+        return "flag"
+    params = _stepped(optimizer)
+    if device.type != "cpu" and params and all(optimizer.state.get(p) for p in params):
+        return "mask"
+    return "host"
+
+
+def _stepped(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+
+def masked_step(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """optimizer.step(), then its parameters and state put back where `bad` (0-d bool, on the device) is set:
+    a skip decided on the device, for optimizers without a fused kernel. Costs a copy of the parameters and
+    the state per step."""
+    params = _stepped(optimizer)
+    tensors = params + [t for p in params for t in optimizer.state[p].values() if isinstance(t, torch.Tensor)]
+    saved = [t.detach().clone() for t in tensors]
+    optimizer.step()
+    with torch.no_grad():
+        for t, old in zip(tensors, saved):
+            t.copy_(torch.where(bad.to(t.device), old, t))
+
+
+def _guarded(optimizer, bad: torch.Tensor) -> None:
+    """One optimizer's step, skipped where `bad` is set (see skip_mode)."""
+    mode = skip_mode(optimizer, bad.device)
+    if mode == "flag":
+        optimizer.found_inf = bad.float()  # 0-d: fused SGD takes [1] too, fused Adam/AdamW only a 0-d flag
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif mode == "mask":
+        masked_step(optimizer, bad)
+    elif not bool(bad):
+        optimizer.step()
 
 
 def step_with_scaler(
@@ -58,8 +106,9 @@ def step_with_scaler(
     without loss scaling, when the loss itself is not finite; a skipped step leaves the weights and
     the optimizer state (momentum) bitwise unchanged.
 
-    Nothing is read back to the host when the optimizer skips on the device (see
-    :func:`skips_on_device`); other optimizers cost one sync per step. `reduce_flag` combines the
+    Nothing is read back to the host when the optimizer skips on the device (see :func:`skip_mode`);
+    others read the flag once per step (free on a CPU). With fp16 loss scaling torch's GradScaler
+    decides (it reads its flag on the host for an optimizer without a fused kernel). `reduce_flag` combines the
     flag across processes (an all-reduce max under DDP) so that every rank skips together. The
     caller zeroes the gradients before the forward pass. Unscaling before clipping makes
     `max_grad_norm` refer to the true gradients.
@@ -75,37 +124,17 @@ def step_with_scaler(
     if scaler.is_enabled():
         # the scaler skips on its own flag (set by unscale_), which is exactly `bad`; DDP's averaged
         # gradients make it the same on every rank
-        scaler.step(optimizer)
+        with record_function("optimizer"):
+            scaler.step(optimizer)
         scaler.update()
         return bad
     bad = bad | ~torch.isfinite(loss.detach()).to(bad.device)
     if reduce_flag is not None:
         bad = reduce_flag(bad)
-    if skips_on_device(optimizer):
-        optimizer.found_inf = bad.float().reshape(1)
-        try:
-            optimizer.step()
-        finally:
-            del optimizer.found_inf
-    elif not bool(bad):
-        optimizer.step()
+    with record_function("optimizer"):
+        for opt in children(optimizer):  # a chain (Muon + SGD): each its own way
+            _guarded(opt, bad)
     return bad
-
-
-def prepare_momentum(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Create SGD's momentum buffers as zeros before the first step.
-
-    With dampening 0 the first update is then ``buf = 0·momentum + g = g``, exactly what SGD does
-    when it creates the buffer itself. Needed for a device-side skip: a fused kernel told to skip
-    the very first step would otherwise leave a freshly allocated, uninitialised buffer behind.
-    """
-    for group in optimizer.param_groups:
-        if group.get("momentum", 0) and not group.get("dampening", 0):
-            for p in group["params"]:
-                state = optimizer.state[p]
-                if state.get("momentum_buffer") is None:
-                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    return optimizer
 
 
 def _clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
