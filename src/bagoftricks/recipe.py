@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, TRANSFER_DATASETS
+from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, PAD_MODES, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
 from bagoftricks.models.catalog import (ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec,
                                          split_variant)
@@ -50,6 +50,12 @@ class ModelConfig:
     #                                 conv for other channels adapted (RGB summed for grey)
     freeze: str = ""                # "" | stem | layer1..layer4: frozen up to and including it (BN in eval mode there)
     stem: str = "learned"           # airbench: learned | whiten (frozen, from the training images' patch covariance)
+    stem_bias_epochs: float = 0.0   # airbench: a bias on the stem, trained for the first N epochs then frozen; 0 = no
+    #                                 bias; airbench: 3 (of ~10)
+    dirac: bool = False             # airbench: the 3x3 convs start as the identity on their first channels (airbench)
+    bn_eps: float = 0.0             # every BatchNorm's eps; 0 = the architecture's own (torch 1e-5); airbench: 1e-12
+    bn_momentum: float = 0.0        # every BatchNorm's running-statistics momentum (weight of the new batch); 0 = own
+    #                                 (torch 0.1); airbench: 0.4
 
 
 @dataclass(frozen=True)
@@ -71,7 +77,8 @@ class DataConfig:
     flip_mode: str = "random"       # random (per image and epoch) | alternate (drawn once, inverted each epoch)
     jitter: float = 0.4             # brightness/saturation/hue factors in [1-j, 1+j] (paper, small); paper: 0.4
     lighting: float = 0.1           # PCA lighting noise std (paper, small; 3 channels); paper: 0.1
-    pad: int = 4                    # "small" preset: zero padding in pixels before the random crop
+    pad: int = 4                    # "small" preset: padding in pixels before the random crop
+    pad_mode: str = "zeros"         # "small" preset: zeros | reflect (the image mirrored at its edges; airbench)
     strict: bool = False            # imagefolder: unreadable file = error (True) or skipped and counted (False)
     download: bool = False          # fetch fashion_mnist/cifar from the official location (MD5-checked) if missing
     num_classes: int = 10           # synthetic only: number of classes
@@ -209,6 +216,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment": AUGMENTS,
     "data.in_memory": IN_MEMORY,
     "data.flip_mode": FLIP_MODES,
+    "data.pad_mode": PAD_MODES,
     "model.variant": tuple(VARIANTS),
     "model.init": INITS,
     "model.activation": tuple(ACTIVATIONS),
@@ -533,6 +541,9 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.width_per_group >= 0, "model.width_per_group", m.width_per_group, "must be >= 0")
     _check(0.0 <= m.drop_path < 1.0, "model.drop_path", m.drop_path, "must be in [0, 1)")
     _check(0.0 < m.width_mult <= 4.0, "model.width_mult", m.width_mult, "must be in (0, 4]")
+    _check(m.stem_bias_epochs >= 0, "model.stem_bias_epochs", m.stem_bias_epochs, "must be >= 0 (0 = no stem bias)")
+    _check(0 <= m.bn_eps < 1, "model.bn_eps", m.bn_eps, "must be in [0, 1) (0 = the architecture's own)")
+    _check(0 <= m.bn_momentum <= 1, "model.bn_momentum", m.bn_momentum, "must be in [0, 1] (0 = the model's own)")
     if m.freeze:
         spec = model_spec(m.arch)
         stages = {"resnet": 4, "resnet_small": 3}.get(spec.family, 0)

@@ -35,3 +35,25 @@ def test_whiten_stem_is_frozen_and_options_are_checked():
         build_model("resnet20", stem="whiten")
     with pytest.raises(ValueError, match="not an option"):
         build_model("airbench", variant="D")
+
+
+def test_the_stem_bias_trains_for_its_epochs_then_stays(tmp_path):
+    from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
+    from bagoftricks.engine import train
+    from tests.engine.conftest import tiny
+    r = tiny("model.arch=airbench", "model.width=4", "model.stem_bias_epochs=1", "train.epochs=2",
+             "train.keep_checkpoints=3")
+    train(r, tmp_path / "run", progress=False)
+    first, second = (load_checkpoint(p)["model"]["stem.bias"] for p in list_checkpoints(tmp_path / "run")[-2:])
+    assert first.abs().sum() > 0            # trained in epoch 1 (it starts at 0)
+    assert torch.equal(first, second)       # frozen from epoch 2 on
+
+
+def test_dirac_starts_each_3x3_conv_as_the_identity_on_its_first_channels():
+    from bagoftricks.models import build_model
+    m = build_model("airbench", 10, 1, width=4, dirac=True)
+    for conv in (m.layer1.conv1, m.layer2.conv1, m.layer2.conv2):
+        w = conv.weight
+        k = min(w.shape[0], w.shape[1])
+        x = torch.randn(2, w.shape[1], 6, 6)
+        assert torch.allclose(torch.nn.functional.conv2d(x, w[:k], padding=1), x[:, :k])

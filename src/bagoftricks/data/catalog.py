@@ -31,6 +31,10 @@ AUGMENTS = ("paper", "small", "none")
 # per image for the first epoch and flips each image the other way every following epoch.
 FLIP_MODES = ("random", "alternate")
 
+# Padding of the "small" preset's pad-and-crop (data.pad_mode): zeros, or the image mirrored at its edges
+# (airbench's translate), which keeps the border's statistics.
+PAD_MODES = ("zeros", "reflect")
+
 # Mean and std per channel on the 0..255 scale.
 IMAGENET_MEAN = (123.68, 116.779, 103.939)  # the paper's §2 values
 IMAGENET_STD = (58.393, 57.12, 57.375)

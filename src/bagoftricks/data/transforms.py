@@ -61,7 +61,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .catalog import AUGMENTS, IMAGENET_MEAN, IMAGENET_STD
+from .catalog import AUGMENTS, IMAGENET_MEAN, IMAGENET_STD, PAD_MODES
+
+_PAD = {"zeros": "constant", "reflect": "reflect"}  # data.pad_mode -> torch.nn.functional.pad's mode
 
 # AlexNet's eigen-decomposition of the ImageNet RGB covariance (pixels on the 0..1 scale); column j of
 # EIGVEC is the eigenvector of EIGVAL[j].
@@ -301,7 +303,7 @@ def _reference_photometric(x: torch.Tensor, p: dict[str, torch.Tensor], i: int,
 
 
 def reference_apply(img: torch.Tensor, params: dict[str, torch.Tensor], out_size: int, *, mode: str = "paper",
-                    pad: int = 4, jitter: bool = True, lighting: bool = True,
+                    pad: int = 4, jitter: bool = True, lighting: bool = True, pad_mode: str = "zeros",
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     index: int = 0) -> torch.Tensor:
     """Apply sample ``index`` of ``params`` to one uint8 [C, H, W] image, the slow and obvious way."""
@@ -309,7 +311,7 @@ def reference_apply(img: torch.Tensor, params: dict[str, torch.Tensor], out_size
     if mode == "none":
         x = resize_shorter_center_crop(img, out_size, out_size)
     else:
-        src = F.pad(img, (pad, pad, pad, pad)) if mode == "small" else img
+        src = F.pad(img, (pad, pad, pad, pad), mode=_PAD[pad_mode]) if mode == "small" else img
         x = src[:, top : top + h, left : left + w].float()
         if x.shape[-2:] != (out_size, out_size):
             x = F.interpolate(x[None], size=(out_size, out_size), mode="bilinear", align_corners=False,
@@ -352,8 +354,11 @@ class BatchAugment:
     def __init__(self, out_size: int, mode: str = "paper", *, area: tuple[float, float] = (0.08, 1.0),
                  ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: float = 0.5, jitter: float | None = None,
                  lighting: float | None = None, pad: int = 4, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> None:
+                 std: Sequence[float] = IMAGENET_STD, pad_mode: str = "zeros") -> None:
         _check_mode(mode)
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"unknown pad_mode {pad_mode!r}; valid: {', '.join(PAD_MODES)}")
+        self.pad_mode = pad_mode
         if not 0 <= flip <= 1:
             raise ValueError(f"flip must be a probability, got {flip}")
         self.out_size, self.mode = int(out_size), mode
@@ -366,7 +371,8 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         return (f"BatchAugment(out_size={self.out_size}, mode={self.mode!r}, area={self.area}, ratio={self.ratio}, "
-                f"flip={self.flip}, jitter={self.jitter}, lighting={self.lighting}, pad={self.pad})")
+                f"flip={self.flip}, jitter={self.jitter}, lighting={self.lighting}, pad={self.pad}, "
+                f"pad_mode={self.pad_mode!r})")
 
     def sample_params(self, batch: int, H: int, W: int, generator: torch.Generator | None = None,
                       sizes: torch.Tensor | None = None) -> dict:
@@ -400,7 +406,7 @@ class BatchAugment:
             x = torch.where(flip.view(B, 1, 1, 1), x.flip(-1), x)
         else:  # small: one gather over the zero-padded batch, the flip folded into the column index
             p = self.pad
-            padded = F.pad(images, (p, p, p, p))
+            padded = F.pad(images, (p, p, p, p), mode=_PAD[self.pad_mode])
             rows = crop[:, 0:1] + torch.arange(H, device=dev)
             j = torch.arange(W, device=dev)
             cols = crop[:, 1:2] + torch.where(flip.view(B, 1), W - 1 - j, j)
@@ -425,7 +431,8 @@ class BatchAugment:
         -> float [C, S, S], parameters drawn by the same ``sample_params``."""
         _, H, W = img.shape
         p = self.sample_params(1, H, W, generator)
-        return reference_apply(img, p, self.out_size, mode=self.mode, pad=self.pad, jitter=self.jitter > 0,
+        return reference_apply(img, p, self.out_size, mode=self.mode, pad=self.pad, pad_mode=self.pad_mode,
+                               jitter=self.jitter > 0,
                                lighting=self.lighting > 0, mean=self.mean, std=self.std)
 
 

@@ -107,7 +107,8 @@ def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
         return bmodels.build_model(m.arch, num_classes, in_channels, variant=m.variant, width=m.width, init=m.init,
                                    activation=m.activation, se_reduction=m.se_reduction, groups=m.groups,
                                    width_per_group=m.width_per_group, drop_path=m.drop_path,
-                                   width_mult=m.width_mult, stem=m.stem)
+                                   width_mult=m.width_mult, stem=m.stem, bn_eps=m.bn_eps, bn_momentum=m.bn_momentum,
+                                   dirac=m.dirac, stem_bias=m.stem_bias_epochs > 0)
     except ValueError as e:  # an option the architecture lacks, or widths that do not fit: bad input
         raise RecipeError(f"model: {e}") from None
 

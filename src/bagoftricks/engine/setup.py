@@ -84,7 +84,7 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
     alternate = d.flip_mode == "alternate"
     augment = bdata.BatchAugment(d.image_size, d.augment, area=(d.crop_area_min, 1.0),
                                  flip=0.0 if alternate else d.flip, jitter=d.jitter, lighting=d.lighting, pad=d.pad,
-                                 mean=mean, std=std)
+                                 mean=mean, std=std, pad_mode=d.pad_mode)
     flips = _alternating_flips(r, len(train_ds), device if in_memory else torch.device("cpu")) if alternate else None
     pre = None
     if t.randaugment_ops > 0:
@@ -209,7 +209,19 @@ def load_teacher(path: str, num_classes: int, device: torch.device, channels_las
 
 
 # ------------------------------------------------------------------------------------ lr, optimizer
-def make_optimizer(r: Recipe, model: nn.Module, lr: float):
+def _stem_bias_group(r: Recipe, model: nn.Module, groups: list[dict], steps_per_epoch: int) -> list[dict]:
+    """model.stem_bias_epochs: the stem's bias in a group of its own whose lr is 0 from that epoch on (the
+    training step reads "until_step"), so it trains for the first epochs and then stays as it is."""
+    bias = getattr(getattr(model, "stem", None), "bias", None)
+    if not r.model.stem_bias_epochs or bias is None:
+        return groups
+    out = [dict(g, params=[p for p in g["params"] if p is not bias]) for g in groups]
+    home = next(g for g in groups if any(p is bias for p in g["params"]))
+    until = round(r.model.stem_bias_epochs * steps_per_epoch)
+    return [g for g in out if g["params"]] + [dict(home, name="stem_bias", params=[bias], until_step=until)]
+
+
+def make_optimizer(r: Recipe, model: nn.Module, lr: float, steps_per_epoch: int = 1):
     """The recipe's optimizer (optim.name) over its param groups (no bias decay, BN lr, head lr; the step sets
     each group's lr from the schedule and the group's lr_mult), fused where torch has the kernel.
 
@@ -220,6 +232,7 @@ def make_optimizer(r: Recipe, model: nn.Module, lr: float):
     groups = [dict(g, lr=lr * g.get("lr_mult", 1.0)) for g in
               tricks.param_groups(model, o.weight_decay, r.tricks.no_bias_decay, head, o.head_lr_mult,
                                   r.tricks.bn_lr_mult)]
+    groups = _stem_bias_group(r, model, groups, steps_per_epoch)
     try:
         return tricks.build_optimizer(o.name, groups, lr=lr, weight_decay=o.weight_decay, momentum=o.momentum,
                                       nesterov=o.nesterov, betas=tuple(o.betas), eps=o.eps,
@@ -348,7 +361,7 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
         fit_stem(model, data)
     teacher = load_teacher(tk.distill_teacher, data.num_classes, device, tr.channels_last) if tk.distill_teacher \
         else None
-    optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size))
+    optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size), steps)
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
     ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
     lookahead = tricks.Lookahead(model) if tk.lookahead_every > 0 else None

@@ -70,9 +70,11 @@ class TrainStep:
         self.reduce_flag = (lambda f: bdist.all_reduce_max_flag(f, self.dinfo)) if self.dinfo.enabled else None
 
     def set_lr(self, epoch: int, s: int) -> float:
-        lr = scheduled_lr(self.recipe, epoch * self.steps_per_epoch + s, self.steps_per_epoch, self.dinfo.world_size)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)
+        gstep = epoch * self.steps_per_epoch + s
+        lr = scheduled_lr(self.recipe, gstep, self.steps_per_epoch, self.dinfo.world_size)
+        for group in self.optimizer.param_groups:  # a group with "until_step" trains until then (stem bias)
+            live = gstep < group.get("until_step", gstep + 1)
+            group["lr"] = lr * group.get("lr_mult", 1.0) if live else 0.0
         return lr
 
     def __call__(self, batch: Any, epoch: int, s: int) -> StepResult:

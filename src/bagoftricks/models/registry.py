@@ -10,23 +10,23 @@ from typing import Any
 from torch import nn
 
 from .catalog import MODELS, ModelSpec, default_image_size, list_models, model_spec, split_variant
-from .airbench import AirbenchNet
+from .airbench import AirbenchNet, dirac_init
 from .inception import InceptionV3
-from .layers import init_weights
+from .layers import init_weights, set_batchnorm
 from .mobilenet import MobileNetV1
 from .resnet import resnet, resnet_small
 
 __all__ = ["MODELS", "ModelSpec", "build_model", "default_image_size", "list_models"]
 
 # build_model's options that every family understands, and those only some do.
-_COMMON = ("init", "activation")
+_COMMON = ("init", "activation", "bn_eps", "bn_momentum")
 _RESNET_ONLY = ("variant", "width", "se_reduction", "groups", "width_per_group", "drop_path")
 _OPTIONS = {
     "resnet": _COMMON + _RESNET_ONLY,
     "resnet_small": _COMMON + _RESNET_ONLY,
     "mobilenet": _COMMON + ("width_mult",),
     "inception": _COMMON,
-    "airbench": _COMMON + ("width", "stem"),
+    "airbench": _COMMON + ("width", "stem", "dirac", "stem_bias"),
 }
 
 
@@ -45,6 +45,10 @@ def build_model(
     drop_path: float = 0.0,
     width_mult: float = 1.0,
     stem: str = "learned",
+    bn_eps: float = 0.0,
+    bn_momentum: float = 0.0,
+    dirac: bool = False,
+    stem_bias: bool = False,
 ) -> nn.Module:
     """Build and initialise a registered model.
 
@@ -63,6 +67,10 @@ def build_model(
     drop_path        stochastic depth, the last block's drop probability, in [0, 1). ResNets.
     width_mult       MobileNet's α (0.25, 0.5, 0.75, 1.0). MobileNet only.
     stem             "learned", or "whiten" (frozen; set by ``tricks.fit_whitening``). airbench only.
+    bn_eps, bn_momentum   every BatchNorm's eps and running-statistics momentum; 0 = the architecture's own
+                     (torch's 1e-5 and 0.1; Inception's eps 1e-3).
+    dirac            the 3×3 convolutions start as the identity on their first channels. airbench only.
+    stem_bias        the stem has a bias (airbench trains it for its first epochs). airbench only.
 
     A preset's own values (ResNeXt's groups, SE-ResNet's se_reduction) apply whenever the caller
     leaves that option at the default above. An option the architecture does not have, set to a
@@ -79,11 +87,14 @@ def build_model(
     spec = model_spec(arch)
     given = dict(variant=variant, width=width, init=init, activation=activation, se_reduction=se_reduction,
                  groups=groups, width_per_group=width_per_group, drop_path=drop_path, width_mult=width_mult,
-                 stem=stem)
+                 stem=stem, bn_eps=bn_eps, bn_momentum=bn_momentum, dirac=dirac, stem_bias=stem_bias)
     opts = _options(spec, given)
-    kw = {k: v for k, v in opts.items() if k != "init"}
+    kw = {k: v for k, v in opts.items() if k not in ("init", "bn_eps", "bn_momentum", "dirac")}
     model = _construct(spec, num_classes, in_channels, kw)
     init_weights(model, opts["init"])
+    set_batchnorm(model, opts["bn_eps"], opts["bn_momentum"])  # 0: the architecture's own
+    if opts.get("dirac"):
+        dirac_init(model)
     model.arch = arch  # for logs and checkpoints; plain attribute, not in the state dict
     return model
 
