@@ -46,3 +46,32 @@ def test_bench_profile_splits_the_step_by_phase_and_operator(tmp_path, capsys):
 def test_bench_trace_without_profile_exit_2(capsys):
     assert main(["bench", *TINY, "--trace", "t.json"]) == 2
     assert "--trace" in capsys.readouterr().err
+
+
+def test_bench_kernels_names_the_onednn_implementations_and_their_share(capsys):
+    assert main(["bench", *TINY, "--warmup", "1", "--windows", "1", "--steps", "1", "--no-reference", "--no-loader",
+                 "--kernels", "1"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads(out.strip().splitlines()[-1])
+    k = res["kernels"]
+    assert k["isa"] and k["cpu_capability"] and k["step_ms"] > 0
+    convs = [row for row in k["kernels"] if row["kind"] == "convolution"]
+    assert convs and all(":" in row["implementation"] or row["implementation"] for row in convs)
+    assert 0 < sum(row["share_of_step"] for row in k["kernels"]) <= 1.5  # verbose timing adds a little
+    assert "oneDNN kernels: ISA" in out
+
+
+def test_onednn_lines_are_summed_by_kind_and_implementation():
+    from bagoftricks.onednn import parse
+    lines = ["onednn_verbose,v1,info,cpu,isa:Intel AMX with bfloat16",
+             "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,"
+             "src:bf16,attr,alg:convolution_direct,mb128_ic8oc8_ih28oh28kh3,1.5",
+             "onednn_verbose,v1,primitive,exec,cpu,convolution,brg_conv_fwd:avx10_1_512_amx,forward_training,"
+             "src:bf16,attr,alg:convolution_direct,mb128_ic8oc8_ih28oh28kh3,0.5",
+             "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src dst,attr,,8x8x3x3,0.25",
+             "something else printed"]
+    isa, rows = parse(lines)
+    assert isa == "Intel AMX with bfloat16"
+    conv = rows[("convolution", "brg_conv_fwd:avx10_1_512_amx")]
+    assert (conv.calls, conv.ms) == (2, 2.0) and conv.shapes == {"mb128_ic8oc8_ih28oh28kh3": 2.0}
+    assert rows[("reorder", "jit:uni")].ms == 0.25

@@ -21,7 +21,7 @@ LAYERS = [
     {"data", "models", "tricks"},
     {"recipe"},
     {"engine"},
-    {"transfer", "deploy", "bench", "cli"},  # cli.py imports the engine and below; commands load by name
+    {"transfer", "deploy", "bench", "onednn", "cli"},  # cli.py imports the engine and below; commands load by name
     {"ablate"},
     {"report"},
     {"api", "__init__", "__main__"},

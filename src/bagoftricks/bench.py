@@ -86,7 +86,7 @@ def _once(fn, device) -> float:
 
 
 def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: int = 5, reference: bool = True,
-              loader: bool = True, profile_steps: int = 0, trace: str = "") -> dict:
+              loader: bool = True, profile_steps: int = 0, trace: str = "", kernel_steps: int = 0) -> dict:
     """Time the recipe's own training step (the engine's `TrainStep`), evaluation and loader.
 
     The step runs as in training (lr schedule, seeded generators, every per-step trick) over batches
@@ -128,11 +128,14 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
             fns[1]()
     timings = _interleaved(fns, device, 0, windows, steps)  # both are warm now
     prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
+    kernels = _kernels(train_step, device, kernel_steps) if kernel_steps else None
     out = _results(r, t, device, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
                    _loader_timing(t, windows, steps) if loader else None,
                    max(peak_before, matmul_peak(device, r.train.precision)), peak_mem)
     if prof is not None:
-        out["profile"] = prof
+        out["profile"] = dict(prof, mfu_by_phase=_phase_mfu(prof, out))
+    if kernels is not None:
+        out["kernels"] = kernels
     if reference:
         ref = x0.shape[0] / timings[1].median
         out.update(reference_img_s=ref, reference_windows_s=timings[1].runs, ratio=out["train_img_s"] / ref)
@@ -255,12 +258,30 @@ def format_profile(prof: dict) -> str:
     for k, outer in NESTED.items():
         if k in ph:
             lines.append(f"  phase   {k:<18} {ph[k]:8.2f}  {100 * ph[k] / (ph.get(outer) or 1.0):5.1f} % of {outer}")
+    for k, v in prof.get("mfu_by_phase", {}).items():
+        lines.append(f"  mfu   {k:<20} {100 * v:8.1f} %  (of the measured matmul peak)")
     total = sum(prof["categories_ms"].values()) or 1.0
     for k, v in prof["categories_ms"].items():
         lines.append(f"  ops   {k:<20} {v:8.2f}  {100 * v / total:5.1f} %  ({prof['clock']})")
     for k, v in prof["top_ops_ms"][:5]:
         lines.append(f"  top   {k[:40]:<40} {v:8.2f}")
     return "\n".join(lines)
+
+
+def _kernels(train_step, device: torch.device, steps: int) -> dict:
+    """bench --kernels: the oneDNN kernels (implementation, ISA) of a few steps, and the CPU's capability."""
+    if device.type != "cpu":
+        return {"note": "oneDNN kernels are a CPU's; on a GPU use --profile"}
+    from bagoftricks.onednn import kernel_report
+    return dict(kernel_report(train_step, steps), cpu_capability=torch.backends.cpu.get_cpu_capability())
+
+
+def _phase_mfu(prof: dict, res: dict) -> dict:
+    """MFU of the forward (2·MACs per image) and of the backward with the optimizer (4·MACs: the gradients of
+    the activations and of the weights), each over its own phase time, against the measured matmul peak."""
+    ph, images = prof["phases_ms"], res["batch_size"]
+    flops = {"forward+loss": 2 * res["macs_per_image"] * images, "backward+step": 4 * res["macs_per_image"] * images}
+    return {k: f / (ph[k] / 1e3) / res["matmul_peak_flops"] for k, f in flops.items() if ph.get(k)}
 
 
 def _reference_step(r, data, device, x0, y0):
@@ -316,13 +337,19 @@ def format_table(res: dict) -> str:
 def cmd_bench(args) -> int:
     if args.profile < 0:
         raise UsageError(f"bench: --profile N must be >= 0 (0 = no profile), got {args.profile}")
+    if args.kernels < 0:
+        raise UsageError(f"bench: --kernels N must be >= 0 (0 = none), got {args.kernels}")
     if args.trace and not args.profile:
         raise UsageError("bench: --trace FILE needs --profile N (the steps to trace)")
     r = brecipe.load(args.recipe, args.overrides)
     res = run_bench(r, warmup=args.warmup, windows=args.windows, steps=args.steps, reference=not args.no_reference,
-                    loader=not args.no_loader, profile_steps=args.profile, trace=args.trace)
+                    loader=not args.no_loader, profile_steps=args.profile, trace=args.trace,
+                    kernel_steps=args.kernels)
     print(format_table(res))
     if "profile" in res:
         print(format_profile(res["profile"]))
+    if "kernels" in res:
+        from bagoftricks.onednn import format_kernels
+        print(format_kernels(res["kernels"]))
     print(json.dumps(res))
     return 0

@@ -176,6 +176,9 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile N training steps: time per phase and per operator category")
     p.add_argument("--trace", default="", metavar="FILE", help="with --profile: write a Chrome trace to FILE")
+    p.add_argument("--kernels", type=int, default=0, metavar="N",
+                   help="CPU: the oneDNN kernels of N training steps (implementation and ISA: AMX, AVX-512, ...) "
+                        "and their share of the step")
 
 
 # ----------------------------------------------------------------------------------- commands
