@@ -117,7 +117,7 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
     out = Path(out_dir)
     dinfo = bdist.from_env()
     auto = r.train.resume == "auto" or bdist.elastic_restart_count() > 0
-    loop = None
+    loop = job = None
     try:
         if dinfo.enabled:
             bdist.init(dinfo, resolve_device(r.train.device, dinfo.local_rank))
@@ -146,7 +146,7 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
         bdist.barrier(dinfo)
         return record
     finally:
-        loop = None  # the DDP-wrapped model holds the process group: released here, it is freed at shutdown
+        loop = job = None  # the DDP-wrapped model holds the process group: released here, freed at shutdown
         bdist.shutdown()
 
 

@@ -72,18 +72,11 @@ def build_model(
     dirac            the 3×3 convolutions start as the identity on their first channels. airbench only.
     stem_bias        the stem has a bias (airbench trains it for its first epochs). airbench only.
 
-    A preset's own values (ResNeXt's groups, SE-ResNet's se_reduction) apply whenever the caller
-    leaves that option at the default above. An option the architecture does not have, set to a
-    non-default value, is a ``ValueError``: a setting that silently changes nothing is a bug. The
-    names are checked by the parts that use them (the variant by ``ResNet``, the activation by
-    ``make_activation``, the initialisation by ``init_weights``).
+    A preset's own values (ResNeXt's groups, SE-ResNet's se_reduction) apply whenever the caller leaves that
+    option at its default. An option the architecture does not have, set to a non-default value, is a
+    ``ValueError``: a setting that silently changes nothing is a bug.
     """
-    arch, named = split_variant(arch)
-    if isinstance(variant, str):
-        variant = variant.upper()
-    if named is not None and variant not in (None, named):
-        raise ValueError(f"arch {arch + named.lower()!r} is ResNet variant {named}, but variant={variant!r} was given")
-    variant = variant or named or "A"
+    arch, variant = _resolve_variant(arch, variant)
     spec = model_spec(arch)
     given = dict(variant=variant, width=width, init=init, activation=activation, se_reduction=se_reduction,
                  groups=groups, width_per_group=width_per_group, drop_path=drop_path, width_mult=width_mult,
@@ -97,6 +90,16 @@ def build_model(
         dirac_init(model)
     model.arch = arch  # for logs and checkpoints; plain attribute, not in the state dict
     return model
+
+
+def _resolve_variant(arch: str, variant: str | None) -> tuple[str, str]:
+    """(registered arch, ResNet variant letter) from a name that may carry the letter and the variant argument."""
+    arch, named = split_variant(arch)
+    if isinstance(variant, str):
+        variant = variant.upper()
+    if named is not None and variant not in (None, named):
+        raise ValueError(f"arch {arch + named.lower()!r} is ResNet variant {named}, but variant={variant!r} was given")
+    return arch, variant or named or "A"
 
 
 def _construct(spec: ModelSpec, num_classes: int, in_channels: int, kw: dict[str, Any]) -> nn.Module:
