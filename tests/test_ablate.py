@@ -83,7 +83,7 @@ def test_run_names_are_stable_slugs():
 
 
 @pytest.mark.parametrize("key, value", [
-    ("train.compile", True), ("optim.nesterov", False), ("optim.weight_decay", 0.1), ("optim.lr", 1e30),
+    ("train.compile", "step"), ("optim.nesterov", False), ("optim.weight_decay", 0.1), ("optim.lr", 1e30),
     ("train.epochs", 3), ("train.device", "cpu"), ("tricks.distill_teacher", "true"),
     ("tricks.distill_teacher", ""), ("tricks.distill_teacher", "a b: c"), ("schedule.milestones", [2, 3.5])])
 def test_override_values_round_trip(key, value):

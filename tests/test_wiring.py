@@ -110,6 +110,7 @@ CASES = {
     "data.num_classes": (4, 5, "model", ()),
     "data.synthetic_samples": (64, 48, "batch", ()),
     "data.in_memory": ("auto", "never", "batch", ("data.name=imagefolder", "data.root=@folder", "data.workers=0")),
+    "data.decode": ("cpu", "device", "batch", ("data.name=imagefolder", "data.root=@folder", "data.workers=0")),
     "data.holdout": (0, 16, "eval", ()),
     "data.pad_mode": ("zeros", "reflect", "batch", ("data.augment=small",)),
     "model.bn_eps": (0.0, 1e-3, "model", ()),
@@ -244,7 +245,7 @@ def test_strict_turns_a_skip_into_an_error(tmp_path):
     root = _write_folder(tmp_path / "f")
     (root / "train" / "class0" / "broken.png").write_bytes(b"")
     data = setup.build_data(make("data.name=imagefolder", f"data.root={root}"), CPU, DistInfo())
-    assert data.skipped == 1
+    assert [(split, f.rsplit("/", 1)[-1]) for split, f, _ in data.skipped] == [("train", "broken.png")]
     with pytest.raises(DataError, match="broken.png"):
         setup.build_data(make("data.name=imagefolder", f"data.root={root}", "data.strict=true"), CPU, DistInfo())
 
@@ -304,13 +305,17 @@ def test_lookahead_fields_change_the_trained_weights(key, a, b, extra):
     assert not torch.equal(wa, wb), key
 
 
-def test_compile_wraps_the_model(tmp_path, monkeypatch):
+def test_compile_wraps_the_model_or_compiles_the_step(tmp_path, monkeypatch):
+    # none: nothing; model: the module; step: the forward + loss function (engine.compiled; tests/engine/
+    # test_compiled_step.py runs it with inductor)
     seen = []
     monkeypatch.setattr(torch, "compile", lambda m, *a, **k: seen.append(m) or m)
     loop.train(make("train.epochs=1"), tmp_path / "a", progress=False)
     assert seen == []
-    loop.train(make("train.epochs=1", "train.compile=true"), tmp_path / "b", progress=False)
-    assert len(seen) == 1
+    loop.train(make("train.epochs=1", "train.compile=model"), tmp_path / "b", progress=False)
+    assert len(seen) == 1 and isinstance(seen[0], torch.nn.Module)
+    loop.train(make("train.epochs=1", "train.compile=step"), tmp_path / "c", progress=False)
+    assert len(seen) == 2 and not isinstance(seen[1], torch.nn.Module)
 
 
 def test_device_is_resolved_and_recorded(tmp_path):

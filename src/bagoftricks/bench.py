@@ -22,7 +22,7 @@ from torch.profiler import record_function
 from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import derive, runfolder, setup
+from bagoftricks.engine import compiled, derive, runfolder, setup
 from bagoftricks.errors import UsageError
 
 
@@ -115,7 +115,8 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
         counter[0] += 1
 
     t.step.module.train()
-    for _ in range(max(warmup, 1)):
+    # train.compile "step": the first step of a signature compiles it; on a GPU the one after CAPTURE_AFTER captures it
+    for _ in range(max(warmup, 1) + (compiled.CAPTURE_AFTER + 1 if r.train.compile == "step" else 0)):
         train_step()
     _sync(device)
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
@@ -134,6 +135,9 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
                    max(peak_before, matmul_peak(device, r.train.precision)), peak_mem)
     if prof is not None:
         out["profile"] = dict(prof, mfu_by_phase=_phase_mfu(prof, out))
+    out["launches"] = launch_stats(train_step, device, steps)
+    if t.step.core is not None:
+        out.update(compile_seconds=t.step.core.compile_seconds, captured=t.step.core.captured)
     if kernels is not None:
         out["kernels"] = kernels
     if reference:
@@ -284,6 +288,65 @@ def _phase_mfu(prof: dict, res: dict) -> dict:
     return {k: f / (ph[k] / 1e3) / res["matmul_peak_flops"] for k, f in flops.items() if ph.get(k)}
 
 
+# CUDA runtime calls, by what they mean for a launch-bound step (names as the profiler records them)
+LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
+                "cudaLaunchCooperativeKernel")
+GRAPH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
+WAIT_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cuStreamSynchronize",
+              "cuCtxSynchronize", "cudaMemcpy")
+GPU_ONLY = "GPU-only: kernel launches and the host's waits are counted on a CUDA device"
+
+
+def launch_stats(train_step, device: torch.device, steps: int) -> dict:
+    """Per training step on a GPU: the kernels launched one by one and as CUDA graphs, the kernels the GPU ran,
+    the milliseconds the host spent waiting for the device (synchronising calls) and the GPU's busy fraction:
+    a launch-bound step shows many launches and a GPU mostly idle. On a CPU: {"note": GPU_ONLY}."""
+    if device.type != "cuda":
+        return {"note": GPU_ONLY}
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    with tprofile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with record_function("bench:steps"):
+            for _ in range(steps):
+                train_step()
+        _sync(device)
+    gpu = torch.autograd.DeviceType.CUDA
+    events = [(e.name, e.device_type == gpu, e.time_range.start, e.time_range.end) for e in prof.events()]
+    return summarise_launches(events, steps)
+
+
+def summarise_launches(events: list[tuple[str, bool, float, float]], steps: int) -> dict:
+    """`launch_stats` from profiler events (name, on the GPU, start µs, end µs): host calls inside the
+    "bench:steps" range, GPU kernels from its start to the last kernel's end."""
+    window = [(a, b) for name, on_gpu, a, b in events if name == "bench:steps" and not on_gpu]
+    if not window:
+        raise ValueError("no 'bench:steps' range among the profiler's events")
+    t0, t1 = window[0]
+    host = [(n, a, b) for n, g, a, b in events if not g and t0 <= a <= t1]
+    kernels = sorted((a, b) for n, g, a, b in events if g and b >= t0)
+    busy, end, last = 0.0, t0, t1
+    for a, b in kernels:  # the union of the kernels' intervals
+        a = max(a, end)
+        if b > a:
+            busy, end = busy + b - a, b
+        last = max(last, b)
+    count = lambda names: sum(n in names for n, _, _ in host) / steps  # noqa: E731
+    return {"kernel_launches_per_step": count(LAUNCH_CALLS), "graph_launches_per_step": count(GRAPH_CALLS),
+            "kernels_per_step": len(kernels) / steps,
+            "host_wait_ms_per_step": sum(b - a for n, a, b in host if n in WAIT_CALLS) / 1e3 / steps,
+            "host_ms_per_step": (t1 - t0) / 1e3 / steps, "gpu_busy": busy / max(last - t0, 1e-9)}
+
+
+def format_launches(s: dict) -> str:
+    if "note" in s:
+        return s["note"]
+    return (f"{s['kernel_launches_per_step']:.1f} kernel launches + {s['graph_launches_per_step']:.1f} graph launches "
+            f"per step ({s['kernels_per_step']:.1f} kernels run); host waits {s['host_wait_ms_per_step']:.2f} of "
+            f"{s['host_ms_per_step']:.2f} ms per step; GPU busy {100 * s['gpu_busy']:.0f} %")
+
+
 def _reference_step(r, data, device, x0, y0):
     """One step of the same architecture in a plain eager fp32 loop: what a hand-written script does."""
     torch.manual_seed(r.train.seed)
@@ -317,7 +380,8 @@ def format_table(res: dict) -> str:
     rows = [
         ("device", f"{res['device']} ({res['device_name']}), {res['threads']} threads"),
         ("model", f"{res['arch']}-{res['variant']}, batch {res['batch_size']}, {res['precision']}"
-                  f"{', channels_last' if res['channels_last'] else ''}{', compiled' if res['compile'] else ''}"),
+                  f"{', channels_last' if res['channels_last'] else ''}"
+                  f"{'' if res['compile'] == 'none' else ', compile ' + res['compile']}"),
         ("train", f"{res['train_img_s']:.0f} img/s"),
         ("eval", f"{res['eval_img_s']:.0f} img/s"),
     ]
@@ -327,6 +391,11 @@ def format_table(res: dict) -> str:
     peak = res["matmul_peak_flops"] / 1e12
     rows += [("peak memory", f"{res['peak_memory_bytes'] / 2**20:.0f} MiB"),
              ("MFU", f"{100 * res['mfu']:.1f} % of a measured {peak:.2f} TFLOP/s matmul peak")]
+    if "launches" in res:
+        rows.append(("launches", format_launches(res["launches"])))
+    if res.get("compile_seconds") is not None:
+        rows.append(("compile", f"{res['compile_seconds']:.1f} s to compile{' and capture' if res['captured'] else ''} "
+                                f"(the first steps; not in the img/s)"))
     if "ratio" in res:
         rows.append(("reference", f"{res['reference_img_s']:.0f} img/s (plain eager fp32 loop)"))
         rows.append(("ratio", f"{res['ratio']:.2f}x"))

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from bagoftricks.data.catalog import AUGMENTS, DATASETS, FLIP_MODES, PAD_MODES, TRANSFER_DATASETS
+from bagoftricks.data.catalog import AUGMENTS, DATASETS, DECODES, FLIP_MODES, PAD_MODES, TRANSFER_DATASETS
 from bagoftricks.errors import RecipeError
 from bagoftricks.models.catalog import (ACTIVATIONS, FREEZE_POINTS, INITS, STEMS, VARIANTS, list_models, model_spec,
                                          split_variant)
@@ -85,6 +85,9 @@ class DataConfig:
     synthetic_samples: int = 512    # synthetic only: training images (test: a quarter)
     in_memory: str = "auto"         # auto | always | never: hold uint8 tensors on the device, augment in batches
     workers: int = 2                # DataLoader worker processes for per-image (imagefolder) data
+    decode: str = "auto"            # per-image (imagefolder) training data: cpu (DataLoader workers) | device (JPEGs
+    #                                 decoded in batches on the training device, §2 augmentation there) | auto
+    #                                 (device on a GPU with augment paper, else cpu)
     timeout: float = 0.0            # seconds before a stuck DataLoader worker fails the run; 0 = no limit
 
 
@@ -158,7 +161,8 @@ class TrainConfig:
     seed: int = 0                   # seeds init, data order and every augmentation
     precision: str = "fp32"         # fp32 | fp16 (autocast + dynamic loss scale) | bf16 (autocast)
     channels_last: bool = False     # NHWC memory format for convolutions
-    compile: bool = False           # torch.compile the model
+    compile: str = "none"           # none | model (torch.compile the model) | step (forward + loss compiled as one;
+    #                                 on a GPU the whole step captured in CUDA graphs); older true/false = model/none
     device: str = "auto"            # auto (cuda if available) | cpu | cuda | cuda:N
     threads: int = 0                # torch intra-op threads on CPU; 0 = torch's default
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints every N steps; 0 = end of epoch only
@@ -176,6 +180,7 @@ class TransferConfig:
     The backbone is the model section's classifier, its weights model.pretrained (a `train` run, or a
     torchvision/timm file)."""
     task: str = "detect"            # detect (Faster R-CNN + FPN) | segment (FCN); `transfer --task` sets it
+    head: str = "fcn"               # segment: fcn (FCNHead, the paper's) | deeplabv3 (ASPP, rates fitted to the map)
     frozen_bn: bool = True          # backbone BN as FrozenBatchNorm2d (statistics and affine fixed); torchvision: True
     trainable_layers: int = 3       # backbone layers trained, counted from the last stage (the stem counts as one)
     backbone_lr_mult: float = 1.0   # backbone lr = head lr x this (0 < m); common: 0.1-1
@@ -208,13 +213,16 @@ _SECTION_TYPES = {
 # The recipe's own choices; every other list is owned by the package that implements it.
 PRECISIONS = ("fp32", "fp16", "bf16")  # train.precision
 IN_MEMORY = ("auto", "always", "never")  # data.in_memory
+COMPILE_MODES = ("none", "model", "step")  # train.compile
 RESUME = ("", "auto")  # train.resume
 TRANSFER_TASKS = ("detect", "segment")  # transfer.task
+SEGMENT_HEADS = ("fcn", "deeplabv3")  # transfer.head
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.name": DATASETS + TRANSFER_DATASETS,
     "data.augment": AUGMENTS,
     "data.in_memory": IN_MEMORY,
+    "data.decode": DECODES,
     "data.flip_mode": FLIP_MODES,
     "data.pad_mode": PAD_MODES,
     "model.variant": tuple(VARIANTS),
@@ -229,8 +237,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tricks.label_smoothing_form": LABEL_SMOOTHING_FORMS,
     "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
+    "train.compile": COMPILE_MODES,
     "train.resume": RESUME,
     "transfer.task": TRANSFER_TASKS,
+    "transfer.head": SEGMENT_HEADS,
 }
 
 
@@ -245,6 +255,18 @@ def suggest(name: str, options: list[str]) -> str:
         tail = {o.split(".")[-1]: o for o in options}
         close = [tail[c] for c in difflib.get_close_matches(name.split(".")[-1], list(tail), n=3, cutoff=0.6)]
     return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+# Values that older recipe.yaml files hold for a field whose type changed since, read as what they meant then,
+# so that run folders written before still resume: train.compile was a bool (true = torch.compile the model).
+_LEGACY_VALUES = {"train.compile": {"true": "model", "false": "none"}}
+
+
+def _legacy(key: str, value: Any) -> Any:
+    table = _LEGACY_VALUES.get(key)
+    if table is None or not isinstance(value, (bool, str)):
+        return value
+    return table.get(str(value).lower(), value)
 
 
 def _field_type(cls, name: str):
@@ -327,7 +349,7 @@ def from_dict(data: dict | None, base: Recipe | None = None, source: str = "reci
             key = f"{sname}.{k}"
             if k not in names:
                 raise RecipeError(f"{source}: unknown key '{key}'{suggest(key, all_keys())}")
-            updates[k] = _coerce(key, _field_type(cls, k), v)
+            updates[k] = _coerce(key, _field_type(cls, k), _legacy(key, v))
         if sname == "model":
             _variant_name(updates, source)
         sections[sname] = replace(getattr(base, sname), **updates)
@@ -573,6 +595,12 @@ def _validate_data(d: DataConfig) -> None:
     _check(d.synthetic_samples >= 1, "data.synthetic_samples", d.synthetic_samples, "must be >= 1")
     _check(d.workers >= 0, "data.workers", d.workers, "must be >= 0")
     _check(d.timeout >= 0, "data.timeout", d.timeout, "must be >= 0")
+    _check(d.decode != "device" or d.name == "imagefolder", "data.decode", d.decode,
+           f"decodes the files of an image folder; {d.name} is not read from image files (use 'auto')")
+    _check(d.decode != "device" or d.augment == "paper", "data.decode", d.decode,
+           f"augments with the §2 crop drawn on each image's own size: needs data.augment: paper, got {d.augment!r}")
+    _check(d.decode != "device" or d.in_memory != "always", "data.decode", d.decode,
+           "reads the training images per image, but data.in_memory is 'always'; set one of the two")
 
 
 def _validate_optimizer_fields(o: OptimConfig) -> None:

@@ -92,3 +92,14 @@ def test_param_groups_split_backbone_and_heads():
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in b.layer3.parameters()}
     heads = {id(p) for p in m.classifier.parameters()} | {id(p) for p in m.aux_classifier.parameters()}
     assert {id(p) for p in groups[1]["params"]} == heads
+
+
+def test_deeplabv3_head_rates_fit_the_map_and_output_at_input_size():
+    from bagoftricks.transfer.heads import aspp_rates
+    assert aspp_rates(16, 513) == (6, 12, 18)          # DeepLabV3's own rates at output stride 16
+    assert aspp_rates(4, 48) == (2, 4, 7) and aspp_rates(4, 8) == (1, 2, 3)
+    m = segmenter(body(), 11, aux=True, head="deeplabv3", image_size=24)
+    assert type(m).__name__ == "DeepLabV3" and m.classifier[0].convs[1][0].dilation == (1, 1)
+    assert m.classifier[0].convs[2][0].dilation == (2, 2)   # rates (1, 2, 3) on a 6-pixel map
+    out = m(torch.randn(2, 1, 24, 24))
+    assert out["out"].shape == (2, 11, 24, 24) and out["aux"].shape == (2, 11, 24, 24)

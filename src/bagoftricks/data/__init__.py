@@ -5,6 +5,7 @@
     download(name, root) -> verified official files
     BatchAugment / paper_train_transform / EvalTransform    (transforms.py)
     MemoryBatches / LoaderBatches / eval_batches            (batches.py)
+    DeviceDecodeBatches   image folders decoded in batches on the device (device_decode.py)
     DATASETS / DEFAULT_ROOTS / AUGMENTS                     (catalog.py, torch-free)
 
 The names are loaded on first use, so that importing the torch-free ``catalog`` does not import torch.
@@ -19,6 +20,7 @@ _EXPORTS = {
     "AUGMENTS": "catalog", "FLIP_MODES": "catalog", "DATASETS": "catalog", "DEFAULT_ROOTS": "catalog",
     "IMAGENET_MEAN": "catalog", "IMAGENET_STD": "catalog",
     "LoaderBatches": "batches", "MemoryBatches": "batches", "eval_batches": "batches",
+    "DeviceDecodeBatches": "device_decode",
     "TensorDataset": "common",
     "download": "fetch",
     "ImageFolderDataset": "imagefolder",

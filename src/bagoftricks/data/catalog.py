@@ -35,6 +35,11 @@ FLIP_MODES = ("random", "alternate")
 # (airbench's translate), which keeps the border's statistics.
 PAD_MODES = ("zeros", "reflect")
 
+# Where the training images of a folder read per image are decoded (data.decode): "cpu" in DataLoader
+# workers, one image at a time; "device" in batches on the training device (a GPU's JPEG decoder), the §2
+# augmentation applied there to the whole batch; "auto" is "device" when training on a GPU (see setup).
+DECODES = ("auto", "cpu", "device")
+
 # Mean and std per channel on the 0..255 scale.
 IMAGENET_MEAN = (123.68, 116.779, 103.939)  # the paper's §2 values
 IMAGENET_STD = (58.393, 57.12, 57.375)

@@ -414,6 +414,13 @@ class BatchAugment:
             x = x.permute(0, 3, 1, 2).float()
             if (H, W) != (S, S):
                 x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False, antialias=True)
+        return self.photometric(x, params)
+
+    def photometric(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Steps 3-5 on a batch already cropped, resized and flipped (float [B, C, S, S], 0..255): colour
+        jitter, lighting, normalisation."""
+        B, C = x.shape[:2]
+        dev = x.device
         if self.jitter > 0:
             b = params["brightness"].to(dev)
             if C == 3:

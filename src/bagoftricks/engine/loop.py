@@ -80,6 +80,9 @@ class Job(Protocol):
     def summary(self) -> list[str]:
         """The run log's first lines about what is trained, and the warnings (prefixed 'warning: ')."""
 
+    def skipped_samples(self) -> list[tuple[str, str, str]]:
+        """(split, file, reason) of every sample the data readers skipped: logged and kept in skipped.json."""
+
     def scores(self, record: dict) -> str:
         """The epoch line's scores, e.g. ' | top-1 91.20 top-5 99.80'."""
 
@@ -225,6 +228,8 @@ class RunLoop:
                 self.log.warn(line[len("warning: "):])
             else:
                 self.log.log(line)
+        for line in runfolder.skipped_lines(self.job.skipped_samples()):
+            self.log.warn(line)
 
     def _earlier_attempts_wall(self) -> float:
         """Wall seconds the attempts before this resume spent: the finished epochs' (metrics.jsonl, truncated
@@ -239,9 +244,12 @@ class RunLoop:
         if not fresh:
             runfolder.truncate_metrics(self.metrics_path, self.start_epoch)
             return
-        for stale in (self.metrics_path, out / "run.log", out / "final.json"):
+        for stale in (self.metrics_path, out / "run.log", out / "final.json", out / runfolder.SKIPPED_FILE):
             stale.unlink(missing_ok=True)
         atomic_write_text(out / "recipe.yaml", brecipe.dump(r))
+        skipped = job.skipped_samples()
+        if skipped:
+            write_json(out / runfolder.SKIPPED_FILE, runfolder.skipped_records(skipped))
         d = job.describe()
         write_json(out / "classes.json", list(d["classes"]) or [str(k) for k in range(d["num_classes"])])
         extra = {"steps_per_epoch": self.steps, "steps": run_steps(r, self.steps), **job.folder_record()}

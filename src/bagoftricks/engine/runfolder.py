@@ -7,6 +7,7 @@
     DIR/tb/               TensorBoard event files
     DIR/run.log           the human-readable log (also printed)
     DIR/final.json        the last epoch's record and the wall time, once the run is complete
+    DIR/skipped.json      the samples the data readers skipped (split, file, reason), when there were any
 
 Only rank 0 writes here. This module decides whether a folder is a new run or a continuation
 (`prepare_run_folder`, and `plan_run`, which tells every rank), writes the log, the metrics and the
@@ -86,6 +87,29 @@ def env_record(device: torch.device, seed: int, world_size: int, extra: dict | N
     }
     rec.update(extra or {})
     return rec
+
+
+# ----------------------------------------------------------------------------------- skipped samples
+SKIPPED_FILE = "skipped.json"
+SKIPPED_SHOWN = 3  # samples a log line names; skipped.json has them all
+
+
+def skipped_records(skipped: list[tuple[str, str, str]]) -> list[dict]:
+    """skipped.json's records: {"split", "file", "reason"}, the reason without a leading "FILE: "."""
+    return [{"split": s, "file": f, "reason": why[len(f) + 2:] if why.startswith(f + ": ") else why}
+            for s, f, why in skipped]
+
+
+def skipped_lines(skipped: list[tuple[str, str, str]]) -> list[str]:
+    """One line per split with skipped samples: the count and the first SKIPPED_SHOWN files with their reason."""
+    lines = []
+    for split in dict.fromkeys(s for s, _, _ in skipped):
+        recs = [r for r in skipped_records(skipped) if r["split"] == split]
+        shown = "; ".join(f"{Path(r['file']).name}: {r['reason']}" for r in recs[:SKIPPED_SHOWN])
+        more = f"; and {len(recs) - SKIPPED_SHOWN} more" if len(recs) > SKIPPED_SHOWN else ""
+        lines.append(f"skipped {len(recs)} {split} sample(s) (all in {SKIPPED_FILE}; data.strict: true makes "
+                     f"them errors): {shown}{more}")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------- metrics

@@ -23,7 +23,7 @@ from bagoftricks import data as bdata
 from bagoftricks import models as bmodels
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import syncbn
+from bagoftricks.engine import compiled, syncbn
 from bagoftricks.engine.classify import Classify
 from bagoftricks.engine.derive import (base_lr, eval_batch_size, eval_transform, model_from_checkpoint, normalisation,
                                        precision_note, recipe_model, scheduled_lr)
@@ -41,7 +41,7 @@ class DataBundle:
     num_classes: int
     in_channels: int
     classes: list
-    skipped: int
+    skipped: list               # (split, file, reason) of every file the readers skipped
     in_memory: bool
 
 
@@ -94,9 +94,23 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
         transform = _PreAugment(pre, augment) if pre else augment
         return bdata.MemoryBatches(train_ds, r.train.batch_size, transform, device, r.train.seed,
                                    rank=dinfo.rank, world_size=dinfo.world_size, flips=flips), True
+    if decode_on_device(r, device):
+        return bdata.DeviceDecodeBatches(train_ds, r.train.batch_size, augment, device, r.train.seed, rank=dinfo.rank,
+                                         world_size=dinfo.world_size, flips=flips, threads=d.workers), False
     return bdata.LoaderBatches(train_ds, r.train.batch_size, _PerImage(pre, augment), device, r.train.seed,
                                rank=dinfo.rank, world_size=dinfo.world_size, workers=d.workers,
                                timeout=d.timeout, flips=flips), False
+
+
+def decode_on_device(r: Recipe, device: torch.device) -> bool:
+    """data.decode for a training split read per image: "device" (bagoftricks.data.device_decode), or "auto" on a
+    GPU when the augmentation can run there (§2's, no RandAugment: its per-image op choice is made on the host)."""
+    d = r.data
+    if d.decode == "device" and r.tricks.randaugment_ops > 0:
+        raise UsageError("data.decode: 'device' augments whole batches on the device; tricks.randaugment_ops runs "
+                         "per image on the host: set data.decode: cpu")
+    auto = device.type == "cuda" and d.augment == "paper" and r.tricks.randaugment_ops == 0
+    return d.decode == "device" or (d.decode == "auto" and auto and d.name == "imagefolder")
 
 
 def _splits(r: Recipe, train: bool):
@@ -110,6 +124,8 @@ def _splits(r: Recipe, train: bool):
     whole = d.augment == "paper" and d.in_memory != "never"
     if not d.holdout:
         test_ds = bdata.load_split(d.name, d.root, "test", **kw)
+        if train and d.decode == "device":  # read per image, decoded on the device: never decoded into memory here
+            return bdata.load_split(d.name, d.root, "train", memory_limit_bytes=0, **kw), test_ds
         return (bdata.load_split(d.name, d.root, "train", whole_images=whole, **kw) if train else None), test_ds
     full = bdata.load_split(d.name, d.root, "train", whole_images=whole, **dict(kw, train_limit=0))
     if not isinstance(full, bdata.TensorDataset) or full.sizes is not None:
@@ -132,10 +148,10 @@ def build_data(r: Recipe, device: torch.device, dinfo: bdist.DistInfo, *, train:
     in_channels = int(ref.images.shape[1]) if isinstance(ref, bdata.TensorDataset) else 3
     mean, std = normalisation(r, in_channels)
     eval_tf = eval_transform(r, in_channels)
-    skipped = len(getattr(test_ds, "skipped", []))
+    skipped = [("test", f, why) for f, why in getattr(test_ds, "skipped", [])]
     source, in_memory = None, False
     if train_ds is not None:
-        skipped += len(getattr(train_ds, "skipped", []))
+        skipped = [("train", f, why) for f, why in getattr(train_ds, "skipped", [])] + skipped
         source, in_memory = _train_source(r, train_ds, mean, std, device, dinfo)
     classes = list(getattr(ref, "classes", []))
     num_classes = len(classes) if classes else d.num_classes
@@ -291,6 +307,8 @@ class Training:
             out.update(ema_val_top1=ev2["top1"], ema_val_top5=ev2["top5"])
             if "tta_top1" in ev2:
                 out.update(ema_val_tta_top1=ev2["tta_top1"])
+        if self.step.core is not None:  # train.compile "step": the seconds its graphs took to compile and capture
+            out["compile_seconds"] = self.step.core.compile_seconds
         return out
 
     def eval_seconds(self) -> float:
@@ -309,12 +327,15 @@ class Training:
     def folder_record(self) -> dict:
         r, ws, d = self.recipe, self.dinfo.world_size, self.data
         return {"base_lr": base_lr(r, ws), "global_batch": r.train.batch_size * ws, "in_memory_data": d.in_memory,
-                "num_classes": d.num_classes, "skipped_files": d.skipped}
+                "num_classes": d.num_classes, "skipped_files": len(d.skipped)}
+
+    def skipped_samples(self) -> list[tuple[str, str, str]]:
+        return list(self.data.skipped)
 
     def summary(self) -> list[str]:
         r, data, ws = self.recipe, self.data, self.dinfo.world_size
         lines = [f"model {r.model.arch}-{r.model.variant} | data {r.data.name} ({data.num_classes} classes, "
-                 f"{'in-memory batched' if data.in_memory else 'per-image loader'}) | global batch "
+                 f"{'in-memory batched' if data.in_memory else _per_image_kind(data.train)}) | global batch "
                  f"{r.train.batch_size * ws} ({ws} x {r.train.batch_size}) | base lr "
                  f"{base_lr(r, ws):.4g} | {r.train.precision} on {self.device}",
                  f"optimizer: {r.optim.name}: {tricks.describe_optimizer(self.optimizer)}"]
@@ -324,8 +345,8 @@ class Training:
         slow = precision_note(r.train.precision, self.device)
         if slow:
             lines.append(f"warning: {slow}")
-        if data.skipped:
-            lines.append(f"skipped {data.skipped} unreadable image file(s) (data.strict: true makes them errors)")
+        if r.train.compile == "step":
+            lines.append(compiled.describe(self.device))
         return lines
 
     def scores(self, record: dict) -> str:
@@ -335,6 +356,11 @@ class Training:
         if "val_tta_top1" in record:
             top += f" (TTA {self.recipe.tricks.tta}: top-1 {record['val_tta_top1']:.2f})"
         return top
+
+
+def _per_image_kind(source) -> str:
+    return "per-image files decoded on the device" if isinstance(source, bdata.DeviceDecodeBatches) else \
+        "per-image loader"
 
 
 def _head(ds, k: int):
@@ -378,12 +404,15 @@ def wrap_for_training(t: Training) -> None:
     same seed, or the checkpoint rank 0 sent); DDP also broadcasts rank 0's at construction and
     averages the gradients of the per-rank mean losses.
     """
+    mode = t.recipe.train.compile  # none | model | step (engine.compiled: forward + loss, captured on a GPU)
     module = t.model
-    if t.recipe.train.compile:
+    if mode == "model":
         module = torch.compile(module)
     if t.dinfo.enabled:
         module = nn.parallel.DistributedDataParallel(
             t.model, device_ids=[t.device.index] if t.device.type == "cuda" else None)
-        if t.recipe.train.compile:
+        if mode == "model":
             module = torch.compile(module)
     t.step.module = module
+    if mode == "step":
+        compiled.compile_step(t.step)

@@ -13,6 +13,7 @@ the device); `StepMeter` accumulates the step's metrics on the device for the lo
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import torch
@@ -68,13 +69,19 @@ class TrainStep:
         self.device, self.steps_per_epoch = device, steps_per_epoch
         self.dinfo = dinfo or bdist.DistInfo()
         self.reduce_flag = (lambda f: bdist.all_reduce_max_flag(f, self.dinfo)) if self.dinfo.enabled else None
+        # train.compile "step" puts its compiled (or, on a GPU, captured) update here (engine.compiled)
+        self.core: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def set_lr(self, epoch: int, s: int) -> float:
         gstep = epoch * self.steps_per_epoch + s
         lr = scheduled_lr(self.recipe, gstep, self.steps_per_epoch, self.dinfo.world_size)
         for group in self.optimizer.param_groups:  # a group with "until_step" trains until then (stem bias)
             live = gstep < group.get("until_step", gstep + 1)
-            group["lr"] = lr * group.get("lr_mult", 1.0) if live else 0.0
+            value = lr * group.get("lr_mult", 1.0) if live else 0.0
+            if isinstance(group["lr"], torch.Tensor):  # a captured step reads it from the device
+                group["lr"].fill_(value)
+            else:
+                group["lr"] = value
         return lr
 
     def __call__(self, batch: Any, epoch: int, s: int) -> StepResult:
@@ -82,18 +89,24 @@ class TrainStep:
         lr = self.set_lr(epoch, s)
         with record_function("data+augment"):
             inputs = self.task.inputs(batch, epoch, s)
+        loss, skipped = self.update(inputs) if self.core is None else self.core(inputs)
+        with record_function("backward+step"):
+            self.lookahead(epoch, s)
+            if self.ema is not None:
+                self.ema.update(self.model, r.tricks.ema_decay, skip=skipped)
+        return StepResult(loss, skipped, self.bad_step(loss, skipped), lr, self.task.images(batch))
+
+    def update(self, inputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward under autocast, the task's loss, the guarded backward and optimizer step: (loss, skipped)."""
         with record_function("forward+loss"):
-            with autocast(r.train.precision, self.device):
+            with autocast(self.recipe.train.precision, self.device):
                 outputs = self.task.forward(self.module, inputs)
             loss = self.task.loss(outputs, inputs)
         with record_function("backward+step"):
             self.optimizer.zero_grad(set_to_none=True)
             # every rank skips together (DDP's averaged gradients, plus an all-reduce of the flag)
             skipped = tricks.step_with_scaler(self.scaler, self.optimizer, loss, reduce_flag=self.reduce_flag)
-            self.lookahead(epoch, s)
-            if self.ema is not None:
-                self.ema.update(self.model, r.tricks.ema_decay, skip=skipped)
-        return StepResult(loss, skipped, self.bad_step(loss, skipped), lr, self.task.images(batch))
+        return loss, skipped
 
     def lookahead(self, epoch: int, s: int) -> None:
         """Every tricks.lookahead_every steps: the slow weights step towards the fast ones, which are reset

@@ -2,7 +2,9 @@
 annotations/{training,validation}/*.png label maps (the same stem; 0 = not labelled, 1-150 the classes).
 
 Label 0 becomes IGNORE (not scored); classes keep their numbers, so class 0 (our background) never
-occurs. A missing or unreadable image or label map, a label map of another size, or a label above
+occurs. The model predicts the classes up to the largest label the folder's maps hold (`used_classes`):
+ADE20K's own 150, or fewer in a folder of one's own in this layout (a head of 7 outputs, not 151, for
+labels 1-6). A missing or unreadable image or label map, a label map of another size, or a label above
 150: an error naming the file (data.strict), or skipped and counted.
 """
 from __future__ import annotations
@@ -47,3 +49,14 @@ def load_ade20k(root: str, split: str, size: int, strict: bool) -> SceneSplit:
     for img_path, mask_path in _pairs(root, split):
         out.add(mask_path, lambda a=img_path, b=mask_path: _read(a, b))
     return out.split(list(CLASSES), f"ADE20K {split} split at {root}")
+
+
+def used_classes(*splits: SceneSplit) -> list[str]:
+    """CLASSES up to the largest label (IGNORE aside) that any map of `splits` holds."""
+    top = 0
+    for split in splits:
+        for t in split.targets:
+            m = t["mask"]
+            scored = m[m != IGNORE]
+            top = max(top, int(scored.max()) if scored.numel() else 0)
+    return CLASSES[:top + 1]

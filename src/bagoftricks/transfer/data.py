@@ -6,6 +6,7 @@ generator, which the training step seeds from (seed, epoch, step), so a resumed 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import torch
 from torchvision.transforms import v2
@@ -46,6 +47,17 @@ def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
                       f"{', '.join(TRANSFER_DATASETS)}")
 
 
+def load_transfer_splits(r: Recipe) -> tuple[SceneSplit, SceneSplit]:
+    """The (train, test) splits of the recipe's dataset, with the same classes (ADE20K: up to the largest label
+    in either split's maps)."""
+    train, test = load_transfer_split(r, "train"), load_transfer_split(r, "test")
+    if r.data.name == "ade20k":
+        from bagoftricks.transfer.ade20k import used_classes
+        classes = used_classes(train, test)
+        train, test = replace(train, classes=classes), replace(test, classes=classes)
+    return train, test
+
+
 def batch_indices(order: torch.Tensor, batch_size: int, first: int = 0, drop_last: bool = True):
     """The sample indices of each batch of `order`, from batch `first` on."""
     n = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
@@ -68,5 +80,5 @@ def segmentation_batch(images: list[torch.Tensor], targets: list[dict], mean: li
     return (x - m) / s, y
 
 
-__all__ = ["IGNORE", "batch_indices", "load_batch", "load_transfer_split",
+__all__ = ["IGNORE", "batch_indices", "load_batch", "load_transfer_split", "load_transfer_splits",
            "segmentation_batch"]

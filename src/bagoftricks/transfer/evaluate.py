@@ -6,6 +6,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from bagoftricks.engine.derive import autocast
 from bagoftricks.transfer import data as tdata
 from bagoftricks.transfer.augment import augmentation
 from bagoftricks.recipe import Recipe
@@ -26,16 +27,20 @@ class TransferModel(Protocol):
 
 @torch.no_grad()
 def predict(job: TransferModel, images: list[torch.Tensor], targets: list[dict]) -> list[dict]:
-    """Eval-mode predictions on the CPU: {"boxes", "scores", "labels"} (detect) or {"mask"} (segment) per image."""
-    model, dev = job.model, job.device
+    """Eval-mode predictions on the CPU: {"boxes", "scores", "labels"} (detect) or {"mask"} (segment) per image,
+    under the recipe's autocast as training ran (a detector's boxes and scores come out of its fp32 heads)."""
+    model, dev, r = job.model, job.device, job.recipe
     was_training = model.training
     model.eval()
     try:
-        if job.detect:
-            out = model([im.to(dev).float() for im in images])
-            return [{k: v.cpu() for k, v in o.items()} for o in out]
-        x, _ = tdata.segmentation_batch(images, targets, job.mean, job.std)
-        pred = model(x.to(dev))["out"].argmax(1).cpu()
+        with autocast(r.train.precision, dev):
+            if job.detect:
+                x = torch.stack(images).to(dev).float()
+                out = model(list(x.unbind(0)))
+                return [{k: v.cpu() for k, v in o.items()} for o in out]
+            x, _ = tdata.segmentation_batch(images, targets, job.mean, job.std)
+            fmt = torch.channels_last if r.train.channels_last else torch.contiguous_format
+            pred = model(x.to(dev).contiguous(memory_format=fmt))["out"].argmax(1).cpu()
         return [{"mask": p} for p in pred]
     finally:
         model.train(was_training)

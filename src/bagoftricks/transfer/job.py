@@ -1,11 +1,10 @@
 """What a transfer run builds once from its recipe: data, the model with its head, the optimizer, and the
 engine's training step with the transfer task (its batches and its loss).
 
-The recipe fields a transfer run reads are the model section with model.pretrained (the backbone, see
-backbone.py), data.name/root/image_size/flip, optim.*, the schedule with tricks.warmup_epochs and
-tricks.linear_scaling, train.* except the ones in IGNORED, and the transfer section. A field in IGNORED
-set away from its default is an error (the backbone's own tricks belong to its `bagoftricks train`
-run), so that nothing a recipe says is silently dropped.
+The fields a transfer run reads are listed in READ (an allow-list): the ones set-up reads here, and the
+train.* fields the engine's run loop reads. Any other field set away from its default is an error naming
+it, so that nothing a recipe says is silently dropped — a field added to the recipe later included, until
+transfer reads it and it is added here (tests/transfer/test_transfer_wiring.py holds the two lists to it).
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ from torch import nn
 from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.data.batches import epoch_order
-from bagoftricks.engine.derive import normalisation
+from bagoftricks.engine.derive import base_lr, normalisation, precision_note
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.engine.step import TrainStep
 from bagoftricks.errors import RecipeError, UsageError
@@ -32,28 +31,42 @@ from bagoftricks.transfer.evaluate import evaluate_transfer
 from bagoftricks.transfer.heads import detector, segmenter
 from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
-IGNORED = (
-    "model.sync_bn", "model.width_mult", "model.freeze", "data.class_subset", "optim.head_lr_mult", "tricks.tta",
-    "data.train_limit", "data.crop_ratio", "data.augment", "data.crop_area_min", "data.jitter", "data.lighting",
-    "data.pad", "data.download", "data.num_classes", "data.synthetic_samples", "data.in_memory",
-    "data.workers", "data.timeout",
-    "schedule.extended_from",
-    "tricks.zero_gamma", "tricks.no_bias_decay", "tricks.label_smoothing", "tricks.label_smoothing_form",
-    "tricks.mixup_alpha", "tricks.cutmix_alpha", "tricks.mix_off_epochs", "tricks.cutout", "tricks.random_erasing",
-    "tricks.distill_teacher", "tricks.distill_temperature", "tricks.distill_hard_weight", "tricks.ema_decay",
-    "tricks.randaugment_ops", "tricks.randaugment_magnitude",
-    "train.precision", "train.channels_last", "train.compile",
+# What transfer's set-up reads (each has a case in the wiring test: two values, two different builds)
+READ_HERE = (
+    "model.arch", "model.variant", "model.width", "model.init", "model.activation", "model.se_reduction",
+    "model.groups", "model.width_per_group", "model.drop_path", "model.pretrained",
+    "data.name", "data.root", "data.image_size", "data.flip", "data.strict",
+    "optim.lr", "optim.momentum", "optim.nesterov", "optim.weight_decay",
+    "schedule.kind", "schedule.milestones", "schedule.gamma", "schedule.floor",
+    "tricks.linear_scaling", "tricks.warmup_epochs",
+    "train.batch_size", "train.seed", "train.precision", "train.channels_last", "train.eval_batch_size",
+    "transfer.task", "transfer.head", "transfer.frozen_bn", "transfer.trainable_layers",
+    "transfer.backbone_lr_mult", "transfer.fpn_channels", "transfer.anchor_scale", "transfer.aux_weight",
+    "transfer.scale_jitter", "transfer.train_scenes", "transfer.test_scenes",
 )
+# What the engine's run loop reads for every job (tested with the loop: tests/engine,
+# tests/transfer/test_transfer_run.py)
+READ_BY_LOOP = (
+    "train.epochs", "train.steps", "train.budget", "train.device", "train.threads", "train.checkpoint_every_steps",
+    "train.keep_checkpoints", "train.eval_every", "train.log_every_steps", "train.max_bad_steps", "train.resume",
+)
+READ = READ_HERE + READ_BY_LOOP
 
 
 def check_transfer(r: Recipe) -> Recipe:
-    """`r` validated, with every field that transfer does not read at its default (a RecipeError otherwise)."""
+    """`r` validated, with every field that transfer does not read (not in READ) at its default: a RecipeError
+    naming the first one otherwise (and the others set, if any)."""
     brecipe.validate(r)
     here, default = brecipe.flat(r), brecipe.flat(Recipe())
-    for key in IGNORED:
-        if here[key] != default[key]:
-            raise RecipeError(f"{key}: transfer does not read this field (set to {here[key]!r}); leave it at "
-                              f"{default[key]!r} (a backbone's tricks belong to its own `bagoftricks train` run)")
+    refused = [k for k, v in here.items() if k not in READ and v != default[k]]
+    if refused:
+        key = refused[0]
+        section = key.split(".")[0]
+        why = "a backbone's tricks belong to its own `bagoftricks train` run" if section == "tricks" else \
+            f"of {section}.* transfer reads {', '.join(k for k in READ if k.startswith(section + '.')) or 'none'}"
+        also = f"; also set and not read: {', '.join(refused[1:])}" if refused[1:] else ""
+        raise RecipeError(f"{key}: transfer does not read this field (set to {here[key]!r}); leave it at "
+                          f"{default[key]!r} ({why}){also}")
     return r
 
 
@@ -72,22 +85,26 @@ class TransferTask:
         torch.manual_seed(derive_seed(self.recipe.train.seed, "transfer-step", epoch, s))
         images, targets = tdata.load_batch(self.train, indices, self.augment)
         dev = self.device
-        if self.detect:
-            return [im.to(dev).float() for im in images], [{"boxes": t["boxes"].to(dev), "labels": t["labels"].to(dev)}
-                                                            for t in targets]
+        if self.detect:  # one copy of the whole batch to the device (every image is image_size square)
+            x = torch.stack(images).to(dev, non_blocking=True).float()
+            return list(x.unbind(0)), [{"boxes": t["boxes"].to(dev), "labels": t["labels"].to(dev)} for t in targets]
         x, y = tdata.segmentation_batch(images, targets, self.mean, self.std)
-        return x.to(dev), y.to(dev)
+        fmt = torch.channels_last if self.recipe.train.channels_last else torch.contiguous_format
+        return x.to(dev, non_blocking=True).contiguous(memory_format=fmt), y.to(dev, non_blocking=True)
 
     def forward(self, module: nn.Module, inputs):
         return module(*inputs) if self.detect else module(inputs[0])
 
     def loss(self, outputs, inputs) -> torch.Tensor:
-        if self.detect:  # Faster R-CNN returns its losses (RPN and RoI heads) in training mode
+        """The detector's own losses (computed in fp32 by its heads), or the label maps' cross-entropy of the
+        logits read as fp32 (they come out of autocast in bf16/fp16)."""
+        if self.detect:
             return sum(outputs.values())
         y = inputs[1]
-        loss = F.cross_entropy(outputs["out"], y, ignore_index=IGNORE)
+        loss = F.cross_entropy(outputs["out"].float(), y, ignore_index=IGNORE)
         if "aux" in outputs:
-            loss = loss + self.recipe.transfer.aux_weight * F.cross_entropy(outputs["aux"], y, ignore_index=IGNORE)
+            aux = F.cross_entropy(outputs["aux"].float(), y, ignore_index=IGNORE)
+            loss = loss + self.recipe.transfer.aux_weight * aux
         return loss
 
     def images(self, indices: list[int]) -> int:
@@ -144,17 +161,31 @@ class TransferJob:
 
     def folder_record(self) -> dict:
         r = self.recipe
-        return {"task": r.transfer.task, "classes": self.train.classes, "pretrained": r.model.pretrained}
+        return {"task": r.transfer.task, "classes": self.train.classes, "pretrained": r.model.pretrained,
+                "skipped_files": len(self.train.skipped) + len(self.test.skipped)}
+
+    def skipped_samples(self) -> list[tuple[str, str, str]]:
+        """(split, file, reason) of every sample the readers skipped (data.strict: false)."""
+        return [(name, f, why) for name, split in (("train", self.train), ("test", self.test))
+                for f, why in split.skipped]
 
     def summary(self) -> list[str]:
         r = self.recipe
         lines = [self.pretrained_note] if self.pretrained_note else []
-        lines.append(f"transfer {r.transfer.task} | backbone {r.model.arch}-{r.model.variant} "
+        head = f"{r.transfer.head} " if not self.detect else ""
+        lines.append(f"transfer {r.transfer.task} | {head}backbone {r.model.arch}-{r.model.variant} "
                      f"({r.model.pretrained or 'from scratch'}) | data {r.data.name} ({len(self.train)} train, "
                      f"{len(self.test)} test, {self.train.num_classes} classes with the background) | "
-                     f"batch {r.train.batch_size} | lr {r.optim.lr:g} (backbone x{r.transfer.backbone_lr_mult:g}) "
-                     f"on {self.device}")
-        return lines
+                     f"batch {r.train.batch_size} | lr {base_lr(r, 1):g} (backbone x{r.transfer.backbone_lr_mult:g}) "
+                     f"| {r.train.precision}{' channels_last' if r.train.channels_last else ''} on {self.device}")
+        slow = precision_note(r.train.precision, self.device)
+        if r.transfer.frozen_bn and not r.model.pretrained:
+            lines.append("warning: transfer.frozen_bn: true without model.pretrained freezes the backbone's BN at its "
+                         "initial values (the identity): a backbone from scratch then trains without normalisation")
+        if r.train.precision == "fp16" and self.device.type == "cpu":
+            slow = ("train.precision: fp16 autocast is emulated on a CPU (measured several times slower than fp32); "
+                    "it is meant for GPUs, bf16 for CPUs with AVX-512 BF16 or AMX")
+        return lines + ([f"warning: {slow}"] if slow else [])
 
     def scores(self, record: dict) -> str:
         keys = [k for k in ("map_50", "map", "miou", "pixel_acc") if k in record]
@@ -179,24 +210,31 @@ def build_model(r: Recipe, in_channels: int, num_classes: int,
     if t.task == "detect":
         model = detector(body, num_classes, r.data.image_size, t.fpn_channels, t.anchor_scale, mean, std)
     else:
-        model = segmenter(body, num_classes, aux=t.aux_weight > 0)
+        model = segmenter(body, num_classes, aux=t.aux_weight > 0, head=t.head, image_size=r.data.image_size)
     return model, body, note
 
 
 def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, channels: int = 0) -> TransferJob:
     """The data, model, optimizer and training step of transfer recipe `r` (load_backbone=False: a resumed
-    run, whose model takes `channels` channels)."""
+    run, whose model takes `channels` channels).
+
+    Precision as classification trains: the step's forward under train.precision's autocast, fp16 with a
+    dynamic loss scale (bf16 and fp32 without), every step guarded against non-finite losses and gradients;
+    train.channels_last puts the weights (and the segmentation batches) in NHWC."""
     check_transfer(r)
-    train, test = tdata.load_transfer_split(r, "train"), tdata.load_transfer_split(r, "test")
+    train, test = tdata.load_transfer_splits(r)
     steps = len(train) // r.train.batch_size
     if steps < 1:
         raise UsageError(f"train.batch_size: {r.train.batch_size} is larger than the {len(train)} training images")
     model, body, note = build_model(r, channels or train.in_channels, train.num_classes, load_backbone)
     model.to(device)
+    if r.train.channels_last:
+        model.to(memory_format=torch.channels_last)
     o = r.optim
     groups = [g for g in param_groups(model, body, r.transfer.backbone_lr_mult) if g["params"]]
-    opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
-    scaler = tricks.loss_scaler(False, device.type)  # fp32: transfer runs refuse train.precision
+    opt = tricks.build_optimizer("sgd", groups, lr=base_lr(r, 1), weight_decay=o.weight_decay, momentum=o.momentum,
+                                 nesterov=o.nesterov)
+    scaler = tricks.loss_scaler(r.train.precision == "fp16", device.type)
     ch = input_channels(body)
     mean, std = normalisation(r, ch)
     task = TransferTask(r, train, device, mean, std)

@@ -9,6 +9,7 @@ score (detections scoring at least SCORE_MIN) or the predicted label map.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ def load_transfer(path: str | Path, device: str = "cpu") -> TransferJob:
     if "task" not in state:
         raise CheckpointError(f"{ck.path} is a classification checkpoint, not a transfer run's")
     r = brecipe.from_dict(state["recipe"])
-    test = tdata.load_transfer_split(r, "test")
+    test = replace(tdata.load_transfer_split(r, "test"), classes=list(state["classes"]))  # the model's classes
     model, _, _ = build_model(r, state["in_channels"], state["num_classes"], load=False)
     model.load_state_dict(ck.weights)
     model.to(device).eval()
