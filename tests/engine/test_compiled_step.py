@@ -111,7 +111,7 @@ def test_a_captured_step_replays_what_eager_computes(extra):
     for e in range(3):
         for t, out in ((t0, losses[0]), (t1, losses[1])):
             for s, batch in enumerate(t.data.train.epoch(e)):
-                out.append(float(t.step(batch, e, s).loss))
+                out.append(float(t.step(batch, e, s).loss.detach()))
     assert losses[0] == losses[1] and len(losses[0]) == n
     for a, b in zip(t0.model.state_dict().values(), t1.model.state_dict().values()):
         assert torch.equal(a, b)
