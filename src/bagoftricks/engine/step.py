@@ -3,7 +3,7 @@
 
 Per step, in this order: lr (warmup + step/cosine) -> the task's inputs (its seeded random draws,
 augmentation, mixing) -> forward under autocast -> the task's loss -> guarded backward and optimizer
-step (tricks.guarded_step: the one `.backward()` of training) -> lookahead sync (every k steps) -> EMA
+step (tricks.guarded_step: the one backward pass of training) -> lookahead sync (every k steps) -> EMA
 update.
 
 What differs between tasks is a `StepTask`: how a batch becomes the forward pass's inputs and how the
