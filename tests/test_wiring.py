@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.imagefolders import write_png_folder
 from bagoftricks import recipe
 from bagoftricks.data import DataError
 from bagoftricks.engine import classify, derive, loop, setup, step
@@ -181,15 +180,7 @@ def test_every_field_has_a_wiring_case():
 
 
 def _write_folder(root, seed=0, size=20):
-    rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
-        for c in range(2):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(16):
-                arr = (rng.random((size, size, 3)) * 120 + 100 * c).astype(np.uint8)
-                Image.fromarray(arr).save(d / f"{i}.png")
-    return root
+    return write_png_folder(root, 16, size, scale=120, offset=100, seed=seed)
 
 
 @pytest.fixture(scope="module")

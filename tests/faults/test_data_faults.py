@@ -8,11 +8,10 @@ there, in the worker processes only (forked, they inherit the patched class)."""
 import os
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 from torch.utils.data import get_worker_info
 
+from tests.imagefolders import write_png_folder
 from bagoftricks.cli import main
 from bagoftricks.data.common import TensorDataset
 from tests.distributed.launch import sets
@@ -24,15 +23,7 @@ TINY = ("data.name=imagefolder", "data.image_size=16", "data.augment=small", "da
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pngs")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(2):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(8):
-                Image.fromarray((rng.random((16, 16, 3)) * 200 + 40 * c).astype(np.uint8)).save(d / f"{i}.png")
-    return root
+    return write_png_folder(tmp_path_factory.mktemp("pngs"), 8, 16, offset=40)
 
 
 @pytest.mark.timeout(60)

@@ -2,25 +2,17 @@
 in skipped.json (the engine's run loop writes both for every task)."""
 import json
 
-import numpy as np
-from PIL import Image
 
+from tests.imagefolders import write_png_folder
 from bagoftricks import recipe
 from bagoftricks.engine import train
 from bagoftricks.engine.runfolder import skipped_lines
 
 
 def test_imagefolder_run_lists_its_skipped_files(tmp_path):
-    root = tmp_path / "data"
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in range(2):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True)
-            for i in range(4):
-                Image.fromarray((rng.random((12, 12, 3)) * 200).astype(np.uint8)).save(d / f"{i}.png")
-    (root / "train" / "c0" / "empty.png").write_bytes(b"")
-    (root / "val" / "c1" / "cut.png").write_bytes((root / "val" / "c1" / "0.png").read_bytes()[:40])
+    root = write_png_folder(tmp_path / "data", 4, 12)
+    (root / "train" / "class0" / "empty.png").write_bytes(b"")
+    (root / "val" / "class1" / "cut.png").write_bytes((root / "val" / "class1" / "0.png").read_bytes()[:40])
     r = recipe.validate(recipe.from_dict({
         "model": {"arch": "resnet20", "width": 4}, "data": {"name": "imagefolder", "root": str(root),
                                                              "image_size": 12, "augment": "none"},
@@ -31,8 +23,8 @@ def test_imagefolder_run_lists_its_skipped_files(tmp_path):
     assert len(lines) == 2 and "1 train sample(s)" in lines[0] and "empty.png: empty file" in lines[0]
     assert "1 test sample(s)" in lines[1] and "cut.png: " in lines[1]
     recs = json.loads((tmp_path / "run" / "skipped.json").read_text())
-    assert [(x["split"], x["file"]) for x in recs] == [("train", str(root / "train" / "c0" / "empty.png")),
-                                                        ("test", str(root / "val" / "c1" / "cut.png"))]
+    assert [(x["split"], x["file"]) for x in recs] == [("train", str(root / "train" / "class0" / "empty.png")),
+                                                        ("test", str(root / "val" / "class1" / "cut.png"))]
 
 
 def test_a_line_names_the_first_three_and_counts_the_rest():
