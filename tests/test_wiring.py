@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from tests.imagefolders import write_png_folder
 from bagoftricks import recipe
 from bagoftricks.data import DataError
 from bagoftricks.engine import classify, derive, loop, setup, step
@@ -16,6 +15,7 @@ from bagoftricks.checkpoint import list_checkpoints
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.files import read_jsonl
 from bagoftricks.errors import NonFiniteLoss, TrainingInterrupted, UsageError
+from tests.imagefolders import write_png_folder
 
 BASE = {
     "model": {"arch": "resnet20", "width": 4},

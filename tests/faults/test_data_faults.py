@@ -11,10 +11,10 @@ import time
 import pytest
 from torch.utils.data import get_worker_info
 
-from tests.imagefolders import write_png_folder
 from bagoftricks.cli import main
 from bagoftricks.data.common import TensorDataset
 from tests.distributed.launch import sets
+from tests.imagefolders import write_png_folder
 
 TINY = ("data.name=imagefolder", "data.image_size=16", "data.augment=small", "data.pad=2",
         "model.arch=resnet20", "model.width=4", "train.epochs=1", "train.batch_size=8",

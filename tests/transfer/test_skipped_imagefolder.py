@@ -2,11 +2,10 @@
 in skipped.json (the engine's run loop writes both for every task)."""
 import json
 
-
-from tests.imagefolders import write_png_folder
 from bagoftricks import recipe
 from bagoftricks.engine import train
 from bagoftricks.engine.runfolder import skipped_lines
+from tests.imagefolders import write_png_folder
 
 
 def test_imagefolder_run_lists_its_skipped_files(tmp_path):
