@@ -29,14 +29,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import torch.nn.functional as F
 
 from bagoftricks.seeds import derive_seed
 
 from .batches import _check_start, _steps_per_epoch, epoch_order, shard
 from .common import read_bytes
 from .images import decode_rgb
-from .transforms import BatchAugment
+from .transforms import BatchAugment, crop_resize
 
 JPEG = b"\xff\xd8\xff"
 
@@ -50,15 +49,6 @@ def _decode_cpu(path: str, data: bytes) -> torch.Tensor:
         except RuntimeError:
             pass  # a variant libjpeg-turbo's torchvision binding refuses: decode_rgb's PIL fallback
     return decode_rgb(path)
-
-
-def crop_resize(img: torch.Tensor, box: list[int], size: int) -> torch.Tensor:
-    """One image's crop (top, left, height, width) resized to size x size as the per-image reference does it."""
-    top, left, h, w = box
-    x = img[:, top : top + h, left : left + w].float()
-    if (h, w) != (size, size):
-        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
-    return x
 
 
 class DeviceDecodeBatches:

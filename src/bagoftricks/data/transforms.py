@@ -302,6 +302,16 @@ def _reference_photometric(x: torch.Tensor, p: dict[str, torch.Tensor], i: int,
     return x
 
 
+def crop_resize(img: torch.Tensor, box: Sequence[int], size: int) -> torch.Tensor:
+    """One [C, H, W] image's crop (top, left, height, width) as float, resized to size x size (bilinear,
+    antialiased) unless it is that size already: the per-image path's crop, which data.decode: device reuses."""
+    top, left, h, w = box
+    x = img[:, top : top + h, left : left + w].float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return x
+
+
 def reference_apply(img: torch.Tensor, params: dict[str, torch.Tensor], out_size: int, *, mode: str = "paper",
                     pad: int = 4, jitter: bool = True, lighting: bool = True, pad_mode: str = "zeros",
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
@@ -312,10 +322,7 @@ def reference_apply(img: torch.Tensor, params: dict[str, torch.Tensor], out_size
         x = resize_shorter_center_crop(img, out_size, out_size)
     else:
         src = F.pad(img, (pad, pad, pad, pad), mode=_PAD[pad_mode]) if mode == "small" else img
-        x = src[:, top : top + h, left : left + w].float()
-        if x.shape[-2:] != (out_size, out_size):
-            x = F.interpolate(x[None], size=(out_size, out_size), mode="bilinear", align_corners=False,
-                              antialias=True)[0]
+        x = crop_resize(src, (top, left, h, w), out_size)
         if bool(params["flip"][index]):
             x = x.flip(-1)
         x = _reference_photometric(x, params, index, jitter, lighting)
