@@ -9,8 +9,9 @@ STAMP   = $(VENV)/.installed-stamp
 
 setup: $(STAMP)
 
-# The stamp is rebuilt whenever the dependency pins change.
-$(STAMP): pyproject.toml constraints.txt
+# The stamp is rebuilt whenever the dependency pins change, and when README.md does: the package's metadata
+# (src/bagoftricks.egg-info/PKG-INFO, the installed long description) is a copy of it.
+$(STAMP): pyproject.toml constraints.txt README.md
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (set PYTHON=...)" >&2; exit 2; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,onnx,transfer]'
