@@ -6,31 +6,26 @@ top-1 of each rate tried for LARS and LAMB at batch 4,096 (the tuning sweep).
         --sweep runs/ablate/optimizers-batch --tune runs/ablate/optimizers-batch-tune
 """
 import argparse
-import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-from matplotlib.figure import Figure  # noqa: E402
+from bagoftricks.report.figures import save  # also selects the Agg canvas
+from bagoftricks.report.sweep import load_sweep
 
 COLOURS = {"sgd": "tab:blue", "lars": "tab:orange", "lamb": "tab:green"}
 
 
-def cells(sweep: str) -> list[dict]:
-    """The finished cells of a sweep, each with its optimizer, global batch and lr read from its overrides."""
+def rows(sweep: str) -> list[tuple[str, int, float, list[float]]]:
+    """(optimizer, global batch, lr, final top-1 of each seed) of every measured row of a sweep, read from the
+    recipe its cells ran."""
     out = []
-    for line in (Path(sweep) / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        if row.get("status") != "ok":
-            continue
-        sets = dict(o.split("=", 1) for o in row["overrides"])
-        row["optimizer"] = sets.get("optim.name", "sgd")
-        row["batch"] = int(sets.get("train.batch_size", 128))
-        row["lr"] = float(sets.get("optim.lr", "nan"))
-        out.append(row)
+    for row in load_sweep(sweep).rows:
+        if row.by_seed:
+            r = row.ok[0].recipe
+            out.append((r.optim.name, r.train.batch_size, r.optim.lr, list(row.by_seed.values())))
     return out
 
 
@@ -43,9 +38,7 @@ def main() -> None:
     fig = Figure(figsize=(10, 4))
     left, right = fig.subplots(1, 2)
 
-    runs = defaultdict(list)
-    for c in cells(a.sweep):
-        runs[c["optimizer"], c["batch"]].append(c["val_top1"])
+    runs = {(name, batch): top1 for name, batch, _, top1 in rows(a.sweep)}
     sgd128 = runs.get(("sgd", 128))
     for name in COLOURS:
         points = sorted((b, v) for (o, b), v in runs.items() if o == name)
@@ -65,8 +58,8 @@ def main() -> None:
     left.legend(fontsize=8)
 
     tuned = defaultdict(list)
-    for c in cells(a.tune):
-        tuned[c["optimizer"]].append((c["lr"], c["val_top1"]))
+    for name, _, lr, top1 in rows(a.tune):
+        tuned[name] += [(lr, v) for v in top1]
     for name, points in sorted(tuned.items()):
         points.sort()
         right.plot([p[0] for p in points], [p[1] for p in points], "o-", color=COLOURS.get(name, "black"),
@@ -76,10 +69,7 @@ def main() -> None:
     right.set_ylabel("held-out top-1 (%), seed 100")
     right.set_title("The rate of each at batch 4,096")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.out, dpi=110)
-    print(a.out)
+    print(save(fig, Path(a.out)))
 
 
 if __name__ == "__main__":
