@@ -102,9 +102,9 @@ def skipped_records(skipped: list[tuple[str, str, str]]) -> list[dict]:
 
 def skipped_lines(skipped: list[tuple[str, str, str]]) -> list[str]:
     """One line per split with skipped samples: the count and the first SKIPPED_SHOWN files with their reason."""
-    lines = []
-    for split in dict.fromkeys(s for s, _, _ in skipped):
-        recs = [r for r in skipped_records(skipped) if r["split"] == split]
+    lines, records = [], skipped_records(skipped)
+    for split in dict.fromkeys(r["split"] for r in records):
+        recs = [r for r in records if r["split"] == split]
         shown = "; ".join(f"{Path(r['file']).name}: {r['reason']}" for r in recs[:SKIPPED_SHOWN])
         more = f"; and {len(recs) - SKIPPED_SHOWN} more" if len(recs) > SKIPPED_SHOWN else ""
         lines.append(f"skipped {len(recs)} {split} sample(s) (all in {SKIPPED_FILE}; data.strict: true makes "

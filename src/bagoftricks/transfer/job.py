@@ -162,7 +162,7 @@ class TransferJob:
     def folder_record(self) -> dict:
         r = self.recipe
         return {"task": r.transfer.task, "classes": self.train.classes, "pretrained": r.model.pretrained,
-                "skipped_files": len(self.train.skipped) + len(self.test.skipped)}
+                "skipped_files": len(self.skipped_samples())}
 
     def skipped_samples(self) -> list[tuple[str, str, str]]:
         """(split, file, reason) of every sample the readers skipped (data.strict: false)."""
