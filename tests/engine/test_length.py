@@ -1,6 +1,7 @@
 """A run's length: train.epochs, train.steps (the last epoch partial), or train.budget (steps fitted to the
 machine's measured speed, then recorded so that a rerun or a resume is the same run)."""
 import json
+import time
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_progressive_sizes_are_timed_each_at_their_cost():
 
 def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path, monkeypatch):
     # the measurement's result fixed (time_job is tested below): a few tens of steps fit whatever the machine's speed
-    monkeypatch.setattr(budget, "time_job", lambda job, setup: timing(step=0.3, evaluation=0.1))
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=0.3, evaluation=0.1))
     r = make("train.budget=12s", "train.eval_every=100")
     loop.train(r, tmp_path / "b", progress=False)
     rec = recipe.load(tmp_path / "b" / "recipe.yaml")
@@ -101,7 +102,7 @@ def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path
 
 
 def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget, "time_job", lambda job, setup: timing(step=5.0, evaluation=30.0))
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=5.0, evaluation=30.0))
     with pytest.raises(RecipeError, match="train.budget: 20s is too short on this machine"):
         loop.train(make("train.budget=20s"), tmp_path / "short", progress=False)
     assert not (tmp_path / "short").exists()
@@ -120,3 +121,30 @@ def test_time_job_times_every_training_size_the_evaluation_and_a_checkpoint():
     t = budget.time_job(job, 0.25)
     assert set(t.step) == {8, 12, 16} and all(v > 0 for v in t.step.values())
     assert t.evaluation > 0 and t.checkpoint > 0 and t.setup == 0.25
+
+
+class _SlowSteps:
+    """A stand-in job whose steps each take 5 ms and are counted."""
+
+    def __init__(self):
+        self.calls, self.device = 0, torch.device("cpu")
+        self.step = self
+        self.module = torch.nn.Identity()
+
+    def batches(self, epoch, first):
+        return iter(range(7))  # an epoch shorter than the timing: started again
+
+    def __call__(self, batch, epoch, s):
+        self.calls += 1
+        time.sleep(0.005)
+
+
+def test_steps_are_timed_over_a_window_of_seconds_not_only_a_dozen_steps():
+    job = _SlowSteps()
+    per_step, timed = budget._time_steps(job, 0, window=0.0)
+    assert timed == budget.TIMED_STEPS and job.calls == budget.WARM_STEPS + budget.TIMED_STEPS
+    assert per_step >= 0.005
+    job = _SlowSteps()
+    per_step, timed = budget._time_steps(job, 0, window=1.0)  # >= 1 s of 5 ms steps: far more than a dozen
+    assert timed > 3 * budget.TIMED_STEPS and job.calls == budget.WARM_STEPS + timed
+    assert per_step * timed >= 1.0

@@ -1,7 +1,9 @@
 """train.budget: a run sized to the machine it runs on.
 
-A recipe with `train.budget` is timed at the start of its run: a few training steps at every image
-size the run trains at (progressive resizing), a slice of the evaluation, a checkpoint write. From
+A recipe with `train.budget` is timed at the start of its run: training steps at every image size the run
+trains at (progressive resizing) — at least TIMED_STEPS, and for at least TIMING_SHARE of the budget, so
+that the timing spans the phases of seconds in which a shared machine's speed swings (measured 2x on a
+2-core Xeon: a dozen steps catch one phase) —, a slice of the evaluation, a checkpoint write. From
 those, and the seconds already spent (start-up, data, this timing; counted from the process's start on
 the command line, from the call in Python: bagoftricks.clock), `steps_within` picks the largest number
 of steps N whose whole run — training, every evaluation, every checkpoint, the set-up of the run
@@ -29,7 +31,9 @@ from bagoftricks.recipe import Recipe, budget_seconds
 
 SAFETY = 0.08          # fraction of the budget kept free: the speed of a shared machine drifts by 10-25 % over minutes
 WARM_STEPS = 2         # untimed steps at each size (first-use allocations, kernel selection)
-TIMED_STEPS = 12       # timed steps at each size
+TIMED_STEPS = 12       # timed steps at each size, at least
+TIMING_SHARE = 0.01    # ... and timed for at least this fraction of the budget at each size (6 s of 10 min)
+MAX_TIMED_STEPS = 2000  # ... but never more steps than this at one size
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Timing:
     evaluation: float = 0.0    # one whole evaluation (plain, EMA and TTA, as the run does it)
     checkpoint: float = 0.0    # one checkpoint written
     setup: float = 0.0         # building the run (data, model, optimizer) once more
+    timed_steps: dict[int, int] = field(default_factory=dict)  # how many steps each size's time is the mean of
 
 
 def epoch_size(r: Recipe, epoch: int) -> int:
@@ -80,12 +85,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_steps(job: Any, epoch: int) -> float:
-    """Seconds per training step of `job` at epoch `epoch`'s image size (after WARM_STEPS untimed ones)."""
+def _time_steps(job: Any, epoch: int, window: float = 0.0) -> tuple[float, int]:
+    """(seconds per training step, steps timed) of `job` at epoch `epoch`'s image size: after WARM_STEPS untimed
+    steps, the mean over at least TIMED_STEPS steps and at least `window` seconds (MAX_TIMED_STEPS at most)."""
     batches = iter(job.batches(epoch, 0))
     job.step.module.train()
-    t0 = 0.0
-    for s in range(WARM_STEPS + TIMED_STEPS):
+    t0, s, elapsed = 0.0, 0, 0.0
+    while s < WARM_STEPS + TIMED_STEPS or (elapsed < window and s < WARM_STEPS + MAX_TIMED_STEPS):
         if s == WARM_STEPS:
             _sync(job.device)
             t0 = time.perf_counter()
@@ -94,19 +100,23 @@ def _time_steps(job: Any, epoch: int) -> float:
             batches = iter(job.batches(epoch, 0))
             batch = next(batches)
         job.step(batch, epoch, s)
+        s += 1
+        if s > WARM_STEPS:
+            elapsed = time.perf_counter() - t0  # a host clock: on a GPU the queue may run ahead until the sync
     _sync(job.device)
-    return (time.perf_counter() - t0) / TIMED_STEPS
+    timed = s - WARM_STEPS
+    return (time.perf_counter() - t0) / timed, timed
 
 
-def time_job(job: Any, setup_seconds: float) -> Timing:
-    """Time `job`'s steps at every size its run trains at, its evaluation and a checkpoint. The job's weights
-    change: it is for timing only."""
+def time_job(job: Any, setup_seconds: float, window: float = 0.0) -> Timing:
+    """Time `job`'s steps at every size its run trains at (each for at least `window` seconds), its evaluation
+    and a checkpoint. The job's weights change: it is for timing only."""
     r = job.recipe
     timing = Timing(setup=setup_seconds)
     sizes = [*r.data.progressive_sizes, r.data.image_size]
     for e, size in enumerate(sizes):
         if size not in timing.step:
-            timing.step[size] = _time_steps(job, e)
+            timing.step[size], timing.timed_steps[size] = _time_steps(job, e, window)
     timing.evaluation = job.eval_seconds()
     t0 = time.perf_counter()
     torch.save({"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict()}, io.BytesIO())
@@ -119,7 +129,7 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
     the measurement for env.json; the budget counts from `origin` (time.time(), see bagoftricks.clock). A
     budget too small for a single step is a RecipeError."""
     budget = budget_seconds(r.train.budget)
-    timing = time_job(job, setup_seconds)
+    timing = time_job(job, setup_seconds, TIMING_SHARE * budget)
     spent = time.time() - origin
     available = budget * (1.0 - SAFETY) - spent
     spe = job.steps_per_epoch
@@ -130,7 +140,8 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
                           f"{predicted_seconds(r, spe, timing, 1):.0f} s more")
     sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
     record = {"budget": r.train.budget, "budget_seconds": budget, "safety": SAFETY, "spent_before_run": spent,
-              "step_seconds": {str(k): v for k, v in timing.step.items()}, "eval_seconds": timing.evaluation,
+              "step_seconds": {str(k): v for k, v in timing.step.items()},
+              "timed_steps": {str(k): v for k, v in timing.timed_steps.items()}, "eval_seconds": timing.evaluation,
               "checkpoint_seconds": timing.checkpoint, "setup_seconds": timing.setup, "steps": n,
               "epochs": run_epochs(sized, spe), "predicted_seconds": spent + predicted_seconds(r, spe, timing, n)}
     return sized, record
