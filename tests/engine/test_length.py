@@ -87,9 +87,12 @@ def test_progressive_sizes_are_timed_each_at_their_cost():
 
 def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path, monkeypatch):
     # the measurement's result fixed (time_job is tested below): a few tens of steps fit whatever the machine's speed
-    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=0.3, evaluation=0.1))
+    windows = []
+    monkeypatch.setattr(budget, "time_job",
+                        lambda job, setup, window: windows.append(window) or timing(step=0.3, evaluation=0.1))
     r = make("train.budget=12s", "train.eval_every=100")
     loop.train(r, tmp_path / "b", progress=False)
+    assert windows == [pytest.approx(budget.TIMING_SHARE * 12)]  # each size timed for 1 % of the budget
     rec = recipe.load(tmp_path / "b" / "recipe.yaml")
     env = json.loads((tmp_path / "b" / "env.json").read_text())
     assert rec.train.budget == "" and rec.train.steps == env["budget"]["steps"] == env["steps"] > 0
