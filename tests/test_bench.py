@@ -17,8 +17,13 @@ def test_bench_prints_table_and_json(capsys):
     assert len(res["train_windows_s"]) == 3 and len(res["reference_windows_s"]) == 3
     assert res["ratio"] == res["train_img_s"] / res["reference_img_s"]
     assert 0 < res["mfu"] < 1
-    flops = 6 * res["macs_per_image"] * res["train_img_s"]
-    assert res["mfu"] * res["matmul_peak_flops"] == __import__("pytest").approx(flops)
+    # MFU per window: the step's FLOP/s over the matmul peak of the window taken next to it, then the median
+    assert len(res["matmul_peak_windows_flops"]) == 3 and min(res["matmul_peak_windows_flops"]) > 0
+    pairs = [6 * res["macs_per_image"] * res["batch_size"] / w / p
+             for w, p in zip(res["train_windows_s"], res["matmul_peak_windows_flops"])]
+    assert res["mfu_windows"] == __import__("pytest").approx(pairs)
+    assert res["mfu"] == __import__("pytest").approx(sorted(pairs)[1])
+    assert res["matmul_peak_flops"] == sorted(res["matmul_peak_windows_flops"])[1]
     assert any(line.startswith("ratio") and line.rstrip().endswith("x") for line in out)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,17 +66,24 @@ def _interleaved(fns, device, warmup: int, windows: int, steps: int) -> list[Tim
     return [Timing(statistics.median(r), r) for r in runs]
 
 
-def matmul_peak(device: torch.device, precision: str, n: int = 0, seconds: float = 1.0) -> float:
-    """Achieved FLOP/s of a square matmul in the run's precision (bf16/fp16 use that dtype)."""
+def matmul_workload(device: torch.device, precision: str, seconds: float,
+                    n: int = 0) -> tuple[Callable[[], None], float]:
+    """A square matmul in the run's precision (bf16/fp16 use that dtype), repeated to last about `seconds`:
+    (the call, its FLOPs). Timed in turn with the training step, it gives the peak of the same moment."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # no fast fp16 GEMM on CPU: its peak would understate utilisation
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    fn = lambda: torch.mm(a, b)  # noqa: E731
-    t = _windows(fn, device, warmup=2, windows=5, steps=max(1, int(seconds / max(_once(fn, device), 1e-6) / 5)))
-    return 2 * n ** 3 / min(t.runs)  # a peak is the best window, not a typical one
+    _once(lambda: torch.mm(a, b), device)  # first call: oneDNN/cuBLAS pick and prepare their kernel
+    reps = max(1, round(seconds / max(_once(lambda: torch.mm(a, b), device), 1e-6)))
+
+    def fn():
+        for _ in range(reps):
+            torch.mm(a, b)
+
+    return fn, 2.0 * n ** 3 * reps
 
 
 def _once(fn, device) -> float:
@@ -99,9 +107,6 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     device = derive.resolve_device(r.train.device, dinfo.local_rank)
     t = setup.setup_training(r, device, dinfo)
     setup.wrap_for_training(t)
-    # the matmul peak is measured before and after the model and the best kept: a busy or throttled
-    # moment during one of the two measurements must not inflate the MFU
-    peak_before = matmul_peak(device, r.train.precision)
     batches = _cycle(t.data.train)
     x0, y0 = next(batches)
     if device.type == "cuda":
@@ -122,17 +127,21 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
     # the recipe and the plain fp32 reference take their timed windows in turn: the ratio compares
     # them on the same machine state (a shared CPU's speed drifts by tens of percent over minutes)
+    # the matmul peak takes its windows in turn with them too, each about as long as a training step: this
+    # machine's speed can swing 2x within seconds, and a peak from another moment would make the MFU of a slow
+    # window look low (or, from a slow moment, a fast window's look high). The MFU is the median over windows.
     fns = [train_step]
     if reference:
         fns.append(_reference_step(r, t.data, device, x0, y0))
         for _ in range(warmup):
-            fns[1]()
-    timings = _interleaved(fns, device, 0, windows, steps)  # both are warm now
+            fns[-1]()
+    peak_fn, peak_flops = matmul_workload(device, r.train.precision, _once(train_step, device))
+    timings = _interleaved([*fns, peak_fn], device, 0, windows, steps)  # all are warm now
+    peaks = [peak_flops / w for w in timings[-1].runs]
     prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
     kernels = _kernels(train_step, device, kernel_steps) if kernel_steps else None
     out = _results(r, t, device, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
-                   _loader_timing(t, windows, steps) if loader else None,
-                   max(peak_before, matmul_peak(device, r.train.precision)), peak_mem)
+                   _loader_timing(t, windows, steps) if loader else None, peaks, peak_mem)
     if prof is not None:
         out["profile"] = dict(prof, mfu_by_phase=_phase_mfu(prof, out))
     out["launches"] = launch_stats(train_step, device, steps)
@@ -170,11 +179,13 @@ def _loader_timing(t: setup.Training, windows: int, steps: int) -> Timing:
 
 
 def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train: Timing, t_eval: Timing,
-             t_load: Timing | None, peak: float, peak_mem: int) -> dict:
+             t_load: Timing | None, peaks: list[float], peak_mem: int) -> dict:
+    """The numbers of one bench; `peaks`: the matmul FLOP/s of each window, taken in turn with `t_train`'s."""
     tr, data, size = r.train, t.data, r.data.image_size
     _, macs = bmodels.count_params_macs(derive.recipe_model(r, data.num_classes, data.in_channels),
                                         (data.in_channels, size, size))
     train_ips = tr.batch_size / t_train.median
+    mfus = [2 * macs * 3 * tr.batch_size / w / p for w, p in zip(t_train.runs, peaks)]
     return {
         "device": str(device), "device_name": runfolder.device_name(device), "arch": r.model.arch,
         "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
@@ -182,8 +193,8 @@ def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train
         "in_memory_data": data.in_memory,
         "train_img_s": train_ips, "eval_img_s": derive.eval_batch_size(r) / t_eval.median,
         "loader_img_s": (tr.batch_size / t_load.median) if t_load else None,
-        "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": peak,
-        "mfu": 2 * macs * 3 * train_ips / peak,
+        "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": statistics.median(peaks),
+        "mfu": statistics.median(mfus), "mfu_windows": mfus, "matmul_peak_windows_flops": peaks,
         "train_windows_s": t_train.runs,
     }
 
@@ -390,7 +401,9 @@ def format_table(res: dict) -> str:
                                     f"({'in-memory batched' if res['in_memory_data'] else 'per-image workers'})"))
     peak = res["matmul_peak_flops"] / 1e12
     rows += [("peak memory", f"{res['peak_memory_bytes'] / 2**20:.0f} MiB"),
-             ("MFU", f"{100 * res['mfu']:.1f} % of a measured {peak:.2f} TFLOP/s matmul peak")]
+             ("MFU", f"{100 * res['mfu']:.1f} % of the matmul peak measured in turn with the step "
+                    f"(median {peak:.2f} TFLOP/s; windows {min(res['mfu_windows']) * 100:.1f}-"
+                    f"{max(res['mfu_windows']) * 100:.1f} %)")]
     if "launches" in res:
         rows.append(("launches", format_launches(res["launches"])))
     if res.get("compile_seconds") is not None:
