@@ -1,0 +1,54 @@
+"""benchmarks/compile_cpu.py and benchmarks/conv_shapes.py on tiny inputs: each mode gets its own step built from
+the recipe (the compiled mode through torch.compile), windows in turn, ratios to the first mode; the convolution
+shares are FLOPs over time over the matmul peak of the same window."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = {"model": {"arch": "resnet20", "width": 4},
+        "data": {"name": "synthetic", "image_size": 16, "synthetic_samples": 64, "augment": "small", "num_classes": 4},
+        "train": {"epochs": 1, "batch_size": 16, "device": "cpu"}}
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compile_cpu_times_each_mode_in_turn(tmp_path, monkeypatch, capsys):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, *a, **k: compiled.append(m) or m)  # no inductor in the suite
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "c.json"
+    assert _script("compile_cpu").main(["--recipe", str(tmp_path / "tiny.yaml"), "--modes", "none", "model",
+                                        "--warmup", "1", "--windows", "3", "--steps", "1", "--out", str(out)]) == 0
+    assert len(compiled) == 1 and isinstance(compiled[0], torch.nn.Module)   # only the "model" mode compiles
+    res = json.loads(out.read_text())
+    assert res["modes"] == ["none", "model"] and all(x > 0 for x in res["img_s"])
+    assert res["window_ratios"][0] == [1.0, 1.0, 1.0] and len(res["window_ratios"][1]) == 3
+    assert "compile=model" in capsys.readouterr().out
+
+
+def test_conv_shapes_share_is_flops_over_time_over_the_peak(tmp_path, monkeypatch):
+    mod = _script("conv_shapes")
+    monkeypatch.setattr(mod, "SHAPES", ((4, 6),))
+    out = tmp_path / "s.json"
+    assert mod.main(["--batch", "2", "--windows", "3", "--steps", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["macs"] == 2 * 4 * 4 * 9 * 6 * 6
+    for name in ("conv forward", "conv forward+backward", "BN+ReLU forward+backward"):
+        assert row[f"{name} ms"] > 0
+    # each share is the median over windows of FLOPs / time / the matmul FLOP/s of the same window
+    for name, flops in (("conv forward", 2 * row["macs"]), ("conv forward+backward", 6 * row["macs"])):
+        pairs = [flops / w / p for w, p in zip(row[f"{name} windows s"], row["peak windows flops"])]
+        assert len(pairs) == 3 and row[f"{name} share"] == statistics.median(pairs)
+    assert row["peak_tflops"] == statistics.median(row["peak windows flops"]) / 1e12
