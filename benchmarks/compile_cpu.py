@@ -20,23 +20,9 @@ import torch
 
 from bagoftricks import bench
 from bagoftricks import recipe as brecipe
-from bagoftricks.engine import derive, setup
+from bagoftricks.engine import derive
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.files import atomic_write_text
-
-
-def make_step(r: brecipe.Recipe, device: torch.device):
-    t = setup.setup_training(r, device, bdist.DistInfo())
-    setup.wrap_for_training(t)
-    t.step.module.train()
-    batches = bench._cycle(t.data.train)
-    counter = [0]
-
-    def step():
-        t.step(next(batches), 0, counter[0] % t.steps_per_epoch)
-        counter[0] += 1
-
-    return step
 
 
 def main(argv=None) -> int:
@@ -56,7 +42,7 @@ def main(argv=None) -> int:
     steps, compile_s = [], []
     for mode in a.modes:
         r = brecipe.apply_overrides(base, [f"train.compile={mode}"])
-        fn = make_step(r, device)
+        _, fn, _ = bench.training_step(r, device, bdist.DistInfo())
         t0 = time.perf_counter()
         for _ in range(a.warmup):
             fn()

@@ -93,6 +93,26 @@ def _once(fn, device) -> float:
     return time.perf_counter() - t
 
 
+def training_step(r: brecipe.Recipe, device: torch.device, dinfo: bdist.DistInfo):
+    """The recipe's `Training` (compiled and wrapped as `train.compile` says, in train mode), a function that runs
+    its training step on the next batch of its own training data (epoch 0, steps 0, 1, 2, ...), and that data's
+    first batch."""
+    t = setup.setup_training(r, device, dinfo)
+    setup.wrap_for_training(t)
+    batches = _cycle(t.data.train)
+    first = next(batches)
+    counter = [0]
+
+    def train_step():
+        with record_function("data+augment"):
+            x, y = next(batches)
+        t.step((x, y), 0, counter[0] % t.steps_per_epoch)
+        counter[0] += 1
+
+    t.step.module.train()
+    return t, train_step, first
+
+
 def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: int = 5, reference: bool = True,
               loader: bool = True, profile_steps: int = 0, trace: str = "", kernel_steps: int = 0) -> dict:
     """Time the recipe's own training step (the engine's `TrainStep`), evaluation and loader.
@@ -105,21 +125,9 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
         torch.set_num_threads(r.train.threads)
     dinfo = bdist.DistInfo()
     device = derive.resolve_device(r.train.device, dinfo.local_rank)
-    t = setup.setup_training(r, device, dinfo)
-    setup.wrap_for_training(t)
-    batches = _cycle(t.data.train)
-    x0, y0 = next(batches)
+    t, train_step, (x0, y0) = training_step(r, device, dinfo)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    counter = [0]
-
-    def train_step():
-        with record_function("data+augment"):
-            x, y = next(batches)
-        t.step((x, y), 0, counter[0] % t.steps_per_epoch)
-        counter[0] += 1
-
-    t.step.module.train()
     # train.compile "step": the first step of a signature compiles it; on a GPU the one after CAPTURE_AFTER captures it
     for _ in range(max(warmup, 1) + (compiled.CAPTURE_AFTER + 1 if r.train.compile == "step" else 0)):
         train_step()
