@@ -5,7 +5,9 @@
 For every (channels, size) of the small ResNets (ResNet-20-D at widths 16, 32 and 64: 16@28, 32@14, 64@7 px
 and the wider ones), batch 128, bf16 autocast and channels-last as the recipes train: the 3x3 convolution
 (stride 1, padding 1) forward alone, and forward + backward (the gradients of input and weights), and the
-batch norm + ReLU that follow it in a block, forward + backward. Every workload's windows are taken in turn
+batch norm + ReLU that follow it in a block, forward + backward, and a copy of the conv's output (the memory
+bandwidth the batch norm, a chain of passes over such tensors, is held to). Inputs and the gradients fed back are
+bf16 channels-last tensors as in the network. Every workload's windows are taken in turn
 with a square bf16 matmul's of about the same length (this machine's speed swings 2x within seconds), and
 each convolution's FLOP/s is given as a share of the matmul's of the same moment (median over the windows).
 The share is the ceiling of a network's MFU made of that layer: a ResNet-20-D step cannot use more of the
@@ -26,10 +28,25 @@ from bagoftricks.files import atomic_write_text
 SHAPES = ((16, 28), (32, 14), (64, 7), (32, 28), (64, 14), (128, 7), (64, 28), (128, 14), (256, 7))
 
 
+def upstream_grad(y: torch.Tensor) -> torch.Tensor:
+    """The gradient the next layer's backward hands to `y`: dense, of y's dtype and memory format. (A backward
+    from `y.float().sum()` hands an expanded fp32 tensor with zero strides instead, which oneDNN and ATen first copy
+    or walk slowly: at 16 channels it doubles the convolution's backward and makes batch norm's several times slower
+    than in a network.)"""
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(y.shape, generator=g, dtype=y.dtype).contiguous(memory_format=torch.channels_last)
+
+
 def workloads(c: int, size: int, batch: int):
+    """The layer's workloads as the network runs them: bf16 channels-last activations in (the output of the
+    previous batch norm + ReLU under autocast), fp32 weights cast by autocast, dense bf16 gradients back."""
     conv = nn.Conv2d(c, c, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
     bn = nn.BatchNorm2d(c)
-    x = torch.randn(batch, c, size, size).to(memory_format=torch.channels_last).requires_grad_(True)
+    x = (torch.randn(batch, c, size, size).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+         .requires_grad_(True))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x).detach().requires_grad_(True)
+    g = upstream_grad(h)
 
     def fwd():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -38,17 +55,18 @@ def workloads(c: int, size: int, batch: int):
     def fwd_bwd():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = conv(x)
-        y.float().sum().backward()
-
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        h = conv(x).detach().requires_grad_(True)
+        y.backward(g)
 
     def bn_relu():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = torch.relu(bn(h))
-        y.float().sum().backward()
+        y.backward(g)
 
-    return {"conv forward": fwd, "conv forward+backward": fwd_bwd, "BN+ReLU forward+backward": bn_relu}
+    def copy():
+        h.detach().clone()
+
+    return {"conv forward": fwd, "conv forward+backward": fwd_bwd, "BN+ReLU forward+backward": bn_relu,
+            "copy": copy}
 
 
 def main(argv=None) -> int:
@@ -82,10 +100,11 @@ def main(argv=None) -> int:
             if name in flops:
                 row[f"{name} share"] = statistics.median(flops[name] / w / pk for w, pk in zip(t.runs, peaks))
         rows.append(row)
+        bn_ms = row["BN+ReLU forward+backward ms"]
         print(f"  {c:>3} ch @ {size:>2} px: conv fwd {row['conv forward ms']:6.2f} ms "
               f"({100 * row['conv forward share']:4.1f} %), fwd+bwd {row['conv forward+backward ms']:6.2f} ms "
               f"({100 * row['conv forward+backward share']:4.1f} %), BN+ReLU fwd+bwd "
-              f"{row['BN+ReLU forward+backward ms']:6.2f} ms; matmul {row['peak_tflops']:.2f} TFLOP/s")
+              f"{bn_ms:6.2f} ms ({bn_ms / row['copy ms']:4.1f} copies); matmul {row['peak_tflops']:.2f} TFLOP/s")
     if a.out:
         atomic_write_text(a.out, json.dumps({"threads": torch.get_num_threads(), "batch": a.batch, "rows": rows},
                                             indent=1))

@@ -52,3 +52,30 @@ def test_conv_shapes_share_is_flops_over_time_over_the_peak(tmp_path, monkeypatc
         pairs = [flops / w / p for w, p in zip(row[f"{name} windows s"], row["peak windows flops"])]
         assert len(pairs) == 3 and row[f"{name} share"] == statistics.median(pairs)
     assert row["peak_tflops"] == statistics.median(row["peak windows flops"]) / 1e12
+
+
+def test_conv_shapes_feeds_back_dense_gradients_of_the_layers_dtype():
+    """The backward workloads get what a network's next layer hands back: a dense bf16 channels-last gradient, not
+    the zero-stride fp32 tensor of `y.float().sum().backward()` (which doubled the 16-channel conv's backward)."""
+    mod = _script("conv_shapes")
+    y = torch.zeros(2, 4, 6, 6, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    g = mod.upstream_grad(y)
+    assert g.dtype == torch.bfloat16 and g.shape == y.shape and g.stride() == y.stride()
+    assert min(g.stride()) > 0 and g.abs().sum() > 0
+    assert torch.equal(g, mod.upstream_grad(y))            # seeded: every window sees the same gradient
+    seen = []
+    real_backward = torch.Tensor.backward
+
+    def spy(t, gradient=None, *a, **k):
+        seen.append((t.dtype, gradient.dtype, gradient.stride(), t.is_contiguous(memory_format=torch.channels_last)))
+        return real_backward(t, gradient, *a, **k)
+
+    fns = mod.workloads(4, 6, 2)
+    try:
+        torch.Tensor.backward = spy
+        fns["conv forward+backward"]()
+        fns["BN+ReLU forward+backward"]()
+    finally:
+        torch.Tensor.backward = real_backward
+    assert [(d, gd) for d, gd, _, _ in seen] == [(torch.bfloat16, torch.bfloat16)] * 2
+    assert all(min(st) > 0 and cl for _, _, st, cl in seen)
