@@ -338,14 +338,14 @@ def test_job_env_shares_cores_and_gives_one_gpu_per_job():
     assert train_command(Path("out"), cell, 4, resume=True, python="py")[3:5] == ["train", "--resume"]
 
 
-def test_fast_spec_runs_from_all_fast_to_fast_3min(tmp_path):
+def test_fast_spec_runs_from_all_fast_to_fast_3min_as_first_shipped(tmp_path):
     spec = ablate.load_spec(REPO / "recipes" / "ablations" / "fmnist-fast.yaml")
     cells = ablate.expand(spec, tmp_path / "out")
     assert len(cells) == len(spec.steps) * 3 >= 3 * 6
     rows = {c.step.index: ablate.cell_recipe(spec, c) for c in cells if c.seed == 0}
     fmnist = REPO / "recipes" / "fmnist"
     same = lambda a, b, *ign: brecipe.diff(a, brecipe.load(fmnist / b), ignore=("train.seed", *ign))  # noqa: E731
-    assert same(rows[len(rows) - 1], "fast-3min.yaml") == []
+    assert same(rows[len(rows) - 1], "fast-3min-cosine.yaml") == []
     # every row evaluates as fast-3min.yaml does (once, plainly and with flip TTA): no trained weight changes
     assert same(rows[0], "all-fast.yaml", "tricks.tta", "train.eval_every") == []
     assert {(r.tricks.tta, r.train.eval_every) for r in rows.values()} == {("flip", 5)}

@@ -144,3 +144,24 @@ def test_a_shipped_ablation_spec_loads_by_name(tmp_path, monkeypatch):
     assert load_spec("ablations/fmnist-table6.yaml").name == spec.name
     with pytest.raises(SpecError, match="did you mean ablations/fmnist-table6"):
         load_spec("ablations/fmnist-tabel6")
+
+
+AIRBENCH_FOUR = {"model.dirac", "model.stem_bias_epochs", "data.jitter", "schedule.kind", "schedule.floor",
+                 "tricks.warmup_epochs"}
+
+
+def test_fast_3min_is_its_first_form_with_airbench_s_four_settings_and_a_budget():
+    """fast-3min.yaml = fast-3min-cosine.yaml (what the fmnist-airbench sweep and the optimizer pages measured)
+    + the four settings that gained there, sized by a 3-minute budget and evaluated once at the end; the
+    sweep's last row is exactly those four on that base."""
+    new, old = brecipe.load("fmnist/fast-3min"), brecipe.load("fmnist/fast-3min-cosine")
+    assert {k for k, *_ in brecipe.diff(old, new)} == AIRBENCH_FOUR | {"train.budget", "train.eval_every"}
+    assert new.train.budget == "3min" and not old.train.budget and old.train.epochs == new.train.epochs == 5
+    spec = ablate.load_spec("ablations/fmnist-airbench")
+    four = next(c for c in ablate.expand(spec, "out", seeds=(0,)) if c.step.name.startswith("the four"))
+    measured = ablate.cell_recipe(spec, four)
+    assert brecipe.diff(measured, new, ignore=("train.seed", "train.budget", "train.eval_every")) == []
+    for name in ("fmnist-airbench", "optimizers-tune", "optimizers-fast3min", "optimizers-batch",
+                 "optimizers-batch-tune"):   # their pages measured the first form; their specs still train it
+        s = ablate.load_spec(f"ablations/{name}")
+        assert brecipe.diff(brecipe.from_dict(s.base_dict), old) == [], name
