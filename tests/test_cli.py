@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from bagoftricks.cli import COMMANDS, build_parser, main
 from bagoftricks.checkpoint import list_checkpoints
@@ -75,6 +76,8 @@ def test_train_then_eval_and_refuse_overwrite(tmp_path, capsys):
     assert "test top-1" in printed and str(out) in printed
     for name in ("recipe.yaml", "env.json", "metrics.jsonl", "final.json", "checkpoints/latest"):
         assert (out / name).exists(), name
+    env = json.loads((out / "env.json").read_text())
+    assert env["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability() and isinstance(env["cpu_flags"], list)
     before = (out / "metrics.jsonl").read_bytes()
     # a second train into the same folder is refused and leaves it untouched
     assert main(["train", *TINY, "--out", str(out)]) == 2
@@ -84,6 +87,17 @@ def test_train_then_eval_and_refuse_overwrite(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     final = json.loads((out / "final.json").read_text())
     assert res["top1"] == pytest.approx(final["val_top1"]) and res["images"] > 0
+
+
+def test_env_records_the_cpu_s_isa_flags_and_any_cap_on_them(monkeypatch):
+    from bagoftricks.engine.runfolder import cpu_isa
+    info = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\nprocessor\t: 1\n"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    rec = cpu_isa(info)
+    assert rec["cpu_flags"] == ["amx_bf16", "avx512_bf16", "avx512f", "avx2"]
+    assert rec["isa_env"]["ONEDNN_MAX_CPU_ISA"] == "AVX2" and "ATEN_CPU_CAPABILITY" not in rec["isa_env"]
+    assert cpu_isa("flags\t: fpu sse avx2\n")["cpu_flags"] == ["avx2"] and cpu_isa("")["cpu_flags"] == []
 
 
 def test_exit_code_of_real_process(tmp_path):

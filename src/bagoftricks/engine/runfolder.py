@@ -64,6 +64,26 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+ISA_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")      # the matrix/vector units that set CPU speed
+ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
+
+
+def cpu_isa(cpuinfo: str | None = None) -> dict:
+    """What a CPU run could use: which of ISA_FLAGS /proc/cpuinfo lists, ATen's kernel level
+    (torch.backends.cpu.get_cpu_capability()) and the environment variables that cap oneDNN's or ATen's ISA or
+    the threads, where set. A run timed with oneDNN held to AVX2 on an AMX CPU says so here."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), set())
+    return {"cpu_flags": [f for f in ISA_FLAGS if f in flags],
+            "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}}
+
+
 def env_record(device: torch.device, seed: int, world_size: int, extra: dict | None = None) -> dict:
     import numpy
     import torchvision
@@ -85,6 +105,8 @@ def env_record(device: torch.device, seed: int, world_size: int, extra: dict | N
         "argv": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if device.type == "cpu":
+        rec.update(cpu_isa())
     rec.update(extra or {})
     return rec
 
