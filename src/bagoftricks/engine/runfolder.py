@@ -52,15 +52,20 @@ def git_sha() -> str:
         return ""
 
 
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, '' where there is none (not Linux)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
     return platform.processor() or platform.machine()
 
 
@@ -73,10 +78,7 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
     (torch.backends.cpu.get_cpu_capability()) and the environment variables that cap oneDNN's or ATen's ISA or
     the threads, where set. A run timed with oneDNN held to AVX2 on an AMX CPU says so here."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
+        cpuinfo = _cpuinfo()
     flags = next((set(line.split(":", 1)[1].split()) for line in cpuinfo.splitlines()
                   if line.startswith("flags")), set())
     return {"cpu_flags": [f for f in ISA_FLAGS if f in flags],
