@@ -98,7 +98,7 @@ def main(argv=None) -> int:
             row[f"{name} ms"] = t.median * 1e3
             row[f"{name} windows s"] = t.runs
             if name in flops:
-                row[f"{name} share"] = statistics.median(flops[name] / w / pk for w, pk in zip(t.runs, peaks))
+                row[f"{name} share"] = statistics.median(bench.peak_shares(flops[name], t.runs, peaks))
         rows.append(row)
         bn_ms = row["BN+ReLU forward+backward ms"]
         print(f"  {c:>3} ch @ {size:>2} px: conv fwd {row['conv forward ms']:6.2f} ms "

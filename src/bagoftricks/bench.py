@@ -93,6 +93,12 @@ def _once(fn, device) -> float:
     return time.perf_counter() - t
 
 
+def peak_shares(flops: float, window_seconds: list[float], peaks: list[float]) -> list[float]:
+    """Window by window, the FLOP/s of a workload of `flops` per call as a share of the matmul FLOP/s measured in
+    the window taken next to it (windows in turn): the MFU of each pair; its median is the one reported."""
+    return [flops / w / p for w, p in zip(window_seconds, peaks)]
+
+
 def training_step(r: brecipe.Recipe, device: torch.device, dinfo: bdist.DistInfo):
     """The recipe's `Training` (compiled and wrapped as `train.compile` says, in train mode), a function that runs
     its training step on the next batch of its own training data (epoch 0, steps 0, 1, 2, ...), and that data's
@@ -193,7 +199,7 @@ def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train
     _, macs = bmodels.count_params_macs(derive.recipe_model(r, data.num_classes, data.in_channels),
                                         (data.in_channels, size, size))
     train_ips = tr.batch_size / t_train.median
-    mfus = [2 * macs * 3 * tr.batch_size / w / p for w, p in zip(t_train.runs, peaks)]
+    mfus = peak_shares(2 * macs * 3 * tr.batch_size, t_train.runs, peaks)
     return {
         "device": str(device), "device_name": runfolder.device_name(device), "arch": r.model.arch,
         "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
