@@ -64,9 +64,19 @@ def test_grads_nonfinite_flags_nan_and_inf_not_huge_values():
     from bagoftricks.tricks.guarded_step import grads_nonfinite
     p = torch.nn.Parameter(torch.ones(4))
     opt = torch.optim.SGD([p], lr=0.1)
-    for value, flagged in [(1e30, False), (3e38, False), (float("inf"), True), (float("nan"), True), (-1.0, False)]:
+    for value, flagged in [(1e30, False), (3e38, False), (float("inf"), True), (float("nan"), True), (-1.0, False),
+                           (float("-inf"), True)]:
         p.grad = torch.tensor([0.0, value, 1.0, 2.0])
         assert bool(grads_nonfinite(opt)) is flagged, value
+        b = torch.nn.Parameter(torch.ones(4, dtype=torch.bfloat16))  # bf16 has fp32's range
+        b.grad = torch.tensor([0.0, value, 1.0, 2.0]).to(torch.bfloat16)
+        assert bool(grads_nonfinite(torch.optim.SGD([b], lr=0.1))) is flagged, (value, "bf16")
+    q = torch.nn.Parameter(torch.ones(0))  # an empty gradient holds nothing to flag
+    opt = torch.optim.SGD([q, p], lr=0.1)
+    q.grad, p.grad = torch.ones(0), torch.ones(4)
+    assert not bool(grads_nonfinite(opt))
+    p.grad[3] = float("nan")
+    assert bool(grads_nonfinite(opt))
 
 
 def test_fused_sgd_skips_a_non_finite_first_step_on_the_device():

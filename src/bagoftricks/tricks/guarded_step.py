@@ -33,6 +33,13 @@ def grads_nonfinite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if not grads:
         return torch.zeros((), dtype=torch.bool)
+    if grads[0].device.type == "cpu":
+        # ATen's CPU max-abs norm is not vectorised (15 ms for ResNet-18's 11 M gradients, against
+        # 1.4 ms for each tensor's min and max, which carry an inf or a nan the same way)
+        ends = [torch.stack(torch.aminmax(gr)) for gr in grads if gr.numel()]
+        if not ends:
+            return torch.zeros((), dtype=torch.bool)
+        return ~torch.isfinite(torch.cat(ends)).all()
     norms = torch._foreach_norm(grads, float("inf"))
     return ~torch.isfinite(torch.stack([n.to(grads[0].device) for n in norms])).all()
 
