@@ -79,3 +79,23 @@ def test_conv_shapes_feeds_back_dense_gradients_of_the_layers_dtype():
         torch.Tensor.backward = real_backward
     assert [(d, gd) for d, gd, _, _ in seen] == [(torch.bfloat16, torch.bfloat16)] * 2
     assert all(min(st) > 0 and cl for _, _, st, cl in seen)
+
+
+def test_small_convs_times_both_paths_of_each_shape(tmp_path, monkeypatch, capsys):
+    """benchmarks/small_convs.py: every direction timed for oneDNN and, where the products take it, for them; the
+    products it times compute what oneDNN does (1×1 output: the window; otherwise im2col)."""
+    mod = _script("small_convs")
+    monkeypatch.setattr(mod, "SHAPES", ((4, 6, 2, 1), (4, 6, 2, 2)))
+    out = tmp_path / "s.json"
+    assert mod.main(["--batch", "2", "--dtype", "fp32", "--windows", "3", "--steps", "1", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    two, one = res["rows"]
+    assert (two["out_pixels"], one["out_pixels"]) == (4, 1) and res["dtype"] == "fp32"
+    for d in ("forward", "input grad", "weight grad"):
+        assert two[f"onednn {d} ms"] > 0 and one[f"onednn {d} ms"] > 0 and one[f"product {d} ms"] > 0
+    assert "product input grad ms" not in two  # below 1x1 the input gradient stays oneDNN's
+    assert "(out 2x2)" in capsys.readouterr().out
+    fns = mod.workloads(4, 6, 3, 1, 2, torch.float64)  # 3x3 output: forward and weight gradient as products
+    y, gw = fns["onednn forward"](), fns["onednn weight grad"]()[1]
+    torch.testing.assert_close(fns["product forward"]().reshape(2, 3, 3, 6).permute(0, 3, 1, 2), y)
+    torch.testing.assert_close(fns["product weight grad"]().reshape(6, 3, 3, 4).permute(0, 3, 1, 2), gw)

@@ -159,6 +159,7 @@ CASES = {
     "train.seed": (0, 1, "model", ()),
     "train.precision": ("fp32", "bf16", "loss", ()),
     "train.channels_last": (False, True, "model", ()),
+    "train.small_convs": ("native", "matmul", "model", ()),  # the computation: tests/models/test_small_conv.py
 }
 
 # Fields whose effect is on the run itself (files, devices, processes), each with its own test below.
@@ -307,6 +308,15 @@ def test_compile_wraps_the_model_or_compiles_the_step(tmp_path, monkeypatch):
     assert len(seen) == 1 and isinstance(seen[0], torch.nn.Module)
     loop.train(make("train.epochs=1", "train.compile=step"), tmp_path / "c", progress=False)
     assert len(seen) == 2 and not isinstance(seen[1], torch.nn.Module)
+
+
+def test_small_convs_change_the_trained_weights():
+    # 8 px: stage 3 of resnet20 ends at 2x2, where matmul takes the weight gradients of its convolutions
+    wa = _weights_after_steps(make("data.image_size=8", "train.small_convs=native"), 2)
+    wb = _weights_after_steps(make("data.image_size=8", "train.small_convs=matmul"), 2)
+    assert not torch.equal(wa, wb)
+    r = make("train.small_convs=matmul", "train.compile=model")  # the compiler is given torch's own convolutions
+    assert not any(type(m).__name__ == "SmallConv2d" for m in setup.setup_model(r, 4, 3, CPU).modules())
 
 
 def test_device_is_resolved_and_recorded(tmp_path):

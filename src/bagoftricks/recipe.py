@@ -163,6 +163,9 @@ class TrainConfig:
     channels_last: bool = False     # NHWC memory format for convolutions
     compile: str = "none"           # none | model (torch.compile the model) | step (forward + loss compiled as one;
     #                                 on a GPU the whole step captured in CUDA graphs); older true/false = model/none
+    small_convs: str = "matmul"     # CPU, train.compile none: matmul = convolutions with outputs of a few pixels (1x1;
+    #                                 up to 2x2, 4x4 with bf16 on AMX) take their weight gradient (at 1x1 all of it)
+    #                                 from matrix products, 2-17x faster there | native = torch's oneDNN kernels only
     device: str = "auto"            # auto (cuda if available) | cpu | cuda | cuda:N
     threads: int = 0                # torch intra-op threads on CPU; 0 = torch's default
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints every N steps; 0 = end of epoch only
@@ -214,6 +217,7 @@ _SECTION_TYPES = {
 PRECISIONS = ("fp32", "fp16", "bf16")  # train.precision
 IN_MEMORY = ("auto", "always", "never")  # data.in_memory
 COMPILE_MODES = ("none", "model", "step")  # train.compile
+SMALL_CONVS = ("matmul", "native")  # train.small_convs
 RESUME = ("", "auto")  # train.resume
 TRANSFER_TASKS = ("detect", "segment")  # transfer.task
 SEGMENT_HEADS = ("fcn", "deeplabv3")  # transfer.head
@@ -238,6 +242,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "tricks.tta": TTA_MODES,
     "train.precision": PRECISIONS,
     "train.compile": COMPILE_MODES,
+    "train.small_convs": SMALL_CONVS,
     "train.resume": RESUME,
     "transfer.task": TRANSFER_TASKS,
     "transfer.head": SEGMENT_HEADS,

@@ -164,7 +164,8 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
                 classes: list[str] | None = None) -> nn.Module:
     """The seeded model with the run-level tricks applied: zero gamma, pretrained weights (unless
     pretrained=False: a resumed run's checkpoint replaces them; a head trained for other `classes` is
-    re-initialised), frozen stages, SyncBN, frozen BN γ, memory format.
+    re-initialised), frozen stages, SyncBN, frozen BN γ, memory format, on a CPU the small convolutions'
+    matrix-product path (train.small_convs).
 
     The line saying what model.pretrained loaded is kept as ``model.pretrained_note`` for the run log.
     """
@@ -183,6 +184,8 @@ def setup_model(r: Recipe, num_classes: int, in_channels: int, device: torch.dev
     model.to(device)
     if r.train.channels_last:
         model.to(memory_format=torch.channels_last)
+    if device.type == "cpu" and r.train.small_convs == "matmul" and r.train.compile == "none":
+        bmodels.use_small_convs(model)  # tiny-output convolutions as matrix products (models/small_conv.py)
     return model
 
 

@@ -28,6 +28,7 @@ _EXPORTS = {
     "folder_model": "pretrained", "adapt_channels": "adapt",
     "StageFeatures": "stages", "StageInfo": "stages", "features": "stages",
     "FAMILIES": "resnet", "ResNet": "resnet",
+    "SmallConv2d": "small_conv", "use_small_convs": "small_conv",
 }
 __all__ = sorted(_EXPORTS)
 
