@@ -25,6 +25,9 @@ def test_bench_prints_table_and_json(capsys):
     assert res["mfu"] == __import__("pytest").approx(sorted(pairs)[1])
     assert res["matmul_peak_flops"] == sorted(res["matmul_peak_windows_flops"])[1]
     assert any(line.startswith("ratio") and line.rstrip().endswith("x") for line in out)
+    # a CPU run swaps in the small convolutions' products (train.small_convs: matmul, the default) and says so
+    assert res["small_convs"] == "matmul"
+    assert any(line.startswith("model") and "small convs as matrix products" in line for line in out)
 
 
 def test_bench_bad_recipe_exit_2(capsys):

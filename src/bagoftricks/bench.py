@@ -204,6 +204,8 @@ def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train
         "device": str(device), "device_name": runfolder.device_name(device), "arch": r.model.arch,
         "variant": r.model.variant, "precision": tr.precision, "channels_last": tr.channels_last,
         "compile": tr.compile, "batch_size": tr.batch_size, "threads": torch.get_num_threads(),
+        # train.small_convs as it ran: "matmul" only where the engine swapped the convolutions (CPU, no compile)
+        "small_convs": "matmul" if any(isinstance(m, bmodels.SmallConv2d) for m in t.model.modules()) else "native",
         "in_memory_data": data.in_memory,
         "train_img_s": train_ips, "eval_img_s": derive.eval_batch_size(r) / t_eval.median,
         "loader_img_s": (tr.batch_size / t_load.median) if t_load else None,
@@ -406,7 +408,8 @@ def format_table(res: dict) -> str:
         ("device", f"{res['device']} ({res['device_name']}), {res['threads']} threads"),
         ("model", f"{res['arch']}-{res['variant']}, batch {res['batch_size']}, {res['precision']}"
                   f"{', channels_last' if res['channels_last'] else ''}"
-                  f"{'' if res['compile'] == 'none' else ', compile ' + res['compile']}"),
+                  f"{'' if res['compile'] == 'none' else ', compile ' + res['compile']}"
+                  f"{', small convs as matrix products' if res.get('small_convs') == 'matmul' else ''}"),
         ("train", f"{res['train_img_s']:.0f} img/s"),
         ("eval", f"{res['eval_img_s']:.0f} img/s"),
     ]

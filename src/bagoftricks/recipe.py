@@ -165,7 +165,7 @@ class TrainConfig:
     #                                 on a GPU the whole step captured in CUDA graphs); older true/false = model/none
     small_convs: str = "matmul"     # CPU, train.compile none: matmul = convolutions with outputs of a few pixels (1x1;
     #                                 up to 2x2, 4x4 with bf16 on AMX) take their weight gradient (at 1x1 all of it)
-    #                                 from matrix products, 2-17x faster there | native = torch's oneDNN kernels only
+    #                                 from matrix products, 2-12x faster there | native = torch's oneDNN kernels only
     device: str = "auto"            # auto (cuda if available) | cpu | cuda | cuda:N
     threads: int = 0                # torch intra-op threads on CPU; 0 = torch's default
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints every N steps; 0 = end of epoch only

@@ -98,7 +98,8 @@ def test_the_limit_follows_the_matrix_units(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    assert small_conv.small_limit(torch.bfloat16) == 16 and small_conv.small_limit(torch.float32) == 4
+    assert small_conv.small_limit(torch.bfloat16) == 16
+    assert small_conv.small_limit(torch.float32) == small_conv.small_limit(torch.float16) == 4
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # oneDNN held below AMX
     assert small_conv.small_limit(torch.bfloat16) == 4
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")

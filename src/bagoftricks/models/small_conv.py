@@ -3,7 +3,7 @@
 oneDNN's convolution kernels block their work over the output's rows; when a 3×3 convolution's
 output is only a few pixels wide — the last stages of a ResNet at 32 px (2×2, 1×1), airbench's last
 block (4×4 at 19 px, 3×3 at 28 px) — those blocks hold one to four rows and the matrix units stay
-nearly empty. The weight gradient suffers most: on an AMX Xeon it ran 2–17× slower than the same
+nearly empty. The weight gradient suffers most: on an AMX Xeon it ran 2–12× slower than the same
 sum written as one matrix product (``benchmarks/small_convs.py`` times each shape). Here:
 
 * output 1×1: the convolution is a linear map of the input pixels its window covers (the other taps
@@ -33,7 +33,7 @@ def small_limit(dtype: torch.dtype) -> int:
     Measured (``benchmarks/small_convs.py``): with bf16 on AMX tiles, oneDNN's weight-gradient kernel
     is slower up to 4×4 outputs; on AVX-512 BF16 vector units and in fp32 only up to 2×2.
     """
-    if dtype in (torch.bfloat16, torch.float16) and _amx_usable():
+    if dtype == torch.bfloat16 and _amx_usable():  # (fp16: AMX-BF16 tiles do not take it)
         return 16
     return 4
 
