@@ -27,8 +27,8 @@ def grads_nonfinite(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     """0-d bool tensor on the parameters' device: does any gradient hold an inf or a nan?
 
     Computed on the device, without reading anything back to the host. The max-abs norm of each
-    gradient is used (not the 2-norm), so huge but finite gradients do not overflow into a false
-    alarm; a nan propagates through the max.
+    gradient is used (on a CPU its min and max), not the 2-norm, so huge but finite gradients do not
+    overflow into a false alarm; a nan propagates through the max.
     """
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     if not grads:
