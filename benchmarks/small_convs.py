@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         for fn in fns.values():
             fn()
         timings = dict(zip(fns, bench._interleaved(list(fns.values()), cpu, 1, a.windows, a.steps)))
-        out_side = (side + 2 - 3) // stride + 1
+        out_side = small_conv._out_size(side, 3, stride, 1)
         row = {"in": ci, "out": co, "side": side, "stride": stride, "out_pixels": out_side * out_side,
                **{f"{k} ms": t.median * 1e3 for k, t in timings.items()}}
         rows.append(row)

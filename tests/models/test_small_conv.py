@@ -62,7 +62,7 @@ def test_the_product_path_is_the_convolution_in_float64(shape, channels_last, mo
     # the accumulated gradient has the weight's layout
     assert g1[1].is_contiguous(memory_format=fmt) and fast.weight.is_contiguous(memory_format=fmt)
     assert torch.autograd.gradcheck(lambda x, w: small_conv._WindowLinear.apply(x, w, None, (p, p))
-                                    if (side + 2 * p - k) // s + 1 == 1
+                                    if small_conv._out_size(side, k, s, p) == 1
                                     else small_conv._WeightGradAsMatmul.apply(x, w, None, (s, s), (p, p)),
                                     (x[:1].detach().requires_grad_(), fast.weight.detach().requires_grad_()))
 
@@ -94,17 +94,29 @@ def test_only_tiny_outputs_leave_onednn(monkeypatch):
         torch.testing.assert_close(fast(x), F.conv2d(x, fast.weight, None, 1, 1))
 
 
-def test_the_limit_follows_the_matrix_units(monkeypatch):
+@pytest.fixture
+def _fresh_isa_answer():
+    """small_conv caches whether AMX is usable (per process, as oneDNN reads its cap); each setting here asks anew,
+    and the cache holds no patched answer afterwards."""
+    small_conv._amx_usable.cache_clear()
+    yield small_conv._amx_usable.cache_clear
+    small_conv._amx_usable.cache_clear()
+
+
+def test_the_limit_follows_the_matrix_units(monkeypatch, _fresh_isa_answer):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     assert small_conv.small_limit(torch.bfloat16) == 16
     assert small_conv.small_limit(torch.float32) == small_conv.small_limit(torch.float16) == 4
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")  # oneDNN held below AMX
+    _fresh_isa_answer()
     assert small_conv.small_limit(torch.bfloat16) == 4
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    _fresh_isa_answer()
     assert small_conv.small_limit(torch.bfloat16) == 16
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    _fresh_isa_answer()
     assert small_conv.small_limit(torch.bfloat16) == 4
 
 

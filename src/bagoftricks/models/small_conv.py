@@ -18,6 +18,7 @@ exports and other libraries see a plain convolution.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -38,6 +39,7 @@ def small_limit(dtype: torch.dtype) -> int:
     return 4
 
 
+@functools.cache  # asked at every small convolution's call; oneDNN, too, reads its ISA cap once per process
 def _amx_usable() -> bool:
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
     if cap and "AMX" not in cap and cap not in ("ALL", "DEFAULT"):
@@ -98,7 +100,7 @@ class _WindowLinear(torch.autograd.Function):
         xs = x[:, :, :r, :q].permute(0, 2, 3, 1).reshape(n, r * q * c)
         ws = w[:, :, padding[0]:padding[0] + r, padding[1]:padding[1] + q].permute(0, 2, 3, 1).reshape(o, r * q * c)
         ctx.save_for_backward(xs, ws)
-        ctx.padding, ctx.x_shape, ctx.w_shape = padding, x.shape, w.shape
+        ctx.padding, ctx.window, ctx.x_shape, ctx.w_shape = padding, (r, q), x.shape, w.shape
         ctx.w_channels_last = w.is_contiguous(memory_format=torch.channels_last)
         y = torch.empty((n, o, 1, 1), dtype=xs.dtype)  # written through a 2-d view: the output is no view, so
         if b is None:                                    # in-place ops after it (ReLU(inplace)) are allowed
@@ -112,7 +114,7 @@ class _WindowLinear(torch.autograd.Function):
         xs, ws = ctx.saved_tensors
         n, c, h, wd = ctx.x_shape
         o, _, kh, kw = ctx.w_shape
-        r, q = min(kh - ctx.padding[0], h), min(kw - ctx.padding[1], wd)
+        r, q = ctx.window
         gm = g.reshape(n, o)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
