@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
-import torch
-
-from bagoftricks import bench
 from bagoftricks import recipe as brecipe
-from bagoftricks.engine import derive
-from bagoftricks.engine import distributed as bdist
 from bagoftricks.files import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import in_turn  # noqa: E402  (the variants' timing in turn; here each variant is one train.compile mode)
 
 
 def main(argv=None) -> int:
@@ -36,31 +34,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="")
     a = p.parse_args(argv)
     base = brecipe.load(brecipe.resolve_recipe_path(a.recipe), a.set)
-    if base.train.threads:
-        torch.set_num_threads(base.train.threads)
-    device = derive.resolve_device(base.train.device, 0)
-    steps, compile_s = [], []
-    for mode in a.modes:
-        r = brecipe.apply_overrides(base, [f"train.compile={mode}"])
-        _, fn, _ = bench.training_step(r, device, bdist.DistInfo())
-        t0 = time.perf_counter()
-        for _ in range(a.warmup):
-            fn()
-        compile_s.append(time.perf_counter() - t0)
-        steps.append(fn)
-    timings = bench._interleaved(steps, device, 0, a.windows, a.steps)
-    batch = base.train.batch_size
-    img_s = [batch / t.median for t in timings]
-    ratios = [[t0 / t1 for t0, t1 in zip(timings[0].runs, t.runs)] for t in timings]
-    print(f"{a.recipe} {' '.join(a.set)}: batch {batch}, {torch.get_num_threads()} threads, "
-          f"{a.windows} windows of {a.steps} steps, modes in turn")
-    for mode, ips, rs, cs in zip(a.modes, img_s, ratios, compile_s):
-        print(f"  compile={mode:<6} {ips:8.0f} img/s  x{ips / img_s[0]:.2f} of {a.modes[0]}  "
-              f"(windows: {' '.join(f'{x:.2f}' for x in rs)}; median {statistics.median(rs):.2f})  "
-              f"warm-up {cs:.1f} s")
+    res = in_turn.time_in_turn(base, [[f"train.compile={m}"] for m in a.modes], a.warmup, a.windows, a.steps)
+    print(in_turn.report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {a.windows} windows of "
+                         f"{a.steps} steps, modes in turn", [f"compile={m}" for m in a.modes], res))
     if a.out:
-        atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, "modes": a.modes, "img_s": img_s,
-                                             "window_ratios": ratios, "warmup_s": compile_s}, indent=1))
+        atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, "modes": a.modes, **res}, indent=1))
     return 0
 
 

@@ -85,3 +85,22 @@ def test_onednn_lines_are_summed_by_kind_and_implementation():
     conv = rows[("convolution", "brg_conv_fwd:avx10_1_512_amx")]
     assert (conv.calls, conv.ms) == (2, 2.0) and conv.shapes == {"mb128_ic8oc8_ih28oh28kh3": 2.0}
     assert rows[("reorder", "jit:uni")].ms == 0.25
+
+
+def test_bench_counts_macs_at_the_size_the_step_ran(capsys):
+    """Progressive resizing trains epoch 0 (what bench times) at its first size: the MACs, and so the MFU, are
+    that size's, not data.image_size's (which would count (16/8)² = 4x the work done)."""
+    from bagoftricks import models as bmodels
+    from bagoftricks import recipe as brecipe
+    from bagoftricks.engine import derive
+    shrunk = [*TINY, "--set", "data.progressive_sizes=[8]", "--set", "train.epochs=2", "--set", "data.num_classes=4"]
+    assert main(["bench", *shrunk, "--warmup", "1", "--windows", "1", "--steps", "1", "--no-reference",
+                 "--no-loader"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    res = json.loads(out[-1])
+    assert res["image_size"] == [8, 8]
+    r = brecipe.load(None, [a for a in shrunk if a != "--set"])
+    model = derive.recipe_model(r, 4, 3)  # synthetic data: RGB
+    assert res["macs_per_image"] == bmodels.count_params_macs(model, (3, 8, 8))[1]
+    assert res["macs_per_image"] < bmodels.count_params_macs(model, (3, 16, 16))[1]
+    assert any(line.startswith("model") and "at 8x8 px" in line for line in out)

@@ -99,3 +99,20 @@ def test_small_convs_times_both_paths_of_each_shape(tmp_path, monkeypatch, capsy
     y, gw = fns["onednn forward"](), fns["onednn weight grad"]()[1]
     torch.testing.assert_close(fns["product forward"]().reshape(2, 3, 3, 6).permute(0, 3, 1, 2), y)
     torch.testing.assert_close(fns["product weight grad"]().reshape(6, 3, 3, 4).permute(0, 3, 1, 2), gw)
+
+
+def test_in_turn_builds_each_variant_from_its_overrides(tmp_path, monkeypatch):
+    mod = _script("in_turn")
+    built = []
+    real = mod.bench.training_step
+    monkeypatch.setattr(mod.bench, "training_step", lambda r, *a: built.append(r) or real(r, *a))
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "v.json"
+    assert mod.main(["--recipe", str(tmp_path / "tiny.yaml"), "--set", "optim.lr=0.05",
+                     "--variant", "train.small_convs=native", "--variant", "train.small_convs=matmul,model.width=8",
+                     "--warmup", "1", "--windows", "3", "--steps", "1", "--out", str(out)]) == 0
+    assert [(r.train.small_convs, r.model.width, r.optim.lr) for r in built] == [("native", 4, 0.05),
+                                                                                 ("matmul", 8, 0.05)]
+    res = json.loads(out.read_text())
+    assert res["window_ratios"][0] == [1.0, 1.0, 1.0] and len(res["window_ratios"][1]) == 3
+    assert all(x > 0 for x in res["img_s"]) and len(res["warmup_s"]) == 2

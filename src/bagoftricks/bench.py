@@ -23,7 +23,7 @@ from torch.profiler import record_function
 from bagoftricks import models as bmodels
 from bagoftricks import recipe as brecipe
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine import compiled, derive, runfolder, setup
+from bagoftricks.engine import budget, compiled, derive, runfolder, setup
 from bagoftricks.errors import UsageError
 
 
@@ -154,7 +154,8 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     peaks = [peak_flops / w for w in timings[-1].runs]
     prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
     kernels = _kernels(train_step, device, kernel_steps) if kernel_steps else None
-    out = _results(r, t, device, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
+    size = (budget.epoch_size(r, 0),) * 2  # the timed steps are epoch 0's: progressive resizing's first size
+    out = _results(r, t, device, size, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
                    _loader_timing(t, windows, steps) if loader else None, peaks, peak_mem)
     if prof is not None:
         out["profile"] = dict(prof, mfu_by_phase=_phase_mfu(prof, out))
@@ -192,12 +193,14 @@ def _loader_timing(t: setup.Training, windows: int, steps: int) -> Timing:
     return _windows(lambda: next(fresh), t.device, 2, windows, steps)
 
 
-def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train: Timing, t_eval: Timing,
-             t_load: Timing | None, peaks: list[float], peak_mem: int) -> dict:
-    """The numbers of one bench; `peaks`: the matmul FLOP/s of each window, taken in turn with `t_train`'s."""
-    tr, data, size = r.train, t.data, r.data.image_size
+def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, size: tuple[int, int], t_train: Timing,
+             t_eval: Timing, t_load: Timing | None, peaks: list[float], peak_mem: int) -> dict:
+    """The numbers of one bench; `size`: (H, W) of the timed batches, which is not `data.image_size` where
+    progressive resizing starts smaller (the MACs, and so the MFU, are counted at the size that ran);
+    `peaks`: the matmul FLOP/s of each window, taken in turn with `t_train`'s."""
+    tr, data = r.train, t.data
     _, macs = bmodels.count_params_macs(derive.recipe_model(r, data.num_classes, data.in_channels),
-                                        (data.in_channels, size, size))
+                                        (data.in_channels, *size))
     train_ips = tr.batch_size / t_train.median
     mfus = peak_shares(2 * macs * 3 * tr.batch_size, t_train.runs, peaks)
     return {
@@ -209,7 +212,8 @@ def _results(r: brecipe.Recipe, t: setup.Training, device: torch.device, t_train
         "in_memory_data": data.in_memory,
         "train_img_s": train_ips, "eval_img_s": derive.eval_batch_size(r) / t_eval.median,
         "loader_img_s": (tr.batch_size / t_load.median) if t_load else None,
-        "peak_memory_bytes": peak_mem, "macs_per_image": macs, "matmul_peak_flops": statistics.median(peaks),
+        "image_size": list(size), "peak_memory_bytes": peak_mem, "macs_per_image": macs,
+        "matmul_peak_flops": statistics.median(peaks),
         "mfu": statistics.median(mfus), "mfu_windows": mfus, "matmul_peak_windows_flops": peaks,
         "train_windows_s": t_train.runs,
     }
@@ -406,7 +410,8 @@ def _rss_bytes() -> int:
 def format_table(res: dict) -> str:
     rows = [
         ("device", f"{res['device']} ({res['device_name']}), {res['threads']} threads"),
-        ("model", f"{res['arch']}-{res['variant']}, batch {res['batch_size']}, {res['precision']}"
+        ("model", f"{res['arch']}-{res['variant']}, batch {res['batch_size']} at "
+                  f"{'x'.join(map(str, res['image_size']))} px, {res['precision']}"
                   f"{', channels_last' if res['channels_last'] else ''}"
                   f"{'' if res['compile'] == 'none' else ', compile ' + res['compile']}"
                   f"{', small convs as matrix products' if res.get('small_convs') == 'matmul' else ''}"),

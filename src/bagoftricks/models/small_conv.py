@@ -2,8 +2,8 @@
 
 oneDNN's convolution kernels block their work over the output's rows; when a 3×3 convolution's
 output is only a few pixels wide — the last stages of a ResNet at 32 px (2×2, 1×1), airbench's last
-block (4×4 at 19 px, 3×3 at 28 px) — those blocks hold one to four rows and the matrix units stay
-nearly empty. The weight gradient suffers most: on an AMX Xeon it ran 2–12× slower than the same
+block (4×4 and 2×2 at 20 px, 3×3 at 28 px) — those blocks hold one to four rows and the matrix units
+stay nearly empty. The weight gradient suffers most: on an AMX Xeon it ran 2–12× slower than the same
 sum written as one matrix product (``benchmarks/small_convs.py`` times each shape). Here:
 
 * output 1×1: the convolution is a linear map of the input pixels its window covers (the other taps
@@ -32,7 +32,9 @@ def small_limit(dtype: torch.dtype) -> int:
     """Most output pixels (H × W) whose weight gradient is taken as a matrix product.
 
     Measured (``benchmarks/small_convs.py``): with bf16 on AMX tiles, oneDNN's weight-gradient kernel
-    is slower up to 4×4 outputs; on AVX-512 BF16 vector units and in fp32 only up to 2×2.
+    is slower up to 4×4 outputs; on AVX-512 BF16 vector units and in fp32 only up to 2×2. (On an AMD EPYC's
+    AVX-512 BF16 the products also won at 3×3 and 4×4 alone, 1.03–1.99×, but a whole ResNet-18-D or
+    airbench step with 16 was 0.97–1.00× the step with 4: 4 is kept there.)
     """
     if dtype == torch.bfloat16 and _amx_usable():  # (fp16: AMX-BF16 tiles do not take it)
         return 16
