@@ -35,8 +35,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     base = brecipe.load(brecipe.resolve_recipe_path(a.recipe), a.set)
     res = in_turn.time_in_turn(base, [[f"train.compile={m}"] for m in a.modes], a.warmup, a.windows, a.steps)
-    print(in_turn.report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {a.windows} windows of "
-                         f"{a.steps} steps, modes in turn", [f"compile={m}" for m in a.modes], res))
+    print(in_turn.report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {res['threads']} threads, "
+                         f"{a.windows} windows of {a.steps} steps, modes in turn", [f"compile={m}" for m in a.modes],
+                         res))
     if a.out:
         atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, "modes": a.modes, **res}, indent=1))
     return 0

@@ -7,13 +7,15 @@ Builds one `Training` per variant from the same recipe and seed (the engine's ow
 channels-last, fused SGD, the bad-step guard, epoch 0's image size), runs each variant's warm-up, then
 takes the variants' timed windows in turn (a b c a b c ...): this machine's speed swings by up to 2x over
 seconds, and interleaving makes every variant see the same swings. A variant is one or more KEY=VALUE
-overrides joined by commas; the first variant is the yardstick. Prints img/s per variant (median of the
+overrides joined by commas (a comma inside a value, as in `data.progressive_sizes=[20, 24]`, stays in it);
+the first variant is the yardstick. Prints img/s per variant (median of the
 windows), the ratio to the first, window by window, and the warm-up seconds; with --out, writes them as JSON.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 
@@ -42,9 +44,14 @@ def time_in_turn(base: brecipe.Recipe, variants: list[list[str]], warmup: int, w
         warm_s.append(time.perf_counter() - t0)
         fns.append(fn)
     timings = bench._interleaved(fns, device, 0, windows, steps)
-    return {"img_s": [base.train.batch_size / t.median for t in timings],
+    return {"threads": torch.get_num_threads(), "img_s": [base.train.batch_size / t.median for t in timings],
             "window_ratios": [[a / b for a, b in zip(timings[0].runs, t.runs)] for t in timings],
             "warmup_s": warm_s}
+
+
+def split_variant(text: str) -> list[str]:
+    """"a.b=1,c.d=[2, 3]" -> ["a.b=1", "c.d=[2, 3]"]: a comma starts a new override only before KEY=."""
+    return [o.strip() for o in re.split(r",(?=\s*[A-Za-z_][\w]*\.[\w.]+=)", text) if o.strip()]
 
 
 def report(title: str, names: list[str], res: dict) -> str:
@@ -69,9 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="")
     a = p.parse_args(argv)
     base = brecipe.load(brecipe.resolve_recipe_path(a.recipe), a.set)
-    variants = [[o for o in v.split(",") if o] for v in a.variant]
-    res = time_in_turn(base, variants, a.warmup, a.windows, a.steps)
-    print(report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {torch.get_num_threads()} threads, "
+    res = time_in_turn(base, [split_variant(v) for v in a.variant], a.warmup, a.windows, a.steps)
+    print(report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {res['threads']} threads, "
                  f"{a.windows} windows of {a.steps} steps, variants in turn", a.variant, res))
     if a.out:
         atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, "variants": a.variant, **res},

@@ -116,3 +116,6 @@ def test_in_turn_builds_each_variant_from_its_overrides(tmp_path, monkeypatch):
     res = json.loads(out.read_text())
     assert res["window_ratios"][0] == [1.0, 1.0, 1.0] and len(res["window_ratios"][1]) == 3
     assert all(x > 0 for x in res["img_s"]) and len(res["warmup_s"]) == 2
+    # a comma inside a value (a list) stays in it; one before the next KEY= starts a new override
+    assert mod.split_variant("data.progressive_sizes=[20, 24],train.small_convs=native, optim.lr=0.1") == [
+        "data.progressive_sizes=[20, 24]", "train.small_convs=native", "optim.lr=0.1"]
