@@ -12,12 +12,8 @@ compile seconds; with --out, writes the numbers as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-from bagoftricks import recipe as brecipe
-from bagoftricks.files import atomic_write_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import in_turn  # noqa: E402  (the variants' timing in turn; here each variant is one train.compile mode)
@@ -25,22 +21,11 @@ import in_turn  # noqa: E402  (the variants' timing in turn; here each variant i
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    in_turn.add_common_args(p)
     p.add_argument("--modes", nargs="+", default=["none", "model"], choices=["none", "model", "step"])
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--windows", type=int, default=9)
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--out", default="")
     a = p.parse_args(argv)
-    base = brecipe.load(brecipe.resolve_recipe_path(a.recipe), a.set)
-    res = in_turn.time_in_turn(base, [[f"train.compile={m}"] for m in a.modes], a.warmup, a.windows, a.steps)
-    print(in_turn.report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {res['threads']} threads, "
-                         f"{a.windows} windows of {a.steps} steps, modes in turn", [f"compile={m}" for m in a.modes],
-                         res))
-    if a.out:
-        atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, "modes": a.modes, **res}, indent=1))
-    return 0
+    return in_turn.run(a, [f"compile={m}" for m in a.modes], [[f"train.compile={m}"] for m in a.modes], "modes",
+                       {"modes": a.modes})
 
 
 if __name__ == "__main__":

@@ -64,25 +64,34 @@ def report(title: str, names: list[str], res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    """The arguments every in-turn timing takes (this script's, compile_cpu.py's)."""
     p.add_argument("--recipe", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every variant")
-    p.add_argument("--variant", action="append", required=True, metavar="KEY=VALUE[,KEY=VALUE]",
-                   help="one variant's overrides (repeat; the first is the yardstick)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--windows", type=int, default=9)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--out", default="")
-    a = p.parse_args(argv)
+
+
+def run(a: argparse.Namespace, names: list[str], variants: list[list[str]], kind: str, record: dict) -> int:
+    """Time `variants` of a.recipe in turn, print them under `names`, and write them (with `record`) to a.out."""
     base = brecipe.load(brecipe.resolve_recipe_path(a.recipe), a.set)
-    res = time_in_turn(base, [split_variant(v) for v in a.variant], a.warmup, a.windows, a.steps)
+    res = time_in_turn(base, variants, a.warmup, a.windows, a.steps)
     print(report(f"{a.recipe} {' '.join(a.set)}: batch {base.train.batch_size}, {res['threads']} threads, "
-                 f"{a.windows} windows of {a.steps} steps, variants in turn", a.variant, res))
+                 f"{a.windows} windows of {a.steps} steps, {kind} in turn", names, res))
     if a.out:
-        atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, "variants": a.variant, **res},
-                                            indent=1))
+        atomic_write_text(a.out, json.dumps({"recipe": a.recipe, "set": a.set, **record, **res}, indent=1))
     return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(p)
+    p.add_argument("--variant", action="append", required=True, metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="one variant's overrides (repeat; the first is the yardstick)")
+    a = p.parse_args(argv)
+    return run(a, a.variant, [split_variant(v) for v in a.variant], "variants", {"variants": a.variant})
 
 
 if __name__ == "__main__":
