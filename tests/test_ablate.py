@@ -148,6 +148,25 @@ def test_folder_of_a_different_recipe_is_refused(tmp_path):
     assert ablate.run_sweep(spec, out, dry_run=True, echo=lambda s: None) == 0
 
 
+def test_a_budgeted_cell_is_its_sized_run_and_another_budget_is_refused(tmp_path):
+    # a budgeted run records the steps its budget chose (and no budget) in recipe.yaml, the budget in env.json:
+    # a second `ablate` over the finished sweep skips the cell; a spec with another budget does not take it
+    spec = ablate.parse_spec({"base": TINY_BASE, "set": {"train.budget": "25s"}, "seeds": 1, "ladder": ["a"]})
+    out = tmp_path / "out"
+    d = out / "runs" / "00-a" / "seed0"
+    d.mkdir(parents=True)
+    want = ablate.cell_recipe(spec, ablate.expand(spec, out)[0])
+    (d / "recipe.yaml").write_text(brecipe.dump(brecipe.apply_overrides(want, ["train.budget=", "train.steps=216"])))
+    (d / "env.json").write_text(json.dumps({"budget": {"budget": "25", "steps": 216}}))
+    assert ablate.run_sweep(spec, out, dry_run=True, echo=lambda s: None) == 0  # 25 s as "25" or "25s"
+    (d / "env.json").write_text(json.dumps({"budget": {"budget": "26s", "steps": 216}}))
+    with pytest.raises(ablate.SpecError, match=r"train.budget: '26s' in the folder, '25s' in the spec"):
+        ablate.run_sweep(spec, out, dry_run=True, echo=lambda s: None)
+    (d / "env.json").write_text("{}")  # a run of a fixed length: its train.steps is not what a budget asks
+    with pytest.raises(ablate.SpecError, match="train.budget"):
+        ablate.run_sweep(spec, out, dry_run=True, echo=lambda s: None)
+
+
 SMOOTHED = {**TINY_BASE, "tricks": {"label_smoothing": 0.1}}  # a base that already smooths, as fmnist/all.yaml
 
 

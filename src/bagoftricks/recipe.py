@@ -393,6 +393,18 @@ def diff(a: Recipe, b: Recipe, ignore: tuple[str, ...] | frozenset[str] = ()) ->
     return [(k, fa[k], fb[k]) for k in fa if k not in ignore and fa[k] != fb[k]]
 
 
+def run_diff(requested: Recipe, recorded: Recipe, recorded_budget: str = "",
+             ignore: tuple[str, ...] | frozenset[str] = ()) -> list[tuple[str, Any, Any]]:
+    """diff(requested, recorded) for a run folder: whether `recorded` (its recipe.yaml) is the run of `requested`.
+    A budgeted recipe's run records the steps its budget chose and no budget; the budget it was given
+    (`recorded_budget`, env.json's "budget" record) stands in for it, compared in seconds ("3min" = "180s")."""
+    if requested.train.budget:
+        same = bool(recorded_budget) and budget_seconds(recorded_budget) == budget_seconds(requested.train.budget)
+        recorded = replace(recorded, train=replace(recorded.train, steps=requested.train.steps,
+                                                     budget=requested.train.budget if same else recorded_budget))
+    return diff(requested, recorded, ignore)
+
+
 def dump(recipe: Recipe) -> str:
     return yaml.safe_dump(to_dict(recipe), sort_keys=False, default_flow_style=None)
 

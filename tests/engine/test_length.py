@@ -102,6 +102,12 @@ def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path
     loop.train(rec, tmp_path / "again", progress=False)  # the recorded recipe, from scratch
     a, b = weights(tmp_path / "b"), weights(tmp_path / "again")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # train.resume: auto takes the folder as this recipe's run (budget given as "12"), not another budget's
+    assert loop.train(make("train.budget=12", "train.eval_every=100", "train.resume=auto"), tmp_path / "b",
+                      progress=False)["epoch"] == env["budget"]["epochs"]
+    with pytest.raises(UsageError, match=r"train.budget: '12s' there, '20s' here"):
+        loop.train(make("train.budget=20s", "train.eval_every=100", "train.resume=auto"), tmp_path / "b",
+                   progress=False)
 
 
 def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeypatch):

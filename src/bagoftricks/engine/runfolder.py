@@ -185,14 +185,18 @@ def tensorboard(path: Path):
 
 
 # ------------------------------------------------------------------------------- new or continued run
+def recorded_budget(run_dir: Path) -> str:
+    """The train.budget a run folder's run was sized by (env.json), '' for a run of a fixed length."""
+    rec = read_json_object(Path(run_dir) / "env.json").get("budget")
+    return str(rec.get("budget") or "") if isinstance(rec, dict) else ""
+
+
 def check_same_recipe(requested: brecipe.Recipe, state: dict, out: Path) -> None:
     """train.resume: auto continues a folder only if it holds a run of the same recipe."""
     there = brecipe.from_dict(state["recipe"])
-    # a budgeted recipe's run records the steps its budget chose (and no budget)
-    sized = ("train.steps", "train.budget") if requested.train.budget else ()
-    diff = brecipe.diff(there, requested, ignore=("train.resume", *sized))
+    diff = brecipe.run_diff(requested, there, recorded_budget(out), ignore=("train.resume",))
     if diff:
-        shown = ", ".join(f"{k}: {a!r} there, {b!r} here" for k, a, b in diff[:3])
+        shown = ", ".join(f"{k}: {b!r} there, {a!r} here" for k, a, b in diff[:3])
         raise UsageError(f"train.resume: auto: run folder {out} holds a run of another recipe ({shown}"
                          f"{', ...' if len(diff) > 3 else ''}); continue it with --resume {out} "
                          f"or choose another --out")
