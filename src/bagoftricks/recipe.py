@@ -393,15 +393,24 @@ def diff(a: Recipe, b: Recipe, ignore: tuple[str, ...] | frozenset[str] = ()) ->
     return [(k, fa[k], fb[k]) for k in fa if k not in ignore and fa[k] != fb[k]]
 
 
+def as_asked(recorded: Recipe, budget: str) -> Recipe:
+    """The recipe a run was given, from its folder's recipe.yaml (`recorded`) and the train.budget that sized it
+    (env.json's "budget" record; '' for a run of a fixed length): a budgeted run records the steps its budget
+    chose and no budget, so that a rerun of recipe.yaml is the same run."""
+    if not budget:
+        return recorded
+    return replace(recorded, train=replace(recorded.train, budget=budget, steps=TrainConfig().steps))
+
+
 def run_diff(requested: Recipe, recorded: Recipe, recorded_budget: str = "",
              ignore: tuple[str, ...] | frozenset[str] = ()) -> list[tuple[str, Any, Any]]:
     """diff(requested, recorded) for a run folder: whether `recorded` (its recipe.yaml) is the run of `requested`.
-    A budgeted recipe's run records the steps its budget chose and no budget; the budget it was given
-    (`recorded_budget`, env.json's "budget" record) stands in for it, compared in seconds ("3min" = "180s")."""
+    Where `requested` has a budget, `recorded` is taken as asked (`as_asked`), its budget compared in seconds
+    ("3min" = "180s")."""
     if requested.train.budget:
-        same = bool(recorded_budget) and budget_seconds(recorded_budget) == budget_seconds(requested.train.budget)
-        recorded = replace(recorded, train=replace(recorded.train, steps=requested.train.steps,
-                                                     budget=requested.train.budget if same else recorded_budget))
+        recorded = as_asked(recorded, recorded_budget)
+        if recorded.train.budget and budget_seconds(recorded.train.budget) == budget_seconds(requested.train.budget):
+            recorded = replace(recorded, train=replace(recorded.train, budget=requested.train.budget))
     return diff(requested, recorded, ignore)
 
 

@@ -101,3 +101,22 @@ def test_html_tables_keep_numbers_on_one_line_and_commands_wrap():
     assert "white-space:normal" in _rule("td.l")         # step names may wrap
     assert "white-space:pre-wrap" in _rule("pre") and "overflow-x" not in _rule("pre")  # commands are not cut
     assert "table{font-size:0.75em}" in CSS.replace("\n", "").split("@media (max-width:900px)")[1]  # 800 px
+
+
+def test_a_budgeted_sweep_is_reported_by_its_budget_not_the_steps_each_cell_chose(tmp_path, monkeypatch):
+    # each cell's recipe.yaml records the steps its budget chose (here 18 and 9: the second row's steps cost
+    # twice as much) and no budget; what a row changes is still its own override, and every row the budget
+    from bagoftricks.engine import budget
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: budget.Timing(
+        step={16: 0.4 if job.recipe.optim.lr == 0.1 else 0.8}, evaluation=0.1, checkpoint=0.0, setup=0.0))
+    spec = {"name": "budget grid", "description": "two rows at equal time", "base": TINY_BASE, "seeds": [0],
+            "set": {"train.budget": "10s", "train.eval_every": 100},
+            "grid": [{"name": "base"}, {"name": "lr 0.2", "set": {"optim.lr": 0.2}}]}
+    build_sweep(tmp_path / "sweep", spec)
+    steps = [load_sweep(tmp_path / "sweep").rows[i].cells[0].recipe.train.steps for i in (0, 1)]
+    assert steps[0] > steps[1] > 0
+    md = Path(make_report([tmp_path / "sweep"], predict=False, html=False, echo=lambda s: None)["markdown"]).read_text()
+    changes = md.split("What each row changes", 1)[1].split("\n\n", 2)[1]
+    assert changes.splitlines() == ["- every row: `train.budget=10s`, `train.eval_every=100`",
+                                    "- **base**: (none)", "- **lr 0.2**: `optim.lr=0.2`"]
+    assert "**Note:**" not in md  # the cells ran what the spec asks

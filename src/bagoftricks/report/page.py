@@ -257,7 +257,8 @@ def _header_blocks(title: str) -> list[tuple]:
                   f"averaged over epochs and seeds; run s: the whole run's wall seconds (start-up to the last "
                   f"evaluation), mean over seeds. TTA top-1, where the cells evaluated with test-time augmentation "
                   f"(`tricks.tta`): the same weights' top-1 with it. params and MACs (multiply-accumulates per image "
-                  f"at the training resolution) of the step's model.")]
+                  f"at data.image_size, the size it is tested at: progressive resizing trains earlier epochs "
+                  f"smaller) of the step's model.")]
 
 
 def make_report(dirs: list[str | Path], out: str | Path | None = None, title: str | None = None,
