@@ -131,6 +131,7 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
         torch.set_num_threads(r.train.threads)
     dinfo = bdist.DistInfo()
     device = derive.resolve_device(r.train.device, dinfo.local_rank)
+    r = derive.resolve_precision(r, device)
     t, train_step, (x0, y0) = training_step(r, device, dinfo)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -159,7 +159,8 @@ class TrainConfig:
     #                                 the speed measured at the start (recorded in the run folder); "" = off
     batch_size: int = 256           # images per step per process (global = batch_size x world size)
     seed: int = 0                   # seeds init, data order and every augmentation
-    precision: str = "fp32"         # fp32 | fp16 (autocast + dynamic loss scale) | bf16 (autocast)
+    precision: str = "fp32"         # fp32 | fp16 (autocast + dynamic loss scale) | bf16 (autocast) | auto (bf16 where
+    #                                 the device computes it natively, else fp32 on a CPU, fp16 on a GPU; recorded)
     channels_last: bool = False     # NHWC memory format for convolutions
     compile: str = "none"           # none | model (torch.compile the model) | step (forward + loss compiled as one;
     #                                 on a GPU the whole step captured in CUDA graphs); older true/false = model/none
@@ -214,7 +215,7 @@ _SECTION_TYPES = {
 }
 
 # The recipe's own choices; every other list is owned by the package that implements it.
-PRECISIONS = ("fp32", "fp16", "bf16")  # train.precision
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")  # train.precision
 IN_MEMORY = ("auto", "always", "never")  # data.in_memory
 COMPILE_MODES = ("none", "model", "step")  # train.compile
 SMALL_CONVS = ("matmul", "native")  # train.small_convs
@@ -393,24 +394,35 @@ def diff(a: Recipe, b: Recipe, ignore: tuple[str, ...] | frozenset[str] = ()) ->
     return [(k, fa[k], fb[k]) for k in fa if k not in ignore and fa[k] != fb[k]]
 
 
-def as_asked(recorded: Recipe, budget: str) -> Recipe:
-    """The recipe a run was given, from its folder's recipe.yaml (`recorded`) and the train.budget that sized it
-    (env.json's "budget" record; '' for a run of a fixed length): a budgeted run records the steps its budget
-    chose and no budget, so that a rerun of recipe.yaml is the same run."""
-    if not budget:
-        return recorded
-    return replace(recorded, train=replace(recorded.train, budget=budget, steps=TrainConfig().steps))
+# the fields a run resolves when it starts, to what the run folder's recipe.yaml records: a budget to the steps it
+# chose (and no budget), precision "auto" to the precision the device computes natively; env.json keeps what was asked
+ASKED_FIELDS = ("train.budget", "train.precision")
 
 
-def run_diff(requested: Recipe, recorded: Recipe, recorded_budget: str = "",
+def as_asked(recorded: Recipe, asked: dict[str, Any]) -> Recipe:
+    """The recipe a run was given, from its folder's recipe.yaml (`recorded`) and what env.json records it was
+    asked (`asked`, keys of ASKED_FIELDS; a key absent: the run took the field as recorded)."""
+    tr = recorded.train
+    if asked.get("train.budget"):
+        tr = replace(tr, budget=str(asked["train.budget"]), steps=TrainConfig().steps)
+    if asked.get("train.precision"):
+        tr = replace(tr, precision=str(asked["train.precision"]))
+    return replace(recorded, train=tr)
+
+
+def run_diff(requested: Recipe, recorded: Recipe, asked: dict[str, Any] | None = None,
              ignore: tuple[str, ...] | frozenset[str] = ()) -> list[tuple[str, Any, Any]]:
     """diff(requested, recorded) for a run folder: whether `recorded` (its recipe.yaml) is the run of `requested`.
-    Where `requested` has a budget, `recorded` is taken as asked (`as_asked`), its budget compared in seconds
-    ("3min" = "180s")."""
-    if requested.train.budget:
-        recorded = as_asked(recorded, recorded_budget)
-        if recorded.train.budget and budget_seconds(recorded.train.budget) == budget_seconds(requested.train.budget):
-            recorded = replace(recorded, train=replace(recorded.train, budget=requested.train.budget))
+    A budget `requested` leaves to the run is compared with the one the run was asked (`asked`, env.json), in
+    seconds ("3min" = "180s"), not with the steps it chose; precision "auto" takes whatever the run resolved it to
+    (the machine decides). A field `requested` fixes is compared as recorded (a rerun of recipe.yaml)."""
+    tr = requested.train
+    if tr.budget:
+        recorded = as_asked(recorded, {"train.budget": (asked or {}).get("train.budget", "")})
+        if recorded.train.budget and budget_seconds(recorded.train.budget) == budget_seconds(tr.budget):
+            recorded = replace(recorded, train=replace(recorded.train, budget=tr.budget))
+    if tr.precision == "auto":
+        recorded = replace(recorded, train=replace(recorded.train, precision="auto"))
     return diff(requested, recorded, ignore)
 
 

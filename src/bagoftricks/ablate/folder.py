@@ -113,8 +113,8 @@ def check_existing(spec: Spec, out: Path, cells: list[Cell], states: dict[str, s
             have = brecipe.from_dict(yaml.safe_load(f.read_text()), source=str(f))
         except (RecipeError, yaml.YAMLError, OSError):
             continue  # an unreadable recipe: the engine will say so when it touches the folder
-        from bagoftricks.engine.runfolder import recorded_budget
-        diffs = brecipe.run_diff(cell_recipe(spec, cell), have, recorded_budget(f.parent), ignore=EXEC_FIELDS)
+        from bagoftricks.engine.runfolder import recorded_asked
+        diffs = brecipe.run_diff(cell_recipe(spec, cell), have, recorded_asked(f.parent), ignore=EXEC_FIELDS)
         if diffs:
             key, want, got = diffs[0]
             raise SpecError(f"{out / cell.rel_dir}: holds a run of a different recipe than the spec asks for "

@@ -4,7 +4,9 @@ A leaf of the engine: nothing here imports another engine module, so every modul
 every command above it can use these without pulling in the loop. Pure functions of the recipe (and
 of a device or a checkpoint), no state.
 
-    resolve_device, autocast, precision_note      train.device / train.precision
+    resolve_device, autocast, precision_note,
+    native_precision, resolve_precision,
+    precision_line                                train.device / train.precision
     eval_batch_size, eval_crop_ratio,
     normalisation, eval_transform                 how evaluation frames and normalises an image
     recipe_model, model_from_checkpoint           the zoo's model for a recipe, or for a checkpoint
@@ -54,6 +56,37 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def native_precision(device: torch.device) -> str:
+    """What train.precision "auto" trains in on `device`: bf16 where it is computed natively (a CPU with AVX-512
+    BF16 or AMX, a GPU that reports bf16 support), else fp32 on a CPU (emulated bf16 runs several times slower)
+    and fp16 on a GPU; fp32 on any other device."""
+    if device.type == "cpu":
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def resolve_precision(r: Recipe, device: torch.device) -> Recipe:
+    """`r` with train.precision "auto" replaced by what it trains in on `device` (other recipes unchanged)."""
+    if r.train.precision != "auto":
+        return r
+    return replace(r, train=replace(r.train, precision=native_precision(device)))
+
+
+def precision_line(precision: str, device: torch.device) -> str:
+    """The run log's line about what train.precision "auto" chose."""
+    if device.type == "cpu":
+        why = ("the CPU computes bf16 natively (AVX-512 BF16 or AMX)" if precision == "bf16" else
+               f"the CPU has no native bf16 ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 BF16 or AMX): "
+               "emulated bf16 would run several times slower")
+    elif device.type == "cuda":
+        why = "the GPU computes bf16" if precision == "bf16" else "the GPU has no bf16: fp16 with a dynamic loss scale"
+    else:
+        why = f"no mixed precision is chosen on {device.type}"
+    return f"train.precision auto: {precision} on {device}: {why}; recipe.yaml records {precision}"
 
 
 def precision_note(precision: str, device: torch.device) -> str:

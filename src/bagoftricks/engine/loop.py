@@ -33,8 +33,8 @@ from bagoftricks.engine import budget
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpointer import load_run_state, write_checkpoint
-from bagoftricks.engine.derive import (check_length, epoch_steps, resolve_device, run_epochs, run_steps,
-                                       scheduled_lr)
+from bagoftricks.engine.derive import (check_length, epoch_steps, precision_line, resolve_device, resolve_precision,
+                                       run_epochs, run_steps, scheduled_lr)
 from bagoftricks.engine.runfolder import Extends, RunPlan
 from bagoftricks.engine.setup import setup_training
 from bagoftricks.engine.signals import StopProtocol
@@ -137,8 +137,10 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
             torch.set_num_threads(r.train.threads)
         device = resolve_device(r.train.device, dinfo.local_rank)
         bdist.init(dinfo, device)
+        asked = {"train.precision": "auto"} if r.train.precision == "auto" else {}  # a resumed run's is resolved
+        r = resolve_precision(r, device)
         job, budget = _build_sized(r, build, device, dinfo, plan.state, origin)
-        loop = RunLoop(job, out, progress, stop_after_steps, command, budget)
+        loop = RunLoop(job, out, progress, stop_after_steps, command, budget, asked)
         with warnings_to(loop.log.warning_line):  # library warnings go to run.log, one line each
             loop.start(plan, extends)
             record = loop.run()
@@ -178,9 +180,10 @@ class RunLoop:
     """One process's part of a run: `start` (checkpoint, folder, log), then `run` (the epochs)."""
 
     def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train",
-                 budget: dict | None = None):
+                 budget: dict | None = None, asked: dict | None = None):
         self.t_start = self.t_epoch = self.t_train = time.perf_counter()
         self.budget = budget  # train.budget's measurement (a fresh budgeted run), for env.json and the log
+        self.asked = asked or {}  # fields asked as "auto" that the run resolved (recipe.ASKED_FIELDS), for env.json
         self.job, self.r, self.out, self.dinfo = job, job.recipe, out, job.dinfo
         self.progress, self.command = progress, command
         self.steps = job.steps_per_epoch
@@ -223,6 +226,8 @@ class RunLoop:
             self.log.log(f"resumed from {plan.ckpt} at epoch {self.start_epoch + 1}, step {self.start_step}")
         if self.budget is not None or self.r.train.steps:
             self.log.log(budget.length_line(self.r, self.steps, self.budget))
+        if self.asked:  # train.precision: auto, resolved
+            self.log.log(precision_line(self.r.train.precision, self.job.device))
         for line in self.job.summary():
             if line.startswith("warning: "):
                 self.log.warn(line[len("warning: "):])
@@ -253,8 +258,7 @@ class RunLoop:
         d = job.describe()
         write_json(out / "classes.json", list(d["classes"]) or [str(k) for k in range(d["num_classes"])])
         extra = {"steps_per_epoch": self.steps, "steps": run_steps(r, self.steps), **job.folder_record()}
-        if self.budget is not None:
-            extra["budget"] = self.budget
+        extra.update({k: v for k, v in (("budget", self.budget), ("asked", self.asked)) if v})
         if extends is not None:  # its epochs so far are this run's first ones
             extra["extends"] = {"run": str(extends.run), "checkpoint": str(extends.checkpoint),
                                 "epochs": self.start_epoch}

@@ -185,16 +185,21 @@ def tensorboard(path: Path):
 
 
 # ------------------------------------------------------------------------------- new or continued run
-def recorded_budget(run_dir: Path) -> str:
-    """The train.budget a run folder's run was sized by (env.json), '' for a run of a fixed length."""
-    rec = read_json_object(Path(run_dir) / "env.json").get("budget")
-    return str(rec.get("budget") or "") if isinstance(rec, dict) else ""
+def recorded_asked(run_dir: Path) -> dict:
+    """What a run folder's run was asked where its recipe.yaml records what the run resolved (recipe.ASKED_FIELDS,
+    from env.json): {"train.budget": "3min", "train.precision": "auto"}, {} for a run that resolved nothing."""
+    env = read_json_object(Path(run_dir) / "env.json")
+    asked = {k: v for k, v in (env.get("asked") or {}).items() if k in brecipe.ASKED_FIELDS}
+    rec = env.get("budget")
+    if isinstance(rec, dict) and rec.get("budget"):
+        asked["train.budget"] = str(rec["budget"])
+    return asked
 
 
 def check_same_recipe(requested: brecipe.Recipe, state: dict, out: Path) -> None:
     """train.resume: auto continues a folder only if it holds a run of the same recipe."""
     there = brecipe.from_dict(state["recipe"])
-    diff = brecipe.run_diff(requested, there, recorded_budget(out), ignore=("train.resume",))
+    diff = brecipe.run_diff(requested, there, recorded_asked(out), ignore=("train.resume",))
     if diff:
         shown = ", ".join(f"{k}: {b!r} there, {a!r} here" for k, a, b in diff[:3])
         raise UsageError(f"train.resume: auto: run folder {out} holds a run of another recipe ({shown}"

@@ -26,7 +26,7 @@ from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import compiled, syncbn
 from bagoftricks.engine.classify import Classify
 from bagoftricks.engine.derive import (base_lr, eval_batch_size, eval_transform, model_from_checkpoint, normalisation,
-                                       precision_note, recipe_model, scheduled_lr)
+                                       precision_note, recipe_model, resolve_precision, scheduled_lr)
 from bagoftricks.engine.evaluate import evaluate
 from bagoftricks.engine.step import TrainStep
 from bagoftricks.errors import BadInput, CheckpointError, RecipeError, UsageError
@@ -377,7 +377,9 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
                    pretrained: bool = True) -> Training:
     """Data, seeded model, teacher, optimizer, scaler and EMA of recipe `r`, and the step bound to them.
 
-    pretrained=False skips loading model.pretrained (a resumed run: its checkpoint holds the weights)."""
+    pretrained=False skips loading model.pretrained (a resumed run: its checkpoint holds the weights); train.precision
+    "auto" trains in what `device` computes natively (the Training's recipe says which)."""
+    r = resolve_precision(r, device)
     dinfo = dinfo or bdist.DistInfo()
     tr, tk = r.train, r.tricks
     data = build_data(r, device, dinfo)

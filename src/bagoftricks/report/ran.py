@@ -17,7 +17,7 @@ from bagoftricks.ablate.spec import SEED_TOKEN, TEACHER_TOKEN, format_value
 
 __all__ = ["base_fields", "extra_overrides", "format_value", "ran_fields", "row_changes", "shown", "spec_fields",
            "spec_mismatches"]
-from bagoftricks.engine.runfolder import recorded_budget
+from bagoftricks.engine.runfolder import recorded_asked
 from bagoftricks.errors import RecipeError
 from bagoftricks.report.sweep import Row, Sweep
 
@@ -49,7 +49,7 @@ def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
     cell = next((c for c in row.ok + row.cells if c.recipe is not None), None)
     if cell is None:
         return None
-    fields = _flat(brecipe.as_asked(cell.recipe, recorded_budget(cell.run_dir)))  # a budget, not the steps it chose
+    fields = _flat(brecipe.as_asked(cell.recipe, recorded_asked(cell.run_dir)))  # a budget, not the steps it chose
     if sweep is not None:
         with_token, with_seed = spec_fields(sweep, row), spec_fields(sweep, row, cell.seed)
         if with_token is not None and with_seed is not None:

@@ -18,7 +18,7 @@ from torch import nn
 from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.data.batches import epoch_order
-from bagoftricks.engine.derive import base_lr, normalisation, precision_note
+from bagoftricks.engine.derive import base_lr, normalisation, precision_note, resolve_precision
 from bagoftricks.engine.distributed import DistInfo
 from bagoftricks.engine.step import TrainStep
 from bagoftricks.errors import RecipeError, UsageError
@@ -220,7 +220,9 @@ def setup_transfer(r: Recipe, device: torch.device, load_backbone: bool = True, 
 
     Precision as classification trains: the step's forward under train.precision's autocast, fp16 with a
     dynamic loss scale (bf16 and fp32 without), every step guarded against non-finite losses and gradients;
-    train.channels_last puts the weights (and the segmentation batches) in NHWC."""
+    train.channels_last puts the weights (and the segmentation batches) in NHWC; train.precision "auto" trains in what
+    `device` computes natively."""
+    r = resolve_precision(r, device)
     check_transfer(r)
     train, test = tdata.load_transfer_splits(r)
     steps = len(train) // r.train.batch_size
