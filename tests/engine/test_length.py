@@ -117,6 +117,17 @@ def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeyp
     assert not (tmp_path / "short").exists()
 
 
+def test_a_budget_too_short_for_the_recipe_s_epochs_is_an_error_naming_it(tmp_path, monkeypatch):
+    # 1.5 s per step leaves 5 steps of a 12 s budget: 2 epochs of 4 steps, too few for 2 progressive sizes before the
+    # full size (and fewer steps only make it worse): refused after the timing, naming the budget, not train.steps
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=1.5, sizes=(8, 12, 16)))
+    r = make("train.budget=12s", "train.eval_every=100", "data.progressive_sizes=[8, 12]")
+    with pytest.raises(RecipeError, match=r"train.budget: 12s leaves time for \d steps on this machine \(2 epoch\(s\) "
+                                          r"of 4 steps.*too short for the rest of the recipe: data.progressive_sizes"):
+        loop.train(r, tmp_path / "short", progress=False)
+    assert not (tmp_path / "short").exists()
+
+
 def test_extending_a_run_sized_in_steps_is_refused(tmp_path):
     from bagoftricks.engine.extend import extend_run
     loop.train(make("train.steps=5"), tmp_path / "s", progress=False)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from bagoftricks import tricks
-from bagoftricks.engine.derive import run_epochs
+from bagoftricks.engine.derive import length_problem, precision_note, run_epochs
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe, budget_seconds
 
@@ -142,6 +142,13 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
                           f"start-up and timing, and one step with its evaluation needs "
                           f"{predicted_seconds(r, spe, timing, 1):.0f} s more")
     sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
+    problem = length_problem(sized, spe)  # fewer steps only make it worse: the budget is too short for the recipe
+    if problem:
+        slow = precision_note(r.train.precision, job.device)
+        raise RecipeError(f"train.budget: {r.train.budget} leaves time for {n} steps on this machine "
+                          f"({run_epochs(sized, spe)} epoch(s) of {spe} steps, {spent:.0f} s spent on start-up and "
+                          f"timing), too short for the rest of the recipe: {problem}; give the run a longer budget"
+                          + (f" ({slow})" if slow else ""))
     record = {"budget": r.train.budget, "budget_seconds": budget, "safety": SAFETY, "spent_before_run": spent,
               "step_seconds": {str(k): v for k, v in timing.step.items()},
               "timed_steps": {str(k): v for k, v in timing.timed_steps.items()}, "eval_seconds": timing.evaluation,

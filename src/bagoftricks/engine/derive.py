@@ -11,7 +11,8 @@ of a device or a checkpoint), no state.
     normalisation, eval_transform                 how evaluation frames and normalises an image
     recipe_model, model_from_checkpoint           the zoo's model for a recipe, or for a checkpoint
     run_steps, run_epochs, epoch_steps,
-    planned_steps, planned_epochs, check_length   the run's length (train.epochs, or train.steps)
+    planned_steps, planned_epochs, check_length,
+    length_problem                                the run's length (train.epochs, or train.steps)
     base_lr, scheduled_lr                         the lr of every step (§3.1 linear scaling, warmup, §5.1)
 """
 from __future__ import annotations
@@ -90,12 +91,18 @@ def precision_line(precision: str, device: torch.device) -> str:
 
 
 def precision_note(precision: str, device: torch.device) -> str:
-    """A warning when bf16 autocast would be emulated: a CPU without native bf16 (AVX-512 BF16 or AMX)
-    runs it several times slower than fp32; '' otherwise."""
-    if precision != "bf16" or device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    """A warning when autocast would be emulated on a CPU, several times slower than fp32: fp16 (a GPU's
+    precision) anywhere, bf16 without AVX-512 BF16 or AMX; '' otherwise."""
+    if device.type != "cpu" or precision not in ("fp16", "bf16"):
+        return ""
+    if precision == "fp16":
+        return ("train.precision: fp16 autocast is emulated on a CPU (measured several times slower than fp32); it "
+                "is meant for GPUs: train.precision auto trains in bf16 where the CPU computes it natively, else fp32")
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return ""
     return (f"train.precision: bf16 is emulated on this CPU ({torch.backends.cpu.get_cpu_capability()}, no "
-            "AVX-512 BF16 or AMX) and runs several times slower than fp32; --set train.precision=fp32 trains faster")
+            "AVX-512 BF16 or AMX) and runs several times slower than fp32; --set train.precision=fp32 (or auto) "
+            "trains faster")
 
 
 # ------------------------------------------------------------------------------------- evaluation
@@ -214,18 +221,26 @@ def planned_epochs(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
     return -(-planned_steps(r, epoch, steps_per_epoch) // steps_per_epoch)
 
 
-def check_length(r: Recipe, steps_per_epoch: int) -> None:
-    """The rules between the run's length and its other fields (warmup, progressive sizes, mix-off epochs), for
-    a length in steps, once the data gives the steps per epoch (a length in epochs was checked with the recipe)."""
+def length_problem(r: Recipe, steps_per_epoch: int) -> str:
+    """What breaks the rules between the run's length and its other fields (warmup, progressive sizes, mix-off
+    epochs) for a length in steps, once the data gives the steps per epoch; '' when nothing does (a length in epochs
+    was checked with the recipe)."""
     if length_in_epochs(r.train):
-        return
-    epochs = run_epochs(r, steps_per_epoch)
-    as_epochs = replace(r, train=replace(r.train, epochs=epochs, steps=0, budget=""))
+        return ""
+    as_epochs = replace(r, train=replace(r.train, epochs=run_epochs(r, steps_per_epoch), steps=0, budget=""))
     try:
         validate(as_epochs)
     except RecipeError as e:
-        raise RecipeError(f"train.steps: {r.train.steps} steps are {epochs} epoch(s) of {steps_per_epoch} steps on "
-                          f"this data, and then {e}") from None
+        return str(e)
+    return ""
+
+
+def check_length(r: Recipe, steps_per_epoch: int) -> None:
+    """`length_problem` as a RecipeError naming train.steps."""
+    problem = length_problem(r, steps_per_epoch)
+    if problem:
+        raise RecipeError(f"train.steps: {r.train.steps} steps are {run_epochs(r, steps_per_epoch)} epoch(s) of "
+                          f"{steps_per_epoch} steps on this data, and then {problem}")
 
 
 def scheduled_lr(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> float:
