@@ -587,6 +587,11 @@ def validate(r: Recipe, changed: frozenset[str] | set[str] = frozenset()) -> Rec
     _validate_schedule_length(r.schedule, epochs, changed)
     _validate_progressive(r.data, epochs, changed)
     _validate_tricks(r.tricks, epochs, changed)
+    _check_pair(r.data.decode != "device" or not r.tricks.randaugment_ops, changed,
+                ("data.decode", r.data.decode, "augments whole batches on the device, but tricks.randaugment_ops runs "
+                 "per image on the host: set data.decode: cpu"),
+                ("tricks.randaugment_ops", r.tricks.randaugment_ops, "runs per image on the host, but data.decode: "
+                 "device augments whole batches on the device: set data.decode: cpu"))
     _validate_transfer(r.transfer)
     return r
 

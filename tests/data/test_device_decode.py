@@ -18,7 +18,7 @@ from bagoftricks.data.images import decode_rgb
 from bagoftricks.data.transforms import BatchAugment, reference_apply
 from bagoftricks.engine import setup
 from bagoftricks.engine.distributed import DistInfo
-from bagoftricks.errors import RecipeError, UsageError
+from bagoftricks.errors import RecipeError
 from bagoftricks.seeds import derive_seed
 
 CPU = torch.device("cpu")
@@ -184,6 +184,10 @@ def test_what_it_refuses_names_the_field(extra, words):
         recipe.validate(r)
 
 
-def test_randaugment_is_refused_on_the_device(folder):
-    with pytest.raises(UsageError, match="data.decode: 'device'.*randaugment"):
-        setup.build_data(_recipe(folder, "data.decode=device", "tricks.randaugment_ops=2"), CPU, DistInfo())
+def test_randaugment_is_refused_on_the_device_by_the_recipe(folder):
+    # refused before anything loads (bagoftricks show says so too), naming the field the user set
+    with pytest.raises(RecipeError, match="data.decode: augments whole batches .*randaugment_ops runs per image"):
+        _recipe(folder, "data.decode=device", "tricks.randaugment_ops=2")
+    r = recipe.apply_overrides(_recipe(folder, "data.decode=device"), ["tricks.randaugment_ops=2"])
+    with pytest.raises(RecipeError, match=r"tricks.randaugment_ops: runs per image on the host.*got 2"):
+        recipe.validate(r, {"tricks.randaugment_ops"})

@@ -48,6 +48,9 @@ def test_emulated_bf16_is_named_in_a_warning(monkeypatch, native):
     if not native:
         assert note.startswith("train.precision: bf16 is emulated") and "train.precision=fp32" in note
     assert precision_note("fp32", cpu) == "" and precision_note("bf16", torch.device("meta")) == ""
+    # fp16 is a GPU's precision: emulated on every CPU (classification and transfer runs warn alike)
+    assert precision_note("fp16", cpu).startswith("train.precision: fp16 autocast is emulated on a CPU")
+    assert precision_note("fp16", torch.device("meta")) == ""
 
 
 def test_auto_precision_is_what_the_device_computes_natively(monkeypatch):

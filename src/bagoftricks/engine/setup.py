@@ -105,10 +105,7 @@ def _train_source(r: Recipe, train_ds, mean, std, device: torch.device, dinfo: b
 def decode_on_device(r: Recipe, device: torch.device) -> bool:
     """data.decode for a training split read per image: "device" (bagoftricks.data.device_decode), or "auto" on a
     GPU when the augmentation can run there (§2's, no RandAugment: its per-image op choice is made on the host)."""
-    d = r.data
-    if d.decode == "device" and r.tricks.randaugment_ops > 0:
-        raise UsageError("data.decode: 'device' augments whole batches on the device; tricks.randaugment_ops runs "
-                         "per image on the host: set data.decode: cpu")
+    d = r.data  # data.decode "device" with RandAugment is refused by recipe.validate
     auto = device.type == "cuda" and d.augment == "paper" and r.tricks.randaugment_ops == 0
     return d.decode == "device" or (d.decode == "auto" and auto and d.name == "imagefolder")
 

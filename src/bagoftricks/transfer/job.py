@@ -182,9 +182,6 @@ class TransferJob:
         if r.transfer.frozen_bn and not r.model.pretrained:
             lines.append("warning: transfer.frozen_bn: true without model.pretrained freezes the backbone's BN at its "
                          "initial values (the identity): a backbone from scratch then trains without normalisation")
-        if r.train.precision == "fp16" and self.device.type == "cpu":
-            slow = ("train.precision: fp16 autocast is emulated on a CPU (measured several times slower than fp32); "
-                    "it is meant for GPUs, bf16 for CPUs with AVX-512 BF16 or AMX")
         return lines + ([f"warning: {slow}"] if slow else [])
 
     def scores(self, record: dict) -> str:
