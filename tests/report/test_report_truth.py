@@ -56,6 +56,7 @@ def test_a_sweep_that_ran_the_spec_has_no_note(tiny_sweep):
     assert "**Note:**" not in md and "extra overrides" not in md
     assert "- **+ label smoothing**: `schedule.kind=cosine`, `tricks.label_smoothing=0.1`" in md
     assert "made with --no-predict" in md
+    assert "steps (budget)" not in next(line for line in md.splitlines() if line.startswith("| # |"))  # no budget
 
 
 def test_one_epoch_validation_figure_has_a_point_per_row(short_sweep):
@@ -120,3 +121,9 @@ def test_a_budgeted_sweep_is_reported_by_its_budget_not_the_steps_each_cell_chos
     assert changes.splitlines() == ["- every row: `train.budget=10s`, `train.eval_every=100`",
                                     "- **base**: (none)", "- **lr 0.2**: `optim.lr=0.2`"]
     assert "**Note:**" not in md  # the cells ran what the spec asks
+    head = next(line for line in md.splitlines() if line.startswith("| # |"))
+    cols = [c.strip() for c in head.strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| 0 |")
+            or line.startswith("| 1 |")]
+    at = cols.index("steps (budget)")
+    assert [row[at] for row in rows] == [f"{n:,}" for n in steps]  # what each row's budget bought

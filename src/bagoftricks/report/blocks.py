@@ -45,8 +45,9 @@ def table_block(sweep: Sweep) -> tuple:
     if sweep.has_paper:
         headers += ["paper top-1 (Δ prev)", "vs paper"]
         aligns += ["r", "l"]
-    headers += ["img/s", "s/epoch", "run s", "params", "MACs", "n"]
-    aligns += ["r", "r", "r", "r", "r", "r"]
+    budgeted = any(c.env.get("budget") for c in sweep.cells if c.status == "ok")  # train.budget chose each length
+    headers += [*(["steps (budget)"] if budgeted else []), "img/s", "s/epoch", "run s", "params", "MACs", "n"]
+    aligns += ["r"] * (6 + budgeted)
     rows = []
     for r in sweep.rows:
         row = [str(r.index), r.name, _fmt_pm(r.top1_mean, r.top1_std), _fmt_pm(r.top5_mean, r.top5_std)]
@@ -65,6 +66,8 @@ def table_block(sweep: Sweep) -> tuple:
             n += f" (+{len(r.failed)} failed)"
         if r.pending:
             n += f" (+{len(r.pending)} pending)"
+        if budgeted:
+            row += [_fmt_f(mean([c.recipe.train.steps for c in r.ok if c.recipe is not None]), ",.0f")]
         row += [_fmt_f(r.avg("images_per_sec"), ",.0f"), _fmt_f(r.avg("seconds_per_epoch"), ".1f"),
                 _fmt_f(r.avg("wall_seconds"), ".0f"), _fmt_si(r.first("params")), _fmt_si(r.first("macs")), n]
         rows.append(row)

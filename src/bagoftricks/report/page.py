@@ -256,7 +256,9 @@ def _header_blocks(title: str) -> list[tuple]:
                   f"img/s: training images per second, s/epoch: wall seconds per epoch including evaluation, both "
                   f"averaged over epochs and seeds; run s: the whole run's wall seconds (start-up to the last "
                   f"evaluation), mean over seeds. TTA top-1, where the cells evaluated with test-time augmentation "
-                  f"(`tricks.tta`): the same weights' top-1 with it. params and MACs (multiply-accumulates per image "
+                  f"(`tricks.tta`): the same weights' top-1 with it. steps (budget), where the cells were sized by "
+                  f"`train.budget`: the optimizer steps the budget chose on the cell's machine, mean over seeds (a "
+                  f"slower step gets fewer). params and MACs (multiply-accumulates per image "
                   f"at data.image_size, the size it is tested at: progressive resizing trains earlier epochs "
                   f"smaller) of the step's model.")]
 
