@@ -157,12 +157,12 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
 
 def _build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.DistInfo,
                  state: dict | None, origin: float) -> tuple[Job, dict | None]:
-    """The job, built once; a fresh run with train.budget is timed on a first build, then built again from the
-    recipe with the fitted train.steps (rank 0's, on every rank). Returns (job, the budget's record or None)."""
-    t0 = time.perf_counter()
+    """(job, the budget's record or None): a fresh budgeted run is timed on a first build wrapped as the run's
+    (compiled, DDP; torch.compile's cache serves the rebuild), then rebuilt with the fitted train.steps (rank 0's)."""
+    t0, record = time.perf_counter(), None
     job = build(r, device, dinfo, state)
-    record = None
     if state is None and r.train.budget:
+        job.wrap()
         sized, record = budget.fit(r, job, time.perf_counter() - t0, origin)
         sized, record = bdist.broadcast_object((sized, record), dinfo)
         job = None  # the timed job's weights moved: the run starts from a new build
