@@ -36,6 +36,22 @@ def test_filters_whiten_the_patches_and_come_with_their_negatives():
     torch.testing.assert_close(torch.cov(y), torch.eye(8, dtype=torch.float64), atol=1e-6, rtol=0)
 
 
+def test_directions_grey_images_never_take_repeat_varying_filters_not_a_45x_gain():
+    # grey images stored as RGB, normalised per channel (ImageNet's statistics, as an image folder is): a 2x2 RGB
+    # patch varies in 4 of its 12 directions; the other 8 filters repeat those 4 instead of 1/sqrt(eps) (45x) on a
+    # direction with no signal, so that bf16 rounding (or padding in a colour that is not grey) is not amplified
+    # into features evaluation never sees, and no stem channel is a constant
+    grey = _correlated(64, 1, 12)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    x = (grey.expand(-1, 3, -1, -1) - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    w = whitening_filters(x, 2)
+    assert torch.equal(w[4:12], w[:4].repeat(2, 1, 1, 1)) and torch.equal(w[12:], -w[:12])
+    y = F.conv2d(x.double(), w[:4].double()).permute(1, 0, 2, 3).reshape(4, -1)
+    torch.testing.assert_close(torch.cov(y), torch.eye(4, dtype=torch.float64), atol=2e-3, rtol=0)  # eps=5e-4
+    rounding = F.conv2d(x.bfloat16().float(), w) - F.conv2d(x, w)  # what a bf16 step's input rounding becomes
+    assert rounding.abs().max() < 0.05  # 6.6 (std 0.81 in a channel) with a 45x gain on the null directions
+
+
 def test_fit_sets_the_weight_and_checks_its_shape():
     x = _correlated()
     conv = nn.Conv2d(2, 16, 2, bias=True)

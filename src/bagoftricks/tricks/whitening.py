@@ -23,13 +23,29 @@ def patch_covariance(images: torch.Tensor, kernel: int) -> torch.Tensor:
     return x.T @ x / max(x.shape[0] - 1, 1)
 
 
+# an eigenvalue at most this fraction of the largest is a direction the images do not vary in at all (float rounding
+# of an exact 0): three equal channels of a grey image leave 2/3 of an RGB patch's directions so
+NULL_RATIO = 1e-6
+
+
 def whitening_filters(images: torch.Tensor, kernel: int, eps: float = 5e-4) -> torch.Tensor:
     """The [2d, C, k, k] filters: eigenvectors of the patch covariance over sqrt(eigenvalue + eps), then
-    their negatives; ordered by decreasing eigenvalue. Computed in float64 on the CPU (deterministic)."""
+    their negatives; ordered by decreasing eigenvalue. Computed in float64 on the CPU (deterministic).
+
+    A direction the images do not vary in (eigenvalue <= NULL_RATIO x the largest) would get a gain of
+    1/sqrt(eps) (45x): grey images stored as RGB would have the rounding of bf16 and padding of another colour
+    amplified into features that training sees and evaluation does not (measured: chance-level test accuracy).
+    Its filter repeats a varying direction's instead (the first, second, ... in turn). A zero filter is not
+    used: the constant channel it leaves, under the next layer's identity (Dirac) init and batch norm, sends the
+    stem bias gradients of size 1/sqrt(BN eps) (measured: no learning in bf16)."""
     C = images.shape[1]
     lam, vec = torch.linalg.eigh(patch_covariance(images.cpu(), kernel))   # ascending
     lam, vec = lam.flip(0).clamp_min(0), vec.flip(1)
-    w = (vec.T / torch.sqrt(lam + eps).unsqueeze(1)).reshape(-1, C, kernel, kernel)
+    w = vec.T / torch.sqrt(lam + eps).unsqueeze(1)
+    live = int((lam > NULL_RATIO * lam[0]).sum())
+    if 0 < live < len(lam):
+        w[live:] = w[torch.arange(len(lam) - live) % live]
+    w = w.reshape(-1, C, kernel, kernel)
     return torch.cat([w, -w]).float()
 
 
