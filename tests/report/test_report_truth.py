@@ -127,3 +127,22 @@ def test_a_budgeted_sweep_is_reported_by_its_budget_not_the_steps_each_cell_chos
             or line.startswith("| 1 |")]
     at = cols.index("steps (budget)")
     assert [row[at] for row in rows] == [f"{n:,}" for n in steps]  # what each row's budget bought
+
+
+def test_an_auto_precision_sweep_is_reported_as_auto_even_from_cells_that_did_not_record_it(tmp_path):
+    # a cell records the precision auto chose (recipe.yaml) and that auto was asked (env.json "asked"); cells run
+    # before "asked" existed, under a spec that now says auto, are read as auto too: no note, no change per row
+    import json
+    spec = {"name": "auto grid", "description": "precision auto", "base": TINY_BASE, "seeds": [0],
+            "set": {"train.precision": "auto"},
+            "grid": [{"name": "base"}, {"name": "lr 0.2", "set": {"optim.lr": 0.2}}]}
+    build_sweep(tmp_path / "sweep", spec)
+    for env in (tmp_path / "sweep" / "runs").glob("*/seed0/env.json"):
+        rec = json.loads(env.read_text())
+        assert rec.pop("asked") == {"train.precision": "auto"}
+        env.write_text(json.dumps(rec))
+    md = Path(make_report([tmp_path / "sweep"], predict=False, html=False, echo=lambda s: None)["markdown"]).read_text()
+    changes = md.split("What each row changes", 1)[1].split("\n\n", 2)[1]
+    assert changes.splitlines() == ["- every row: `train.precision=auto`", "- **base**: (none)",
+                                    "- **lr 0.2**: `optim.lr=0.2`"]
+    assert "**Note:**" not in md

@@ -52,6 +52,8 @@ def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
     fields = _flat(brecipe.as_asked(cell.recipe, recorded_asked(cell.run_dir)))  # a budget, not the steps it chose
     if sweep is not None:
         with_token, with_seed = spec_fields(sweep, row), spec_fields(sweep, row, cell.seed)
+        if with_token is not None and with_token.get("train.precision") == "auto":
+            fields["train.precision"] = "auto"  # a cell run before env.json recorded it: what auto chose there
         if with_token is not None and with_seed is not None:
             for k, v in with_token.items():
                 if v != with_seed[k] and fields.get(k) == with_seed[k]:
