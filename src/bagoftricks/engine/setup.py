@@ -194,8 +194,9 @@ def fit_stem(model: nn.Module, data: DataBundle) -> None:
     training images, unaugmented, framed and normalised as at evaluation."""
     ds = getattr(data.train, "ds", None)
     if not isinstance(ds, bdata.TensorDataset):
-        raise UsageError("model.stem: 'whiten' needs a dataset held in memory (fashion_mnist, cifar10/100, "
-                         "synthetic); this one is read image by image")
+        raise UsageError("model.stem: 'whiten' needs a dataset held in memory (fashion_mnist, cifar10/100, synthetic, "
+                         f"an image folder of up to {bdata.MEMORY_LIMIT_BYTES >> 30} GiB decoded); this one is read "
+                         "image by image")
     images = data.eval_transform(ds.images[:WHITEN_IMAGES])
     tricks.fit_whitening(model.stem, images)
 
