@@ -410,12 +410,12 @@ def as_asked(recorded: Recipe, asked: dict[str, Any]) -> Recipe:
     return replace(recorded, train=tr)
 
 
-def run_diff(requested: Recipe, recorded: Recipe, asked: dict[str, Any] | None = None,
-             ignore: tuple[str, ...] | frozenset[str] = ()) -> list[tuple[str, Any, Any]]:
-    """diff(requested, recorded) for a run folder: whether `recorded` (its recipe.yaml) is the run of `requested`.
-    A budget `requested` leaves to the run is compared with the one the run was asked (`asked`, env.json), in
-    seconds ("3min" = "180s"), not with the steps it chose; precision "auto" takes whatever the run resolved it to
-    (the machine decides). A field `requested` fixes is compared as recorded (a rerun of recipe.yaml)."""
+def as_run_of(requested: Recipe, recorded: Recipe, asked: dict[str, Any] | None = None) -> Recipe:
+    """`recorded` (a run folder's recipe.yaml) read as a run of `requested`. A budget `requested` leaves to the run
+    is the one the run was asked (`asked`, env.json), in `requested`'s spelling where the seconds agree ("3min" =
+    "180s"), not the steps it chose; precision "auto" is whatever the run resolved it to (the machine decides, and
+    folders written before env.json recorded the ask hold only the result). A field `requested` fixes stays as
+    recorded (a rerun of recipe.yaml)."""
     tr = requested.train
     if tr.budget:
         recorded = as_asked(recorded, {"train.budget": (asked or {}).get("train.budget", "")})
@@ -423,7 +423,14 @@ def run_diff(requested: Recipe, recorded: Recipe, asked: dict[str, Any] | None =
             recorded = replace(recorded, train=replace(recorded.train, budget=tr.budget))
     if tr.precision == "auto":
         recorded = replace(recorded, train=replace(recorded.train, precision="auto"))
-    return diff(requested, recorded, ignore)
+    return recorded
+
+
+def run_diff(requested: Recipe, recorded: Recipe, asked: dict[str, Any] | None = None,
+             ignore: tuple[str, ...] | frozenset[str] = ()) -> list[tuple[str, Any, Any]]:
+    """diff(requested, recorded) for a run folder: whether `recorded` (its recipe.yaml) is the run of `requested`,
+    read as one (`as_run_of`)."""
+    return diff(requested, as_run_of(requested, recorded, asked), ignore)
 
 
 def dump(recipe: Recipe) -> str:

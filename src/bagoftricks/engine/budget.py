@@ -144,7 +144,7 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
     sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
     problem = length_problem(sized, spe)  # fewer steps only make it worse: the budget is too short for the recipe
     if problem:
-        slow = precision_note(r.train.precision, job.device)
+        slow = precision_note(job.recipe.train.precision, job.device)  # as the build resolved it
         raise RecipeError(f"train.budget: {r.train.budget} leaves time for {n} steps on this machine "
                           f"({run_epochs(sized, spe)} epoch(s) of {spe} steps, {spent:.0f} s spent on start-up and "
                           f"timing), too short for the rest of the recipe: {problem}; give the run a longer budget"

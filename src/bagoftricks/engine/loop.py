@@ -33,8 +33,8 @@ from bagoftricks.engine import budget
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpointer import load_run_state, write_checkpoint
-from bagoftricks.engine.derive import (check_length, epoch_steps, precision_line, resolve_device, resolve_precision,
-                                       run_epochs, run_steps, scheduled_lr)
+from bagoftricks.engine.derive import (check_length, epoch_steps, precision_line, resolve_device, run_epochs,
+                                       run_steps, scheduled_lr)
 from bagoftricks.engine.runfolder import Extends, RunPlan
 from bagoftricks.engine.setup import setup_training
 from bagoftricks.engine.signals import StopProtocol
@@ -137,8 +137,7 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
             torch.set_num_threads(r.train.threads)
         device = resolve_device(r.train.device, dinfo.local_rank)
         bdist.init(dinfo, device)
-        asked = {"train.precision": "auto"} if r.train.precision == "auto" else {}  # a resumed run's is resolved
-        r = resolve_precision(r, device)
+        asked = {"train.precision": "auto"} if r.train.precision == "auto" else {}  # build resolves it; resumed: done
         job, budget = _build_sized(r, build, device, dinfo, plan.state, origin)
         loop = RunLoop(job, out, progress, stop_after_steps, command, budget, asked)
         with warnings_to(loop.log.warning_line):  # library warnings go to run.log, one line each

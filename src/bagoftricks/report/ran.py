@@ -49,30 +49,36 @@ def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
     cell = next((c for c in row.ok + row.cells if c.recipe is not None), None)
     if cell is None:
         return None
-    fields = _flat(brecipe.as_asked(cell.recipe, recorded_asked(cell.run_dir)))  # a budget, not the steps it chose
-    if sweep is not None:
-        with_token, with_seed = spec_fields(sweep, row), spec_fields(sweep, row, cell.seed)
-        if with_token is not None and with_token.get("train.precision") == "auto":
-            fields["train.precision"] = "auto"  # a cell run before env.json recorded it: what auto chose there
-        if with_token is not None and with_seed is not None:
+    asked, spec = recorded_asked(cell.run_dir), _spec_recipe(sweep, row) if sweep is not None else None
+    # read as the spec's run: its budget, not the steps the budget chose; precision auto, not what auto chose
+    ran = brecipe.as_asked(cell.recipe, asked) if spec is None else brecipe.as_run_of(spec, cell.recipe, asked)
+    fields = _flat(ran)
+    if spec is not None:
+        with_token, with_seed = _flat(spec), spec_fields(sweep, row, cell.seed)
+        if with_seed is not None:
             for k, v in with_token.items():
                 if v != with_seed[k] and fields.get(k) == with_seed[k]:
                     fields[k] = v
     return fields
 
 
-def spec_fields(sweep: Sweep, row: Row, seed: int | None = None) -> dict[str, Any] | None:
+def _spec_recipe(sweep: Sweep, row: Row, seed: int | None = None) -> brecipe.Recipe | None:
     """The recipe the spec alone gives the row: base.yaml + the spec's set + the step's overrides (with the
-    seed token replaced by `seed` when one is given)."""
+    seed token replaced by `seed` when one is given); None when base.yaml cannot be read."""
     step = next((s for s in sweep.plan.get("steps", []) if s["index"] == row.index), None)
     overrides = [*sweep.plan.get("set", []), *(step or {}).get("overrides", [])]
     if seed is not None:
         overrides = [o.replace(SEED_TOKEN, str(seed)) for o in overrides]
     try:
-        r = brecipe.from_dict(brecipe.read_yaml(sweep.dir / BASE))
-        return _flat(brecipe.apply_overrides(r, overrides))
+        return brecipe.apply_overrides(brecipe.from_dict(brecipe.read_yaml(sweep.dir / BASE)), overrides)
     except (OSError, RecipeError):
         return None
+
+
+def spec_fields(sweep: Sweep, row: Row, seed: int | None = None) -> dict[str, Any] | None:
+    """`_spec_recipe`'s fields."""
+    r = _spec_recipe(sweep, row, seed)
+    return None if r is None else _flat(r)
 
 
 def extra_overrides(sweep: Sweep) -> list[str]:
