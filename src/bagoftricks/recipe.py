@@ -395,8 +395,9 @@ def diff(a: Recipe, b: Recipe, ignore: tuple[str, ...] | frozenset[str] = ()) ->
 
 
 # the fields a run resolves when it starts, to what the run folder's recipe.yaml records: a budget to the steps it
-# chose (and no budget), precision "auto" to the precision the device computes natively; env.json keeps what was asked
-ASKED_FIELDS = ("train.budget", "train.precision")
+# chose (and no budget) and a step schedule's milestones moved with them, precision "auto" to the precision the
+# device computes natively; env.json keeps what was asked
+ASKED_FIELDS = ("train.budget", "train.precision", "schedule.milestones")
 
 
 def as_asked(recorded: Recipe, asked: dict[str, Any]) -> Recipe:
@@ -407,18 +408,22 @@ def as_asked(recorded: Recipe, asked: dict[str, Any]) -> Recipe:
         tr = replace(tr, budget=str(asked["train.budget"]), steps=TrainConfig().steps)
     if asked.get("train.precision"):
         tr = replace(tr, precision=str(asked["train.precision"]))
-    return replace(recorded, train=tr)
+    sch = recorded.schedule
+    if asked.get("schedule.milestones") is not None:
+        sch = replace(sch, milestones=tuple(float(m) for m in asked["schedule.milestones"]))
+    return replace(recorded, train=tr, schedule=sch)
 
 
 def as_run_of(requested: Recipe, recorded: Recipe, asked: dict[str, Any] | None = None) -> Recipe:
     """`recorded` (a run folder's recipe.yaml) read as a run of `requested`. A budget `requested` leaves to the run
     is the one the run was asked (`asked`, env.json), in `requested`'s spelling where the seconds agree ("3min" =
-    "180s"), not the steps it chose; precision "auto" is whatever the run resolved it to (the machine decides, and
-    folders written before env.json recorded the ask hold only the result). A field `requested` fixes stays as
-    recorded (a rerun of recipe.yaml)."""
+    "180s"), not the steps it chose nor a step schedule's milestones moved with them; precision "auto" is whatever
+    the run resolved it to (the machine decides, and folders written before env.json recorded the ask hold only the
+    result). A field `requested` fixes stays as recorded (a rerun of recipe.yaml)."""
     tr = requested.train
     if tr.budget:
-        recorded = as_asked(recorded, {"train.budget": (asked or {}).get("train.budget", "")})
+        recorded = as_asked(recorded, {k: v for k, v in (asked or {}).items()
+                                       if k in ("train.budget", "schedule.milestones")})  # what the budget set
         if recorded.train.budget and budget_seconds(recorded.train.budget) == budget_seconds(tr.budget):
             recorded = replace(recorded, train=replace(recorded.train, budget=tr.budget))
     if tr.precision == "auto":

@@ -56,6 +56,12 @@ def test_rules_against_the_length_are_checked_once_the_data_gives_its_epochs(tmp
     assert not (tmp_path / "x").exists()
     with pytest.raises(RecipeError, match="schedule.extended_from"):
         make("train.steps=6", "schedule.extended_from=[1]")
+    # a partial last epoch counts whole above: 3 steps are "1 epoch", yet a 0.9-epoch warmup is 4 steps
+    assert derive.length_problem(make("train.steps=5", "tricks.warmup_epochs=1"), 4) == ""
+    with pytest.raises(RecipeError, match=r"train.steps: 3 steps .*tricks.warmup_epochs: 0.9 epoch\(s\) are 4 "
+                                          r"steps here, not fewer than the run's 3"):
+        loop.train(make("train.steps=3", "tricks.warmup_epochs=0.9"), tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()
 
 
 def test_budget_parses_durations():
@@ -108,6 +114,35 @@ def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path
     with pytest.raises(UsageError, match=r"train.budget: '12s' there, '20s' here"):
         loop.train(make("train.budget=20s", "train.eval_every=100", "train.resume=auto"), tmp_path / "b",
                    progress=False)
+
+
+@pytest.mark.parametrize("step_seconds", [0.3, 1.0])  # ~7 epochs of a 4-epoch recipe, then ~2
+def test_a_budgeted_step_schedule_drops_at_the_same_share_of_its_run(tmp_path, monkeypatch, step_seconds):
+    # kept in absolute epochs, a short budget never dropped the lr (Fashion-MNIST's §2 baseline, drops at epochs 2
+    # and 3 of 4, given 60 s: 0.4 epochs at lr 0.1, 23 % on test) and a long one trained mostly at the last rate
+    from bagoftricks.engine.runfolder import recorded_asked
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=step_seconds, evaluation=0.1))
+    asked = ["train.budget=12s", "train.eval_every=100", "train.epochs=4", "schedule.kind=step",
+             "schedule.milestones=[2, 3]"]
+    loop.train(make(*asked), tmp_path / "b", progress=False)
+    rec = recipe.load(tmp_path / "b" / "recipe.yaml")
+    n = rec.train.steps
+    assert n != 16 and rec.schedule.milestones == pytest.approx((2 * n / 16, 3 * n / 16), rel=1e-5)
+    lrs = [derive.scheduled_lr(rec, s, 4) for s in range(n)]
+    base = lrs[0]
+    assert sorted(set(lrs), reverse=True) == pytest.approx([base, base * 0.1, base * 0.01])  # both drops in the run
+    assert lrs.index(min(lrs)) == round(3 * n / 16 * 4)  # the second at three quarters of it
+    env = json.loads((tmp_path / "b" / "env.json").read_text())
+    assert env["budget"]["milestones"] == [2.0, 3.0]
+    assert recorded_asked(tmp_path / "b")["schedule.milestones"] == [2.0, 3.0]
+    assert recipe.run_diff(make(*asked), rec, recorded_asked(tmp_path / "b")) == []  # read back as the asked run
+    assert "the step schedule's milestones follow it: epochs 2, 3 of the recipe's" in \
+        (tmp_path / "b" / "run.log").read_text()
+    assert loop.train(make(*asked, "train.resume=auto"), tmp_path / "b", progress=False)["epoch"] == \
+        env["budget"]["epochs"]  # train.resume: auto takes the folder as this recipe's run
+    # a decay that follows the length by itself (cosine, linear) keeps its milestones, which nothing reads
+    cosine = make("train.budget=12s", "train.epochs=4", "schedule.kind=cosine", "schedule.milestones=[2, 3]")
+    assert budget.follow_length(cosine, 7, 4).schedule.milestones == (2.0, 3.0)
 
 
 def test_the_budget_times_the_step_as_the_run_takes_it(tmp_path, monkeypatch):

@@ -12,6 +12,14 @@ is then thrown away and the run is built again from the recipe with `train.steps
 exactly as a rerun of the run folder's recipe.yaml builds it: the run is that recipe's, bit for bit on
 CPU, and `--resume` continues it. The measurement is kept in env.json ("budget") and named in run.log.
 
+A step schedule's drops follow the length the budget chose (`follow_length`): milestones at epochs 2 and 3 of a
+4-epoch recipe fall at half and three quarters of the budgeted run, whether the budget leaves 0.4 epochs or 12
+(kept absolute, a short budget never dropped the lr — Fashion-MNIST's §2 baseline in 60 s ended at lr 0.1 and
+23 % — and a long one trained most of its run at the last rate). recipe.yaml records the milestones so moved,
+env.json the ones asked. What happens at the start of a run (warmup, progressive sizes, a stem's trained bias)
+and `tricks.mix_off_epochs` stay in epochs of the data, as the recipe was measured with them; a budget too short
+for them is refused.
+
 Which length wins: `train.budget` sets `train.steps`, which wins over `train.epochs`.
 """
 from __future__ import annotations
@@ -25,7 +33,7 @@ from typing import Any
 import torch
 
 from bagoftricks import tricks
-from bagoftricks.engine.derive import length_problem, precision_note, run_epochs
+from bagoftricks.engine.derive import length_problem, precision_note, run_epochs, run_steps
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe, budget_seconds
 
@@ -141,7 +149,7 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
         raise RecipeError(f"train.budget: {r.train.budget} is too short on this machine: {spent:.0f} s went to "
                           f"start-up and timing, and one step with its evaluation needs "
                           f"{predicted_seconds(r, spe, timing, 1):.0f} s more")
-    sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
+    sized = follow_length(r, n, spe)
     problem = length_problem(sized, spe)  # fewer steps only make it worse: the budget is too short for the recipe
     if problem:
         slow = precision_note(job.recipe.train.precision, job.device)  # as the build resolved it
@@ -154,15 +162,36 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
               "timed_steps": {str(k): v for k, v in timing.timed_steps.items()}, "eval_seconds": timing.evaluation,
               "checkpoint_seconds": timing.checkpoint, "setup_seconds": timing.setup, "steps": n,
               "epochs": run_epochs(sized, spe), "predicted_seconds": spent + predicted_seconds(r, spe, timing, n)}
+    if sized.schedule.milestones != r.schedule.milestones:
+        record["milestones"] = list(r.schedule.milestones)  # asked; recipe.yaml holds the moved ones
     return sized, record
+
+
+def follow_length(r: Recipe, n: int, steps_per_epoch: int) -> Recipe:
+    """`r` sized to `n` steps by its budget (train.steps n, no budget), a step schedule's milestones moved with it:
+    each keeps its share of the length the recipe has without the budget (train.steps, else train.epochs)."""
+    planned = run_steps(dataclasses.replace(r, train=dataclasses.replace(r.train, budget="")), steps_per_epoch)
+    sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
+    if r.schedule.kind != "step" or n == planned:
+        return sized
+    moved = tuple(float(f"{m * n / planned:.6g}") for m in r.schedule.milestones)
+    return dataclasses.replace(sized, schedule=dataclasses.replace(r.schedule, milestones=moved))
 
 
 def length_line(r: Recipe, steps_per_epoch: int, record: dict | None) -> str:
     """The run log's line about a length in steps (and the budget that chose it)."""
     epochs = run_epochs(r, steps_per_epoch)
-    line = f"length: train.steps {r.train.steps} ({epochs} epochs of {steps_per_epoch} steps; train.epochs is not used)"
+    line = (f"length: train.steps {r.train.steps} ({epochs} epoch{'' if epochs == 1 else 's'} of {steps_per_epoch} "
+            f"steps; train.epochs is not used)")
     if record is None:
         return line
+    moved = (f"; the step schedule's milestones follow it: epochs {_epochs(record['milestones'])} of the recipe's "
+             f"length are epochs {_epochs(r.schedule.milestones)} of this run" if "milestones" in record else "")
     return (f"{line}, chosen by train.budget {record['budget']} on this machine: {record['spent_before_run']:.0f} s "
             f"spent before the run, its end predicted at {record['predicted_seconds']:.0f} s of "
-            f"{record['budget_seconds']:.0f}; recipe.yaml records train.steps: a rerun of it or --resume is this run")
+            f"{record['budget_seconds']:.0f}{moved}; recipe.yaml records "
+            f"train.steps{' and the milestones' if moved else ''}: a rerun of it or --resume is this run")
+
+
+def _epochs(milestones: Any) -> str:
+    return ", ".join(f"{m:.3g}" for m in milestones)

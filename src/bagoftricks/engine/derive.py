@@ -232,6 +232,10 @@ def length_problem(r: Recipe, steps_per_epoch: int) -> str:
         validate(as_epochs)
     except RecipeError as e:
         return str(e)
+    n, warm = run_steps(r, steps_per_epoch), tricks.warmup_steps(r.tricks.warmup_epochs, steps_per_epoch)
+    if warm >= n:  # the epochs above count a partial last one whole: 66 steps passed a 0.5-epoch (234-step) warmup
+        return (f"tricks.warmup_epochs: {r.tricks.warmup_epochs:g} epoch(s) are {warm} steps here, not fewer than the "
+                f"run's {n}: it would end before its lr ramp does")
     return ""
 
 

@@ -193,6 +193,8 @@ def recorded_asked(run_dir: Path) -> dict:
     rec = env.get("budget")
     if isinstance(rec, dict) and rec.get("budget"):
         asked["train.budget"] = str(rec["budget"])
+        if rec.get("milestones") is not None:  # a step schedule's, moved with the budget's length
+            asked["schedule.milestones"] = list(rec["milestones"])
     return asked
 
 
