@@ -105,7 +105,8 @@ def transfer_arguments(p: argparse.ArgumentParser) -> None:
                      "torchvision's Faster R-CNN with an FPN (--task detect) or FCN (--task segment) and train it "
                      "into a run folder like `train` does: metrics.jsonl holds mAP (map_50, map) or mIoU and pixel "
                      "accuracy per epoch.")
-    p.add_argument("--task", choices=("detect", "segment"), help="detect or segment (sets transfer.task)")
+    p.add_argument("--task", choices=("detect", "segment"),
+                   help="detect or segment (sets transfer.task; default: the --recipe's transfer.task)")
     recipe_arguments(p)
     p.add_argument("--out", metavar="DIR", help="the new run folder")
     p.add_argument("--resume", metavar="RUN", help="continue the transfer run in RUN from its newest valid checkpoint")

@@ -88,9 +88,9 @@ def test_classification_train_refuses_scenes(tmp_path):
 def test_cli_transfer_draw_and_exit_codes(tmp_path, capsys):
     r = tmp_path / "r.yaml"
     from bagoftricks import recipe
-    r.write_text(recipe.dump(tiny("train.epochs=1")))
+    r.write_text(recipe.dump(tiny("train.epochs=1", "transfer.task=segment")))
     out = tmp_path / "run"
-    assert cli.main(["transfer", "--task", "segment", "--recipe", str(r), "--out", str(out), "--no-progress",
+    assert cli.main(["transfer", "--recipe", str(r), "--out", str(out), "--no-progress",  # the recipe's task
                      "--draw", "2"]) == 0
     text = capsys.readouterr().out
     assert "miou" in text and "pixel_acc" in text
@@ -111,7 +111,8 @@ def test_cli_transfer_draw_and_exit_codes(tmp_path, capsys):
     assert Image.open(tmp_path / "pics" / "a.png").size == (32, 32)
     assert cli.main(["predict", "--checkpoint", str(out), str(imgs / "b.jpg"), "--draw", str(tmp_path / "p2")]) == 2
     assert not (tmp_path / "p2").exists()
-    assert cli.main(["transfer", "--recipe", str(r), "--out", str(tmp_path / "x")]) == 2   # no --task
+    assert cli.main(["transfer", "--out", str(tmp_path / "x")]) == 2   # no task: neither --task nor a --recipe
+    assert "--task detect|segment, or a --recipe whose transfer.task says it" in capsys.readouterr().err
     assert cli.main(["transfer", "--task", "detect", "--recipe", str(r), "--set", "transfer.aux_weight=-1",
                      "--out", str(tmp_path / "y")]) == 2
     assert "transfer.aux_weight: must be >= 0" in capsys.readouterr().err

@@ -15,8 +15,9 @@ def _check(args: argparse.Namespace) -> None:
                          "--task/--recipe/--set")
     if args.resume and args.out:
         raise UsageError("--resume continues the run in its own folder; drop --out")
-    if not args.resume and not (args.out and args.task):
-        raise UsageError("transfer: --task detect|segment and --out DIR are required (or --resume RUN)")
+    if not args.resume and not (args.out and (args.task or args.recipe)):
+        raise UsageError("transfer: --out DIR and the task are required: --task detect|segment, or a --recipe whose "
+                         "transfer.task says it (or --resume RUN)")
     if args.draw < 0:
         raise UsageError(f"--draw: expected a number of test images >= 0, got {args.draw}")
 
@@ -33,7 +34,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         final = run_transfer(recipe.load(out / "recipe.yaml"), out, resume=True, progress=progress)
     else:
         out = Path(args.out)
-        r = recipe.load(args.recipe, [*args.overrides, f"transfer.task={args.task}"])
+        r = recipe.load(args.recipe, [*args.overrides, *([f"transfer.task={args.task}"] if args.task else [])])
         final = run_transfer(r, out, progress=progress)
     scores = "  ".join(f"{k} {final[k]:.2f}" for k in ("map_50", "map", "miou", "pixel_acc") if k in final)
     print(f"{scores}  ({final.get('wall_seconds', 0):.0f} s)")
