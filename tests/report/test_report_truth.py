@@ -104,23 +104,31 @@ def test_html_tables_keep_numbers_on_one_line_and_commands_wrap():
     assert "table{font-size:0.75em}" in CSS.replace("\n", "").split("@media (max-width:900px)")[1]  # 800 px
 
 
-def test_a_budgeted_sweep_is_reported_by_its_budget_not_the_steps_each_cell_chose(tmp_path, monkeypatch):
+@pytest.mark.parametrize("route", ["spec", "ablate --set"])
+def test_a_budgeted_sweep_is_reported_by_its_budget_not_the_steps_each_cell_chose(tmp_path, monkeypatch, route):
     # each cell's recipe.yaml records the steps its budget chose (here 18 and 9: the second row's steps cost
-    # twice as much) and no budget; what a row changes is still its own override, and every row the budget
+    # twice as much), the step schedule's milestones moved with them, and no budget; what a row changes is still
+    # its own override, and every row the budget — given in the spec's set or by `ablate --set` (which the report
+    # read as the steps and milestones of each row)
     from bagoftricks.engine import budget
     monkeypatch.setattr(budget, "time_job", lambda job, setup, window: budget.Timing(
         step={16: 0.4 if job.recipe.optim.lr == 0.1 else 0.8}, evaluation=0.1, checkpoint=0.0, setup=0.0))
     spec = {"name": "budget grid", "description": "two rows at equal time", "base": TINY_BASE, "seeds": [0],
-            "set": {"train.budget": "10s", "train.eval_every": 100},
+            "set": {"train.eval_every": 100, **({"train.budget": "10s"} if route == "spec" else {})},
             "grid": [{"name": "base"}, {"name": "lr 0.2", "set": {"optim.lr": 0.2}}]}
-    build_sweep(tmp_path / "sweep", spec)
-    steps = [load_sweep(tmp_path / "sweep").rows[i].cells[0].recipe.train.steps for i in (0, 1)]
-    assert steps[0] > steps[1] > 0
+    build_sweep(tmp_path / "sweep", spec, extra=("train.budget=10s",) if route != "spec" else ())
+    ran = [load_sweep(tmp_path / "sweep").rows[i].cells[0].recipe for i in (0, 1)]
+    steps = [r.train.steps for r in ran]
+    assert steps[0] > steps[1] > 0 and ran[0].schedule.milestones != ran[1].schedule.milestones
     md = Path(make_report([tmp_path / "sweep"], predict=False, html=False, echo=lambda s: None)["markdown"]).read_text()
     changes = md.split("What each row changes", 1)[1].split("\n\n", 2)[1]
     assert changes.splitlines() == ["- every row: `train.budget=10s`, `train.eval_every=100`",
                                     "- **base**: (none)", "- **lr 0.2**: `optim.lr=0.2`"]
-    assert "**Note:**" not in md  # the cells ran what the spec asks
+    assert "train.steps" not in md and "schedule.milestones" not in md
+    if route == "spec":
+        assert "**Note:**" not in md  # the cells ran what the spec asks
+    else:  # what the spec's text does not know: the budget, not what it chose
+        assert "these cells ran with other settings: `train.budget` 10s (spec: unset)." in md
     head = next(line for line in md.splitlines() if line.startswith("| # |"))
     cols = [c.strip() for c in head.strip("|").split("|")]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("| 0 |")

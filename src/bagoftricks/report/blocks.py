@@ -102,6 +102,10 @@ def paper_note(sweep: Sweep) -> list[tuple]:
     return blocks
 
 
+def _noted(v: object) -> str:
+    return "unset" if v == "" else ran.format_value(v)  # an empty field (train.budget: "") would print as nothing
+
+
 def intro_blocks(sweep: Sweep) -> list[tuple]:
     """The sweep's title and description, the command line's extra overrides, and a note on every
     setting the cells ran with other than the spec's (a description written for the spec may be stale)."""
@@ -110,7 +114,7 @@ def intro_blocks(sweep: Sweep) -> list[tuple]:
         blocks.append(("p", sweep.description))
     differ = ran.spec_mismatches(sweep)
     if differ:
-        what = ", ".join(f"`{k}` {ran.format_value(v)} (spec: {ran.format_value(s)})" for k, s, v in differ)
+        what = ", ".join(f"`{k}` {_noted(v)} (spec: {_noted(s)})" for k, s, v in differ)
         lead = ("the description above is the spec's, but these cells ran with other settings" if sweep.description
                 else "these cells ran with settings other than the spec's")
         blocks.append(("p", f"**Note:** {lead}: {what}. The numbers below are for the settings the cells ran."))

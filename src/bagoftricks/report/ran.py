@@ -50,8 +50,10 @@ def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
     if cell is None:
         return None
     asked, spec = recorded_asked(cell.run_dir), _spec_recipe(sweep, row) if sweep is not None else None
-    # read as the spec's run: its budget, not the steps the budget chose; precision auto, not what auto chose
-    ran = brecipe.as_asked(cell.recipe, asked) if spec is None else brecipe.as_run_of(spec, cell.recipe, asked)
+    # read as the run the cell was asked (the spec and `ablate --set`): its budget, not the steps the budget chose
+    # nor the milestones moved with them; precision auto, not what auto chose
+    ran = brecipe.as_asked(cell.recipe, asked) if spec is None else \
+        brecipe.as_run_of(_spec_recipe(sweep, row, extra=True) or spec, cell.recipe, asked)
     fields = _flat(ran)
     if spec is not None:
         with_token, with_seed = _flat(spec), spec_fields(sweep, row, cell.seed)
@@ -62,11 +64,13 @@ def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
     return fields
 
 
-def _spec_recipe(sweep: Sweep, row: Row, seed: int | None = None) -> brecipe.Recipe | None:
+def _spec_recipe(sweep: Sweep, row: Row, seed: int | None = None, extra: bool = False) -> brecipe.Recipe | None:
     """The recipe the spec alone gives the row: base.yaml + the spec's set + the step's overrides (with the
-    seed token replaced by `seed` when one is given); None when base.yaml cannot be read."""
+    seed token replaced by `seed` when one is given), + the sweep's `ablate --set` overrides with `extra`; None when
+    base.yaml cannot be read."""
     step = next((s for s in sweep.plan.get("steps", []) if s["index"] == row.index), None)
-    overrides = [*sweep.plan.get("set", []), *(step or {}).get("overrides", [])]
+    overrides = [*sweep.plan.get("set", []), *(step or {}).get("overrides", []),
+                 *(extra_overrides(sweep) if extra else [])]
     if seed is not None:
         overrides = [o.replace(SEED_TOKEN, str(seed)) for o in overrides]
     try:
