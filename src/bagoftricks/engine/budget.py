@@ -1,13 +1,13 @@
 """train.budget: a run sized to the machine it runs on.
 
 A recipe with `train.budget` is timed at the start of its run: training steps at every image size the run
-trains at (progressive resizing) — at least TIMED_STEPS, and for at least TIMING_SHARE of the budget, so
-that the timing spans the phases of seconds in which a shared machine's speed swings (measured 2x on a
-2-core Xeon: a dozen steps catch one phase) —, a slice of the evaluation, a checkpoint write. From
-those, and the seconds already spent (start-up, data, this timing; counted from the process's start on
-the command line, from the call in Python: bagoftricks.clock), `steps_within` picks the largest number
-of steps N whose whole run — training, every evaluation, every checkpoint, the set-up of the run
-proper — is predicted to end within the budget less a safety margin (SAFETY). The job used for timing
+trains at (progressive resizing) — at least TIMED_STEPS, and for at least TIMING_SHARE of the budget in
+ROUNDS windows, the sizes in turn, so that the timing spans the phases of seconds in which a shared machine's
+speed swings (measured 2x on a 2-core Xeon: a dozen steps catch one phase) —, a slice of the evaluation, a
+checkpoint write. From those, and the seconds already spent (start-up, data, this timing; counted from the
+process's start on the command line, from the call in Python: bagoftricks.clock), `steps_within` picks the
+largest number of steps N whose whole run — training, every evaluation, every checkpoint, the set-up of the
+run proper — is predicted to end within the budget less a safety margin (SAFETY). The job used for timing
 is then thrown away and the run is built again from the recipe with `train.steps: N` (and no budget),
 exactly as a rerun of the run folder's recipe.yaml builds it: the run is that recipe's, bit for bit on
 CPU, and `--resume` continues it. The measurement is kept in env.json ("budget") and named in run.log.
@@ -45,6 +45,10 @@ WARM_STEPS = 2         # untimed steps at each size (first-use allocations, kern
 TIMED_STEPS = 12       # timed steps at each size, at least
 TIMING_SHARE = 0.01    # ... and timed for at least this fraction of the budget at each size (6 s of 10 min)
 MAX_TIMED_STEPS = 2000  # ... but never more steps than this at one size
+# each size is timed in this many windows, the sizes in turn (20, 24, 28, 20, 24, 28, ...), so that a size's timing
+# spans the others' and samples several of the machine's phases: a 2-core EPYC's 10-20 s phases swing its step by
+# 12 %, and one 9 s window per size read a 15-minute run's steps 1.1-1.2x fast (it took 1.22x its prediction)
+ROUNDS = 3
 
 
 @dataclass
@@ -96,13 +100,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_steps(job: Any, epoch: int, window: float = 0.0) -> tuple[float, int]:
+def _time_steps(job: Any, epoch: int, window: float = 0.0, least: int = TIMED_STEPS,
+                most: int = MAX_TIMED_STEPS) -> tuple[float, int]:
     """(seconds per training step, steps timed) of `job` at epoch `epoch`'s image size: after WARM_STEPS untimed
-    steps, the mean over at least TIMED_STEPS steps and at least `window` seconds (MAX_TIMED_STEPS at most)."""
+    steps, the mean over at least `least` steps and at least `window` seconds (`most` steps at most)."""
     batches = iter(job.batches(epoch, 0))
     job.step.module.train()
     t0, s, elapsed = 0.0, 0, 0.0
-    while s < WARM_STEPS + TIMED_STEPS or (elapsed < window and s < WARM_STEPS + MAX_TIMED_STEPS):
+    while s < WARM_STEPS + least or (elapsed < window and s < WARM_STEPS + most):
         if s == WARM_STEPS:
             _sync(job.device)
             t0 = time.perf_counter()
@@ -120,14 +125,20 @@ def _time_steps(job: Any, epoch: int, window: float = 0.0) -> tuple[float, int]:
 
 
 def time_job(job: Any, setup_seconds: float, window: float = 0.0) -> Timing:
-    """Time `job`'s steps at every size its run trains at (each for at least `window` seconds), its evaluation
-    and a checkpoint. The job's weights change: it is for timing only."""
+    """Time `job`'s steps at every size its run trains at (each for at least `window` seconds in all, in ROUNDS
+    windows, the sizes in turn), its evaluation and a checkpoint. The job's weights change: it is for timing only."""
     r = job.recipe
     timing = Timing(setup=setup_seconds)
-    sizes = [*r.data.progressive_sizes, r.data.image_size]
-    for e, size in enumerate(sizes):
-        if size not in timing.step:
-            timing.step[size], timing.timed_steps[size] = _time_steps(job, e, window)
+    first = {}  # each size, at the first epoch that trains at it
+    for e, size in enumerate([*r.data.progressive_sizes, r.data.image_size]):
+        first.setdefault(size, e)
+    spent = dict.fromkeys(first, 0.0)
+    for _ in range(ROUNDS):
+        for size, e in first.items():
+            per_step, n = _time_steps(job, e, window / ROUNDS, -(-TIMED_STEPS // ROUNDS), MAX_TIMED_STEPS // ROUNDS)
+            spent[size] += per_step * n
+            timing.timed_steps[size] = timing.timed_steps.get(size, 0) + n
+    timing.step = {size: spent[size] / timing.timed_steps[size] for size in first}
     timing.evaluation = job.eval_seconds()
     t0 = time.perf_counter()
     torch.save({"model": job.model.state_dict(), "optimizer": job.optimizer.state_dict()}, io.BytesIO())
