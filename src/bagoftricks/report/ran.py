@@ -52,8 +52,11 @@ def ran_fields(row: Row, sweep: Sweep | None = None) -> dict[str, Any] | None:
     asked, spec = recorded_asked(cell.run_dir), _spec_recipe(sweep, row) if sweep is not None else None
     # read as the run the cell was asked (the spec and `ablate --set`): its budget, not the steps the budget chose
     # nor the milestones moved with them; precision auto, not what auto chose
-    ran = brecipe.as_asked(cell.recipe, asked) if spec is None else \
-        brecipe.as_run_of(_spec_recipe(sweep, row, extra=True) or spec, cell.recipe, asked)
+    if spec is None:
+        ran = brecipe.as_asked(cell.recipe, asked)
+    else:
+        given = _spec_recipe(sweep, row, extra=True) if extra_overrides(sweep) else spec
+        ran = brecipe.as_run_of(given or spec, cell.recipe, asked)
     fields = _flat(ran)
     if spec is not None:
         with_token, with_seed = _flat(spec), spec_fields(sweep, row, cell.seed)
