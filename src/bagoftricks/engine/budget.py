@@ -181,7 +181,7 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recip
 def follow_length(r: Recipe, n: int, steps_per_epoch: int) -> Recipe:
     """`r` sized to `n` steps by its budget (train.steps n, no budget), a step schedule's milestones moved with it:
     each keeps its share of the length the recipe has without the budget (train.steps, else train.epochs)."""
-    planned = run_steps(dataclasses.replace(r, train=dataclasses.replace(r.train, budget="")), steps_per_epoch)
+    planned = run_steps(r, steps_per_epoch)  # train.steps, else train.epochs: the budget is not a length there
     sized = dataclasses.replace(r, train=dataclasses.replace(r.train, steps=n, budget=""))
     if r.schedule.kind != "step" or n == planned:
         return sized
