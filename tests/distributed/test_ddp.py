@@ -8,6 +8,7 @@
   only rank 0 writes and prints.
 * Uneven data (70 images = 2 x 2 x 16 + 6) runs to the end, within a timeout, launched as two
   "nodes" (two torchrun agents at one c10d rendezvous endpoint).
+* train.budget: the ranks time their steps together and run rank 0's length, whatever each one's clock says.
 """
 import json
 import re
@@ -119,3 +120,27 @@ def test_no_process_group_thread_outlives_train(tmp_path):
     for names in lists:
         assert names, out[-3000:]  # /proc was read: the main thread at least
         assert not [n for n in names if "gloo" in n], names
+
+
+BUDGET_SETS = ("data.name=synthetic", "data.image_size=16", "data.synthetic_samples=70", "data.num_classes=4",
+               "model.arch=resnet20", "model.width=4", "train.batch_size=16", "train.device=cpu", "train.threads=1",
+               "data.workers=0", "train.eval_every=1000", "train.budget=20s", "tricks.warmup_epochs=50")
+
+
+@pytest.mark.timeout(200)
+def test_budget_ranks_time_together_and_run_rank0s_length(tmp_path):
+    """A budgeted run under torchrun whose rank 1 reads its timing clock 10x fast, so that it would end each timing
+    window steps before rank 0: the ranks keep stepping while either wants to (a rank that left its window alone
+    had its next collective pair with the other's training step: the run hung or failed), and both train the
+    length rank 0 chose. Rank 1, its steps 10x slow by its clock, finds ~45 steps where rank 0 finds ~450, too
+    few for the 100-step warmup: its refusal is not the run's (a rank that raised alone left rank 0 waiting)."""
+    script = str(ROOT / "tests" / "distributed" / "skewed_budget_main.py")
+    out_dir = tmp_path / "run"
+    rc, out = run(torchrun_cmd(script, str(out_dir), *BUDGET_SETS), tmp_path / "log", 150,
+                  BAGOFTRICKS_DIST_TIMEOUT="60")
+    assert rc == 0, out[-3000:]
+    record = json.loads((out_dir / "env.json").read_text())["budget"]
+    steps = recipe.load(str(out_dir / "recipe.yaml")).train.steps
+    assert steps == record["steps"] > 0
+    assert final_state(out_dir)["global_step"] == steps
+    assert sum(record["timed_steps"].values()) >= 12

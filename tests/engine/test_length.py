@@ -95,7 +95,7 @@ def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path
     # the measurement's result fixed (time_job is tested below): a few tens of steps fit whatever the machine's speed
     windows = []
     monkeypatch.setattr(budget, "time_job",
-                        lambda job, setup, window: windows.append(window) or timing(step=0.3, evaluation=0.1))
+                        lambda job, setup, window, agree: windows.append(window) or timing(step=0.3, evaluation=0.1))
     r = make("train.budget=12s", "train.eval_every=100")
     loop.train(r, tmp_path / "b", progress=False)
     assert windows == [pytest.approx(budget.TIMING_SHARE * 12)]  # each size timed for 1 % of the budget
@@ -121,7 +121,7 @@ def test_a_budgeted_step_schedule_drops_at_the_same_share_of_its_run(tmp_path, m
     # kept in absolute epochs, a short budget never dropped the lr (Fashion-MNIST's §2 baseline, drops at epochs 2
     # and 3 of 4, given 60 s: 0.4 epochs at lr 0.1, 23 % on test) and a long one trained mostly at the last rate
     from bagoftricks.engine.runfolder import recorded_asked
-    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=step_seconds, evaluation=0.1))
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=step_seconds, evaluation=0.1))
     asked = ["train.budget=12s", "train.eval_every=100", "train.epochs=4", "schedule.kind=step",
              "schedule.milestones=[2, 3]"]
     loop.train(make(*asked), tmp_path / "b", progress=False)
@@ -153,15 +153,15 @@ def test_the_budget_times_the_step_as_the_run_takes_it(tmp_path, monkeypatch):
     wrap = setup.Training.wrap
     monkeypatch.setattr(setup.Training, "wrap", lambda self: calls.append(("wrap", self.recipe.train.steps)) or
                         wrap(self))
-    monkeypatch.setattr(budget, "time_job", lambda job, setup_s, window: calls.append(("time", job.recipe.train.steps))
-                        or timing())
+    monkeypatch.setattr(budget, "time_job", lambda job, setup_s, window, agree:
+                        calls.append(("time", job.recipe.train.steps)) or timing())
     loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "b", progress=False)
     steps = recipe.load(tmp_path / "b" / "recipe.yaml").train.steps
     assert calls == [("wrap", 0), ("time", 0), ("wrap", steps)]  # the timed build wrapped first, then the run's own
 
 
 def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=5.0, evaluation=30.0))
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=5.0, evaluation=30.0))
     with pytest.raises(RecipeError, match="train.budget: 20s is too short on this machine"):
         loop.train(make("train.budget=20s"), tmp_path / "short", progress=False)
     assert not (tmp_path / "short").exists()
@@ -170,7 +170,7 @@ def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeyp
 def test_a_budget_too_short_for_the_recipe_s_epochs_is_an_error_naming_it(tmp_path, monkeypatch):
     # 1.5 s per step leaves 5 steps of a 12 s budget: 2 epochs of 4 steps, too few for 2 progressive sizes before the
     # full size (and fewer steps only make it worse): refused after the timing, naming the budget, not train.steps
-    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: timing(step=1.5, sizes=(8, 12, 16)))
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=1.5, sizes=(8, 12, 16)))
     r = make("train.budget=12s", "train.eval_every=100", "data.progressive_sizes=[8, 12]")
     with pytest.raises(RecipeError, match=r"train.budget: 12s leaves time for \d steps on this machine \(2 epoch\(s\) "
                                           r"of 4 steps.*too short for the rest of the recipe: data.progressive_sizes"):

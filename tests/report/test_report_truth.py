@@ -111,7 +111,7 @@ def test_a_budgeted_sweep_is_reported_by_its_budget_not_the_steps_each_cell_chos
     # its own override, and every row the budget — given in the spec's set or by `ablate --set` (which the report
     # read as the steps and milestones of each row)
     from bagoftricks.engine import budget
-    monkeypatch.setattr(budget, "time_job", lambda job, setup, window: budget.Timing(
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: budget.Timing(
         step={16: 0.4 if job.recipe.optim.lr == 0.1 else 0.8}, evaluation=0.1, checkpoint=0.0, setup=0.0))
     spec = {"name": "budget grid", "description": "two rows at equal time", "base": TINY_BASE, "seeds": [0],
             "set": {"train.eval_every": 100, **({"train.budget": "10s"} if route == "spec" else {})},

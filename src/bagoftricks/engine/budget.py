@@ -20,6 +20,9 @@ env.json the ones asked. What happens at the start of a run (warmup, progressive
 and `tricks.mix_off_epochs` stay in epochs of the data, as the recipe was measured with them; a budget too short
 for them is refused.
 
+Under torchrun the ranks are timed together, each stepping while any of them wants another step (every step
+all-reduces), and rank 0's choice, or its refusal, is every rank's (`fit_ranks`).
+
 Which length wins: `train.budget` sets `train.steps`, which wins over `train.epochs`.
 """
 from __future__ import annotations
@@ -28,11 +31,13 @@ import dataclasses
 import io
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from bagoftricks import tricks
+from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.derive import length_problem, precision_note, run_epochs, run_steps
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe, budget_seconds
@@ -100,14 +105,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _alone(more: bool) -> bool:
+    return more
+
+
 def _time_steps(job: Any, epoch: int, window: float = 0.0, least: int = TIMED_STEPS,
-                most: int = MAX_TIMED_STEPS) -> tuple[float, int]:
+                most: int = MAX_TIMED_STEPS, agree: Callable[[bool], bool] = _alone) -> tuple[float, int]:
     """(seconds per training step, steps timed) of `job` at epoch `epoch`'s image size: after WARM_STEPS untimed
-    steps, the mean over at least `least` steps and at least `window` seconds (`most` steps at most)."""
+    steps, the mean over at least `least` steps and at least `window` seconds (`most` steps at most). Past
+    `least`, `agree` turns this process's wish for another step into the run's (every rank of a DDP run must
+    take the same steps: each one all-reduces)."""
     batches = iter(job.batches(epoch, 0))
     job.step.module.train()
     t0, s, elapsed = 0.0, 0, 0.0
-    while s < WARM_STEPS + least or (elapsed < window and s < WARM_STEPS + most):
+    while s < WARM_STEPS + least or agree(elapsed < window and s < WARM_STEPS + most):
         if s == WARM_STEPS:
             _sync(job.device)
             t0 = time.perf_counter()
@@ -124,9 +135,10 @@ def _time_steps(job: Any, epoch: int, window: float = 0.0, least: int = TIMED_ST
     return (time.perf_counter() - t0) / timed, timed
 
 
-def time_job(job: Any, setup_seconds: float, window: float = 0.0) -> Timing:
+def time_job(job: Any, setup_seconds: float, window: float = 0.0, agree: Callable[[bool], bool] = _alone) -> Timing:
     """Time `job`'s steps at every size its run trains at (each for at least `window` seconds in all, in ROUNDS
-    windows, the sizes in turn), its evaluation and a checkpoint. The job's weights change: it is for timing only."""
+    windows, the sizes in turn; `agree`: see _time_steps), its evaluation and a checkpoint. The job's weights
+    change: it is for timing only."""
     r = job.recipe
     timing = Timing(setup=setup_seconds)
     first = {}  # each size, at the first epoch that trains at it
@@ -135,7 +147,8 @@ def time_job(job: Any, setup_seconds: float, window: float = 0.0) -> Timing:
     spent = dict.fromkeys(first, 0.0)
     for _ in range(ROUNDS):
         for size, e in first.items():
-            per_step, n = _time_steps(job, e, window / ROUNDS, -(-TIMED_STEPS // ROUNDS), MAX_TIMED_STEPS // ROUNDS)
+            per_step, n = _time_steps(job, e, window / ROUNDS, -(-TIMED_STEPS // ROUNDS), MAX_TIMED_STEPS // ROUNDS,
+                                      agree)
             spent[size] += per_step * n
             timing.timed_steps[size] = timing.timed_steps.get(size, 0) + n
     timing.step = {size: spent[size] / timing.timed_steps[size] for size in first}
@@ -146,12 +159,33 @@ def time_job(job: Any, setup_seconds: float, window: float = 0.0) -> Timing:
     return timing
 
 
-def fit(r: Recipe, job: Any, setup_seconds: float, origin: float) -> tuple[Recipe, dict]:
+def fit_ranks(r: Recipe, job: Any, setup_seconds: float, origin: float, dinfo: bdist.DistInfo,
+              device: torch.device) -> tuple[Recipe, dict]:
+    """`fit` on every rank of a run: the ranks time their steps together (one keeps stepping while any wants to)
+    and rank 0's outcome, the fitted recipe and its record or the RecipeError, is every rank's."""
+    if not dinfo.enabled:
+        return fit(r, job, setup_seconds, origin)
+
+    def agree(more: bool) -> bool:
+        return bdist.reduce_max([float(more)], dinfo, device)[0] > 0
+
+    try:
+        outcome: Any = fit(r, job, setup_seconds, origin, agree)
+    except RecipeError as e:
+        outcome = e
+    outcome = bdist.broadcast_object(outcome, dinfo)
+    if isinstance(outcome, RecipeError):
+        raise outcome
+    return outcome
+
+
+def fit(r: Recipe, job: Any, setup_seconds: float, origin: float,
+        agree: Callable[[bool], bool] = _alone) -> tuple[Recipe, dict]:
     """The recipe of the run proper (train.steps fitted to train.budget, the budget cleared) and the record of
     the measurement for env.json; the budget counts from `origin` (time.time(), see bagoftricks.clock). A
-    budget too small for a single step is a RecipeError."""
+    budget too small for a single step is a RecipeError. `agree`: see _time_steps."""
     budget = budget_seconds(r.train.budget)
-    timing = time_job(job, setup_seconds, TIMING_SHARE * budget)
+    timing = time_job(job, setup_seconds, TIMING_SHARE * budget, agree)
     spent = time.time() - origin
     available = budget * (1.0 - SAFETY) - spent
     spe = job.steps_per_epoch

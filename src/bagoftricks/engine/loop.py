@@ -162,8 +162,7 @@ def _build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.
     job = build(r, device, dinfo, state)
     if state is None and r.train.budget:
         job.wrap()
-        sized, record = budget.fit(r, job, time.perf_counter() - t0, origin)
-        sized, record = bdist.broadcast_object((sized, record), dinfo)
+        sized, record = budget.fit_ranks(r, job, time.perf_counter() - t0, origin, dinfo, device)
         job = None  # the timed job's weights moved: the run starts from a new build
         job = build(sized, device, dinfo, state)
     check_length(job.recipe, job.steps_per_epoch)

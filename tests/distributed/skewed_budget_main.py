@@ -1,0 +1,31 @@
+"""Under torchrun: `engine.train` one budgeted run in which rank 1 reads the budget's clock running 10x fast.
+
+Usage: torchrun ... tests/distributed/skewed_budget_main.py OUT KEY=VALUE ...
+The ranks of a run time their steps together (every step all-reduces the gradients); a rank that judged its
+timing window over by its own clock stopped steps before the others and their collectives no longer paired
+up. The skewed clock (and a timing window of dozens of steps) makes rank 1 judge so every time: a run that
+ends is one whose ranks agreed.
+"""
+import os
+import sys
+import time
+
+from bagoftricks import recipe
+from bagoftricks.engine import budget, train
+
+
+class _FastClock:
+    """The time module, with perf_counter running 10x fast."""
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    @staticmethod
+    def perf_counter() -> float:
+        return 10.0 * time.perf_counter()
+
+
+budget.TIMING_SHARE = 0.05  # 1 s of a 20 s budget: rank 0 times dozens of steps where rank 1's clock says 4 are enough
+if os.environ["RANK"] == "1":
+    budget.time = _FastClock()
+train(recipe.load(None, sys.argv[2:]), sys.argv[1], progress=False)
