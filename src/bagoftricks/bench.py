@@ -168,6 +168,9 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     if reference:
         ref = x0.shape[0] / timings[1].median
         out.update(reference_img_s=ref, reference_windows_s=timings[1].runs, ratio=out["train_img_s"] / ref)
+    slow = derive.precision_note(r.train.precision, device)  # what a run of the recipe warns about its speed
+    if slow:
+        out["warnings"] = [slow]
     return out
 
 
@@ -435,6 +438,7 @@ def format_table(res: dict) -> str:
     if "ratio" in res:
         rows.append(("reference", f"{res['reference_img_s']:.0f} img/s (plain eager fp32 loop)"))
         rows.append(("ratio", f"{res['ratio']:.2f}x"))
+    rows += [("warning", note) for note in res.get("warnings", ())]
     w = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
 

@@ -97,6 +97,9 @@ def kernel_report(step: Callable[[], None], steps: int = 3) -> dict:
 def format_kernels(rep: dict) -> str:
     lines = [f"oneDNN kernels: ISA {rep['isa'] or 'not reported'}; a step {rep['step_ms']:.1f} ms with verbose "
              f"timing on (a little slower than without)"]
+    if not rep["kernels"]:
+        lines.append("  none ran: ATen's own kernels did the whole step (a dtype or layout oneDNN does not take "
+                     "on this CPU, such as emulated fp16)")
     for k in rep["kernels"][:12]:
         lines.append(f"  {k['kind']:<14} {k['implementation']:<34} {k['calls_per_step']:6.0f} calls "
                      f"{k['ms_per_step']:8.2f} ms  {100 * k['share_of_step']:5.1f} %")
