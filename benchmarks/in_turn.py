@@ -30,22 +30,26 @@ from bagoftricks.files import atomic_write_text
 
 def time_in_turn(base: brecipe.Recipe, variants: list[list[str]], warmup: int, windows: int,
                  steps: int) -> dict:
-    """img/s of each variant's step (median of its windows), each window's ratio to the first variant's
-    window taken beside it, and the seconds of each warm-up (a compiled variant compiles there)."""
+    """img/s of each variant's step (median of its windows, at the variant's own batch size), each window's img/s
+    over the first variant's window taken beside it, and the seconds of each warm-up (a compiled variant compiles
+    there)."""
     if base.train.threads:
         torch.set_num_threads(base.train.threads)
     device = derive.resolve_device(base.train.device, 0)
-    fns, warm_s = [], []
+    fns, warm_s, batches = [], [], []
     for overrides in variants:
-        _, fn, _ = bench.training_step(brecipe.apply_overrides(base, overrides), device, bdist.DistInfo())
+        r = brecipe.apply_overrides(base, overrides)
+        batches.append(r.train.batch_size)  # a variant may change it: img/s and ratios are per image
+        _, fn, _ = bench.training_step(r, device, bdist.DistInfo())
         t0 = time.perf_counter()
         for _ in range(warmup):
             fn()
         warm_s.append(time.perf_counter() - t0)
         fns.append(fn)
     timings = bench._interleaved(fns, device, 0, windows, steps)
-    return {"threads": torch.get_num_threads(), "img_s": [base.train.batch_size / t.median for t in timings],
-            "window_ratios": [[a / b for a, b in zip(timings[0].runs, t.runs)] for t in timings],
+    return {"threads": torch.get_num_threads(), "img_s": [bs / t.median for bs, t in zip(batches, timings)],
+            "window_ratios": [[(bs / b) / (batches[0] / a) for a, b in zip(timings[0].runs, t.runs)]
+                              for bs, t in zip(batches, timings)],
             "warmup_s": warm_s}
 
 

@@ -119,3 +119,16 @@ def test_in_turn_builds_each_variant_from_its_overrides(tmp_path, monkeypatch):
     # a comma inside a value (a list) stays in it; one before the next KEY= starts a new override
     assert mod.split_variant("data.progressive_sizes=[20, 24],train.small_convs=native, optim.lr=0.1") == [
         "data.progressive_sizes=[20, 24]", "train.small_convs=native", "optim.lr=0.1"]
+
+
+def test_in_turn_counts_each_variant_at_its_own_batch(tmp_path, monkeypatch):
+    """A variant that changes train.batch_size: its img/s and its window ratios are per image (counted at the
+    recipe's batch, batch 32 in the time of batch 16 read as half the speed)."""
+    mod = _script("in_turn")
+    monkeypatch.setattr(mod.bench, "_interleaved", lambda fns, *a: [mod.bench.Timing(0.1, [0.1, 0.1, 0.1]),
+                                                                     mod.bench.Timing(0.1, [0.1, 0.2, 0.1])])
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    res = mod.time_in_turn(mod.brecipe.load(str(tmp_path / "tiny.yaml")), [["train.batch_size=16"],
+                                                                             ["train.batch_size=32"]], 1, 3, 1)
+    assert res["img_s"] == [160.0, 320.0]
+    assert res["window_ratios"] == [[1.0, 1.0, 1.0], [2.0, 1.0, 2.0]]
