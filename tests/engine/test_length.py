@@ -247,3 +247,6 @@ def test_the_sizes_are_timed_in_turn_each_over_several_windows():
     assert set(t.step) == {8, 12, 16} and t.timed_steps[16] == sum(e == 2 for e in job.epochs) - 2 * budget.ROUNDS
     assert t.step[8] < t.step[12] < t.step[16] and t.step[16] >= 0.008  # each size at its own cost
     assert all(t.step[size] * t.timed_steps[size] >= 0.3 for size in t.step)  # the window, in all
+    # each window's own step time is kept (env.json: how much the machine's speed swung during the timing)
+    assert {size: len(r) for size, r in t.rounds.items()} == dict.fromkeys((8, 12, 16), budget.ROUNDS)
+    assert all(min(t.rounds[size]) <= t.step[size] <= max(t.rounds[size]) for size in t.step)

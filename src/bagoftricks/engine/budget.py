@@ -64,6 +64,7 @@ class Timing:
     checkpoint: float = 0.0    # one checkpoint written
     setup: float = 0.0         # building the run (data, model, optimizer) once more
     timed_steps: dict[int, int] = field(default_factory=dict)  # how many steps each size's time is the mean of
+    rounds: dict[int, list[float]] = field(default_factory=dict)  # each size's step in each of its ROUNDS windows
 
 
 def epoch_size(r: Recipe, epoch: int) -> int:
@@ -151,6 +152,7 @@ def time_job(job: Any, setup_seconds: float, window: float = 0.0, agree: Callabl
                                       agree)
             spent[size] += per_step * n
             timing.timed_steps[size] = timing.timed_steps.get(size, 0) + n
+            timing.rounds.setdefault(size, []).append(per_step)
     timing.step = {size: spent[size] / timing.timed_steps[size] for size in first}
     timing.evaluation = job.eval_seconds()
     t0 = time.perf_counter()
@@ -204,7 +206,8 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float,
                           + (f" ({slow})" if slow else ""))
     record = {"budget": r.train.budget, "budget_seconds": budget, "safety": SAFETY, "spent_before_run": spent,
               "step_seconds": {str(k): v for k, v in timing.step.items()},
-              "timed_steps": {str(k): v for k, v in timing.timed_steps.items()}, "eval_seconds": timing.evaluation,
+              "timed_steps": {str(k): v for k, v in timing.timed_steps.items()},
+              "step_seconds_by_round": {str(k): v for k, v in timing.rounds.items()}, "eval_seconds": timing.evaluation,
               "checkpoint_seconds": timing.checkpoint, "setup_seconds": timing.setup, "steps": n,
               "epochs": run_epochs(sized, spe), "predicted_seconds": spent + predicted_seconds(r, spe, timing, n)}
     if sized.schedule.milestones != r.schedule.milestones:
