@@ -30,8 +30,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
