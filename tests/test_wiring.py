@@ -431,6 +431,22 @@ def test_tta_is_reported_beside_the_plain_top1(tmp_path):
     assert "(TTA flip: top-1" in (tmp_path / "on" / "run.log").read_text()
 
 
+@pytest.mark.parametrize("pad_mode", ["zeros", "reflect"])
+def test_tta_shifts_bring_in_what_the_training_crops_padded_with(monkeypatch, pad_mode):
+    """data.pad_mode is read by the run's evaluation too: flip_shift's shifted views are filled black (zeros) or
+    mirrored (reflect), as the training crops were."""
+    from bagoftricks import tricks
+
+    seen, real = [], tricks.tta_views
+    monkeypatch.setattr(tricks, "tta_views", lambda x, mode, border=0.0: seen.append(border) or real(x, mode, border))
+    t = setup.setup_training(make("tricks.tta=flip_shift", "data.augment=small", f"data.pad_mode={pad_mode}"), CPU,
+                             DistInfo())
+    ev = t.evaluate()
+    tf = t.data.eval_transform
+    want = "reflect" if pad_mode == "reflect" else tuple(-m / s for m, s in zip(tf.mean, tf.std))
+    assert seen and set(seen) == {want} and "val_tta_top1" in ev
+
+
 def test_head_lr_mult_scales_the_heads_lr_in_the_step():
     t = setup.setup_training(make("optim.head_lr_mult=10"), CPU, DistInfo())
     lr = t.step.set_lr(0, 3)

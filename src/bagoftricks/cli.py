@@ -130,7 +130,8 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
 def tta_argument(p: argparse.ArgumentParser, what: str) -> None:
     from bagoftricks.tricks.catalog import TTA_MODES
     p.add_argument("--tta", choices=TTA_MODES, default=None,
-                   help=f"{what}: flip = mean logits of the image and its mirror; flip_shift = also +-2 px shifts")
+                   help=f"{what}: flip = mean logits of the image and its mirror; "
+                        "flip_shift = also 1 px shifts, weighted half (airbench94's)")
 
 
 def models_arguments(p: argparse.ArgumentParser) -> None:

@@ -147,7 +147,8 @@ class TricksConfig:
     randaugment_ops: int = 0        # RandAugment ops per image; 0 = off; common: 2
     randaugment_magnitude: int = 9  # RandAugment magnitude in [0, 30]
     tta: str = "none"               # test-time augmentation of every evaluation: none | flip (mean logits of the
-    #                                 image and its mirror) | flip_shift (also +-2 px shifts); reported beside plain
+    #                                 image and its mirror) | flip_shift (also 1 px shifts, weighted half:
+    #                                 airbench94's); reported beside plain
 
 
 @dataclass(frozen=True)

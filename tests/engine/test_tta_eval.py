@@ -25,14 +25,20 @@ def test_eval_reports_both(small_run, capsys):
     assert 0 <= res["tta_top1"] <= 100 and res["tta_loss"] != plain["loss"]
 
 
-def test_tta_numbers_are_those_of_the_mean_logits(small_run):
-    """The reported TTA loss is the cross-entropy of the flip-averaged logits of every test image."""
-    res = evaluate_checkpoint(small_run, device="cpu", tta="flip")
+@pytest.mark.parametrize("mode", ["flip", "flip_shift"])
+def test_tta_numbers_are_those_of_the_mean_logits(small_run, mode):
+    """The reported TTA loss is the cross-entropy of the view-averaged logits of every test image, the shifts
+    bringing in black at the edge, as the run's zero-padded crops did (data.pad_mode zeros)."""
+    res = evaluate_checkpoint(small_run, device="cpu", tta=mode)
     lm = load_model(small_run)
+    assert lm.recipe.data.pad_mode == "zeros" and lm.border == tuple(-m / s for m, s in zip(lm.transform.mean,
+                                                                                              lm.transform.std))
     data = build_data(lm.recipe, torch.device("cpu"), DistInfo(), train=False)
     x = data.eval_transform(data.test.images)
     with torch.no_grad():
-        logits = tricks.tta_logits(lm.model, x, "flip")
+        logits = tricks.tta_logits(lm.model, x, mode, lm.border)
+        if mode == "flip_shift":  # the border is the run's: the mean colour (0.0) gives other logits
+            assert not torch.allclose(logits, tricks.tta_logits(lm.model, x, mode, 0.0))
     loss = torch.nn.functional.cross_entropy(logits, data.test.labels).item()
     assert abs(res["tta_loss"] - loss) < 1e-5
     top1 = 100 * (logits.argmax(1) == data.test.labels).float().mean().item()

@@ -56,7 +56,7 @@ def _top(lm: LoadedModel, logits: torch.Tensor, k: int) -> list[list[tuple[str, 
 def _run_batch(lm: LoadedModel, images: list[torch.Tensor], device: torch.device, tta: str) -> torch.Tensor:
     x = torch.stack([lm.transform(im) for im in images]).to(device)
     with autocast(lm.recipe.train.precision, device):
-        return tricks.tta_logits(lm.model, x, tta)
+        return tricks.tta_logits(lm.model, x, tta, lm.border)
 
 
 def predict_files(paths: list[str], checkpoint: str, topk: int = 5, batch_size: int = 64, device: str = "auto",

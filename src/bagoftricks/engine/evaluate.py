@@ -36,13 +36,14 @@ def _result(sums: torch.Tensor, tta: str) -> dict:
 @torch.no_grad()
 def evaluate(model: nn.Module, ds, transform, batch_size: int, device: torch.device, precision: str,
              channels_last: bool, dinfo: bdist.DistInfo | None = None, want_logits: bool = False,
-             workers: int = 2, timeout: float = 0.0, tta: str = "none") -> dict:
+             workers: int = 2, timeout: float = 0.0, tta: str = "none", border: tricks.Border = 0.0) -> dict:
     """Top-1/top-5 and mean loss over every test image exactly once (summed over ranks).
 
     Call it with the plain model, not the DDP wrapper: ranks may hold one batch more or less, and
     only the final all-reduce of the sums is a collective (BN, SyncBN included, uses running stats).
     With tta (tricks.tta) other than "none", the same pass also gives "tta_top1", "tta_top5" and
-    "tta_loss" of the logits averaged over the views (tricks.tta_views; the first view is the plain image).
+    "tta_loss" of the logits averaged over the views (tricks.tta_views, tricks.tta_mean; the first view is the plain
+    image); ``border`` is what its shifts bring in at the edge (tricks.tta_border).
     With want_logits, the result also holds this rank's plain "logits" (N, K) and "labels" (N,) on the CPU.
     """
     dinfo = dinfo or bdist.DistInfo()
@@ -55,11 +56,11 @@ def evaluate(model: nn.Module, ds, transform, batch_size: int, device: torch.dev
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(precision, device):
-            views = [model(v).float() for v in tricks.tta_views(x, tta)]
+            views = [model(v).float() for v in tricks.tta_views(x, tta, border)]
         sums[:3] += _sums(views[0], y)
         sums[3] += y.numel()
         if len(views) > 1:
-            sums[4:] += _sums(torch.stack(views).mean(0), y)
+            sums[4:] += _sums(tricks.tta_mean(views, tta), y)
         if want_logits:
             all_logits.append(views[0].cpu())
             all_labels.append(y.cpu())

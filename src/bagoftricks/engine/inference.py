@@ -55,6 +55,11 @@ class LoadedModel:
     def in_channels(self) -> int:
         return int(next(m for m in self.model.modules() if isinstance(m, nn.Conv2d)).in_channels)
 
+    @property
+    def border(self) -> tricks.Border:
+        """What test-time shifts bring in at the edge: what the training crops padded with (tricks.tta_border)."""
+        return tricks.tta_border(self.recipe.data.pad_mode, self.transform.mean, self.transform.std)
+
     @torch.no_grad()
     def logits(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
         """Logits of uint8 images [B, C, H, W] (or one [C, H, W]), framed and normalised as at evaluation, run
@@ -68,7 +73,7 @@ class LoadedModel:
                              f"channels (shape {list(images.shape)})")
         x = self.transform(images.cpu()).to(self.device)
         with autocast(self.recipe.train.precision, self.device):
-            return tricks.tta_logits(self.model, x, tta).float()
+            return tricks.tta_logits(self.model, x, tta, self.border).float()
 
     def predict(self, images: torch.Tensor, topk: int = 5, tta: str = "none") -> list[list[tuple[str, float]]]:
         """The `topk` (class name, probability) pairs of every image, most probable first."""
@@ -147,7 +152,8 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, override
     model = ck.model.to(dev)
     tta = r.tricks.tta if tta is None else tta
     res = evaluate(model, data.test, data.eval_transform, eval_batch_size(r), dev, r.train.precision, False,
-                   want_logits=want_logits, tta=tta)
+                   want_logits=want_logits, tta=tta,
+                   border=tricks.tta_border(r.data.pad_mode, data.eval_transform.mean, data.eval_transform.std))
     out = {"checkpoint": str(ckpt), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
            "images": res["images"], "data": r.data.name, "root": r.data.root}
     out.update({k: v for k, v in res.items() if k.startswith("tta")})

@@ -294,7 +294,9 @@ class Training:
     def evaluate(self, test=None) -> dict:
         """Top-1/top-5 of the test split (or of `test`; and of the EMA weights, and with TTA, when the recipe asks)."""
         r = self.recipe
-        kw = dict(dinfo=self.dinfo, workers=r.data.workers, timeout=r.data.timeout, tta=r.tricks.tta)
+        t = self.data.eval_transform
+        kw = dict(dinfo=self.dinfo, workers=r.data.workers, timeout=r.data.timeout, tta=r.tricks.tta,
+                  border=tricks.tta_border(r.data.pad_mode, t.mean, t.std))
         args = (self.data.test if test is None else test, self.data.eval_transform, eval_batch_size(r), self.device,
                 r.train.precision, r.train.channels_last)
         ev = evaluate(self.model, *args, **kw)

@@ -11,7 +11,7 @@ LABEL_SMOOTHING_FORMS = ("paper", "uniform")
 RANDAUGMENT_BINS = 31
 
 # Test-time augmentation (tta.py): the logits averaged over the image and its mirror ("flip"), and
-# also over ±2-pixel shifts of both ("flip_shift").
+# also over 1-pixel shifts of both, weighted half ("flip_shift", airbench94's).
 TTA_MODES = ("none", "flip", "flip_shift")
 
 # Optimizers (optim.name, optimizers.py) and the optim.* fields each reads besides optim.name, optim.lr,
