@@ -139,6 +139,12 @@ def eval_transform(r: Recipe, in_channels: int):
     return bdata.EvalTransform(r.data.image_size, crop_ratio=eval_crop_ratio(r), mean=mean, std=std)
 
 
+def tta_border(r: Recipe, transform) -> tricks.Border:
+    """What test-time shifts (tricks.tta flip_shift) bring in at the edge of images framed by `transform` (an
+    EvalTransform): what the recipe's training crops padded with (data.pad_mode)."""
+    return tricks.tta_border(r.data.pad_mode, transform.mean, transform.std)
+
+
 # --------------------------------------------------------------------------------------------- model
 def recipe_model(r: Recipe, num_classes: int, in_channels: int) -> nn.Module:
     """The zoo's model for the recipe's model section (weights as the zoo initialises them)."""

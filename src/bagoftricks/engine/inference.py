@@ -19,7 +19,7 @@ from bagoftricks import recipe as brecipe
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.derive import (CheckpointModel, autocast, eval_batch_size, eval_transform,
-                                       model_from_checkpoint, resolve_device)
+                                       model_from_checkpoint, resolve_device, tta_border)
 from bagoftricks.engine.evaluate import evaluate
 from bagoftricks.engine.setup import build_data
 from bagoftricks.errors import CheckpointError, UsageError
@@ -58,7 +58,7 @@ class LoadedModel:
     @property
     def border(self) -> tricks.Border:
         """What test-time shifts bring in at the edge: what the training crops padded with (tricks.tta_border)."""
-        return tricks.tta_border(self.recipe.data.pad_mode, self.transform.mean, self.transform.std)
+        return tta_border(self.recipe, self.transform)
 
     @torch.no_grad()
     def logits(self, images: torch.Tensor, tta: str = "none") -> torch.Tensor:
@@ -153,7 +153,7 @@ def evaluate_checkpoint(path: str | Path, data_root: str | None = None, override
     tta = r.tricks.tta if tta is None else tta
     res = evaluate(model, data.test, data.eval_transform, eval_batch_size(r), dev, r.train.precision, False,
                    want_logits=want_logits, tta=tta,
-                   border=tricks.tta_border(r.data.pad_mode, data.eval_transform.mean, data.eval_transform.std))
+                   border=tta_border(r, data.eval_transform))
     out = {"checkpoint": str(ckpt), "top1": res["top1"], "top5": res["top5"], "loss": res["loss"],
            "images": res["images"], "data": r.data.name, "root": r.data.root}
     out.update({k: v for k, v in res.items() if k.startswith("tta")})

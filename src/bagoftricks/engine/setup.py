@@ -26,7 +26,7 @@ from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import compiled, syncbn
 from bagoftricks.engine.classify import Classify
 from bagoftricks.engine.derive import (base_lr, eval_batch_size, eval_transform, model_from_checkpoint, normalisation,
-                                       precision_note, recipe_model, resolve_precision, scheduled_lr)
+                                       precision_note, recipe_model, resolve_precision, scheduled_lr, tta_border)
 from bagoftricks.engine.evaluate import evaluate
 from bagoftricks.engine.step import TrainStep
 from bagoftricks.errors import BadInput, CheckpointError, RecipeError, UsageError
@@ -294,9 +294,8 @@ class Training:
     def evaluate(self, test=None) -> dict:
         """Top-1/top-5 of the test split (or of `test`; and of the EMA weights, and with TTA, when the recipe asks)."""
         r = self.recipe
-        t = self.data.eval_transform
         kw = dict(dinfo=self.dinfo, workers=r.data.workers, timeout=r.data.timeout, tta=r.tricks.tta,
-                  border=tricks.tta_border(r.data.pad_mode, t.mean, t.std))
+                  border=tta_border(r, self.data.eval_transform))
         args = (self.data.test if test is None else test, self.data.eval_transform, eval_batch_size(r), self.device,
                 r.train.precision, r.train.channels_last)
         ev = evaluate(self.model, *args, **kw)
