@@ -8,6 +8,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -132,3 +133,21 @@ def test_in_turn_counts_each_variant_at_its_own_batch(tmp_path, monkeypatch):
                                                                              ["train.batch_size=32"]], 1, 3, 1)
     assert res["img_s"] == [160.0, 320.0]
     assert res["window_ratios"] == [[1.0, 1.0, 1.0], [2.0, 1.0, 2.0]]
+
+
+def test_tta_views_scores_what_the_library_reports(tmp_path):
+    """benchmarks/tta_views.py: its flip and its 1 px black-edge airbench-weighted shift are exactly what the run's
+    evaluation reports for tricks.tta flip and flip_shift (the run pads with zeros); every combination is scored."""
+    from bagoftricks.engine import evaluate_checkpoint
+    from tests.deploy.conftest import run_of
+
+    run = run_of(tmp_path / "run", "data.synthetic_samples=96")
+    mod = _script("tta_views")
+    out = tmp_path / "views.json"
+    assert mod.main([str(run), "--out", str(out)]) == 0
+    got = json.loads(out.read_text())[str(run)]
+    assert len(got) == 2 + 2 * 3 * 2 and all(0 <= v <= 100 for v in got.values())
+    plain = evaluate_checkpoint(run, device="cpu", tta="flip")
+    assert got["plain"] == pytest.approx(plain["top1"]) and got["flip"] == pytest.approx(plain["tta_top1"])
+    shifted = evaluate_checkpoint(run, device="cpu", tta="flip_shift")
+    assert got["shift1_black_airbench"] == pytest.approx(shifted["tta_top1"])

@@ -31,7 +31,8 @@ _EXPORTS = {
     "randaugment_batch": "randaugment",
     "lr_at": "schedule", "lr_curve": "schedule", "scaled_lr": "schedule", "warmup_steps": "schedule",
     "fit_whitening": "whitening", "patch_covariance": "whitening", "whitening_filters": "whitening",
-    "Border": "tta", "tta_border": "tta", "tta_logits": "tta", "tta_mean": "tta", "tta_views": "tta",
+    "Border": "tta", "shift_view": "tta", "tta_border": "tta", "tta_logits": "tta", "tta_mean": "tta",
+    "tta_views": "tta",
     "zero_last_bn_gamma": "zero_gamma",
 }
 __all__ = sorted(_EXPORTS)

@@ -5,6 +5,7 @@
     tta_mean(view_logits, "flip_shift")  # their weighted mean: 1/4 each unshifted view, 1/8 each shifted
     tta_logits(model, x, "flip", border) # the model's logits over the views, so averaged
     tta_border("zeros", mean, std)       # what a shift brings in at the edge: what training's padding did
+    shift_view(x, 1, -1, border)         # x moved down 1 and left 1 pixel, the edge filled as border says
 
 The first view is always the image itself, so one pass gives the plain logits too (``evaluate``
 reports both). ``flip_shift`` is airbench94's test-time augmentation: the image and its mirror at weight
@@ -40,7 +41,7 @@ def tta_border(pad_mode: str, mean: Sequence[float], std: Sequence[float]) -> Bo
     return tuple(-m / s for m, s in zip(mean, std))
 
 
-def _shift(x: torch.Tensor, dy: int, dx: int, border: Border) -> torch.Tensor:
+def shift_view(x: torch.Tensor, dy: int, dx: int, border: Border = 0.0) -> torch.Tensor:
     """``x`` moved down by dy and right by dx pixels (negative: up/left), the same size, the uncovered edge
     filled as ``border`` says."""
     h, w = x.shape[-2:]
@@ -63,7 +64,7 @@ def tta_views(x: torch.Tensor, mode: str, border: Border = 0.0) -> list[torch.Te
         return [x]
     views = [x, x.flip(-1)]
     if mode == "flip_shift":
-        views += [_shift(v, d, d, border) for d in (SHIFT, -SHIFT) for v in views[:2]]
+        views += [shift_view(v, d, d, border) for d in (SHIFT, -SHIFT) for v in views[:2]]
     return views
 
 
