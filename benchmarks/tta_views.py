@@ -20,6 +20,7 @@ import sys
 
 import torch
 
+from bagoftricks import data as bdata
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.derive import autocast, eval_batch_size
@@ -28,7 +29,6 @@ from bagoftricks.engine.setup import build_data
 from bagoftricks.files import write_json
 
 SHIFTS = (1, 2)
-WEIGHTS = {"airbench": (0.25, 0.25, 0.125, 0.125, 0.125, 0.125), "equal": (1 / 6,) * 6}
 
 
 @torch.no_grad()
@@ -40,9 +40,9 @@ def view_scores(run: str, device: str = "cpu") -> dict[str, float]:
     fills = {"black": tricks.tta_border("zeros", lm.transform.mean, lm.transform.std), "mean": 0.0,
              "mirror": "reflect"}
     logits: dict[str, list[torch.Tensor]] = {}
-    images, labels, bs = data.test.images, data.test.labels, eval_batch_size(r)
-    for i in range(0, len(labels), bs):
-        x = data.eval_transform(images[i:i + bs]).to(dev)
+    labels = []
+    for x, y in bdata.eval_batches(data.test, eval_batch_size(r), data.eval_transform, dev, workers=r.data.workers):
+        labels.append(y)
         views = {"id": x, "mirror": x.flip(-1)}
         for s in SHIFTS:
             for name, border in fills.items():
@@ -53,7 +53,7 @@ def view_scores(run: str, device: str = "cpu") -> dict[str, float]:
             for k, v in views.items():
                 logits.setdefault(k, []).append(lm.model(v).float())
     z = {k: torch.cat(v) for k, v in logits.items()}
-    y = labels.to(dev)
+    y = torch.cat(labels)
 
     def top1(t: torch.Tensor) -> float:
         return round(100.0 * (t.argmax(1) == y).float().mean().item(), 4)
@@ -62,8 +62,8 @@ def view_scores(run: str, device: str = "cpu") -> dict[str, float]:
     for s in SHIFTS:
         for name in fills:
             order = [z["id"], z["mirror"]] + [z[f"{b}{d:+d}{name}"] for d in (s, -s) for b in ("id", "mirror")]
-            for wname, w in WEIGHTS.items():
-                out[f"shift{s}_{name}_{wname}"] = top1(sum(wi * t for wi, t in zip(w, order)))
+            out[f"shift{s}_{name}_airbench"] = top1(tricks.tta_mean(order, "flip_shift"))
+            out[f"shift{s}_{name}_equal"] = top1(torch.stack(order).mean(0))
     return out
 
 
