@@ -155,6 +155,8 @@ CASES = {
     "tricks.randaugment_magnitude": (9, 25, "batch", ("tricks.randaugment_ops=2",)),
     "train.epochs": (4, 6, "lr", ()),
     "train.steps": (0, 10, "lr", ()),
+    "train.resized_at": ([8], [12], "lr", ("train.steps=24", "train.resized_from=[40]", "schedule.kind=cosine")),
+    "train.resized_from": ([40], [60], "lr", ("train.steps=24", "train.resized_at=[8]", "schedule.kind=cosine")),
     "train.batch_size": (16, 8, "batch", ()),
     "train.seed": (0, 1, "model", ()),
     "train.precision": ("fp32", "bf16", "loss", ()),

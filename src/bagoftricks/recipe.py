@@ -158,6 +158,9 @@ class TrainConfig:
     #                                 partial; train.epochs is then not used); 0 = train.epochs
     budget: str = ""                # wall time of the whole run, e.g. 170 | 170s | 3min | 1.5h: sets train.steps from
     #                                 the speed measured at the start (recorded in the run folder); "" = off
+    resized_at: tuple[int, ...] = ()  # recorded by train.budget: the global steps after which it re-sized the run to
+    #                                   the machine's speed since (the schedule's rest stretched or squeezed); () = none
+    resized_from: tuple[int, ...] = ()  # recorded with them: the run's length in steps until each of train.resized_at
     batch_size: int = 256           # images per step per process (global = batch_size x world size)
     seed: int = 0                   # seeds init, data order and every augmentation
     precision: str = "fp32"         # fp32 | fp16 (autocast + dynamic loss scale) | bf16 (autocast) | auto (bf16 where
@@ -332,7 +335,9 @@ def _coerce(key: str, typ, value: Any) -> Any:
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 _LIST_WORDS = {"data.progressive_sizes": "a list of image sizes in pixels, e.g. [20, 24]",
                "data.class_subset": "a list of class indices, e.g. [5, 6, 7, 8, 9]",
-               "optim.betas": "two decays, e.g. [0.9, 0.999]"}
+               "optim.betas": "two decays, e.g. [0.9, 0.999]",
+               "train.resized_at": "a list of steps, e.g. [1872, 3744]",
+               "train.resized_from": "a list of lengths in steps, e.g. [5100, 4900]"}
 
 
 def from_dict(data: dict | None, base: Recipe | None = None, source: str = "recipe") -> Recipe:
@@ -396,8 +401,8 @@ def diff(a: Recipe, b: Recipe, ignore: tuple[str, ...] | frozenset[str] = ()) ->
 
 
 # the fields a run resolves when it starts, to what the run folder's recipe.yaml records: a budget to the steps it
-# chose (and no budget) and a step schedule's milestones moved with them, precision "auto" to the precision the
-# device computes natively; env.json keeps what was asked
+# chose (and no budget, and the re-sizes it made on the way: train.resized_at/_from) and a step schedule's milestones
+# moved with them, precision "auto" to the precision the device computes natively; env.json keeps what was asked
 ASKED_FIELDS = ("train.budget", "train.precision", "schedule.milestones")
 
 
@@ -406,7 +411,7 @@ def as_asked(recorded: Recipe, asked: dict[str, Any]) -> Recipe:
     asked (`asked`, keys of ASKED_FIELDS; a key absent: the run took the field as recorded)."""
     tr = recorded.train
     if asked.get("train.budget"):
-        tr = replace(tr, budget=str(asked["train.budget"]), steps=TrainConfig().steps)
+        tr = replace(tr, budget=str(asked["train.budget"]), steps=TrainConfig().steps, resized_at=(), resized_from=())
     if asked.get("train.precision"):
         tr = replace(tr, precision=str(asked["train.precision"]))
     sch = recorded.schedule
@@ -781,9 +786,29 @@ def _validate_train(tr: TrainConfig) -> None:
     _check(tr.eval_batch_size >= 0, "train.eval_batch_size", tr.eval_batch_size, "must be >= 0")
     _check(tr.log_every_steps >= 1, "train.log_every_steps", tr.log_every_steps, "must be >= 1")
     _check(tr.max_bad_steps >= 1, "train.max_bad_steps", tr.max_bad_steps, "must be >= 1")
+    _validate_resized(tr)
     dev = tr.device
     _check(dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit()),
            "train.device", dev, "must be auto, cpu, cuda or cuda:N")
+
+
+def _validate_resized(tr: TrainConfig) -> None:
+    """train.resized_at / resized_from, which a budgeted run records: pairs (step k, the length until k), in order,
+    each re-size before the end planned until then, in a run of train.steps steps."""
+    at, lengths = list(tr.resized_at), list(tr.resized_from)
+    if not at and not lengths:
+        return
+    _check(len(at) == len(lengths), "train.resized_at", at,
+           f"must pair with train.resized_from {lengths}: one length for each step")
+    _check(tr.steps > 0 and not tr.budget, "train.resized_at", at,
+           "is recorded by train.budget in the run folder's recipe.yaml, with train.steps and no budget: set "
+           "train.steps, or leave train.resized_at and train.resized_from empty")
+    ends = [*lengths[1:], tr.steps]
+    _check(all(k >= 1 for k in at) and at == sorted(set(at)), "train.resized_at", at, "must be increasing steps >= 1")
+    for k, before, after in zip(at, lengths, ends, strict=True):
+        _check(k < before, "train.resized_at", at, f"re-sizes at step {k} a run that had ended (train.resized_from: "
+                                                   f"{before} steps)")
+        _check(k < after, "train.resized_from", lengths, f"re-sizes at step {k} to {after} steps, not past it")
 
 
 def _validate_transfer(t: TransferConfig) -> None:

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from bagoftricks import recipe
+from bagoftricks import recipe, tricks
 from bagoftricks.checkpoint import list_checkpoints, load_checkpoint
 from bagoftricks.engine import budget, derive, loop
 from bagoftricks.errors import RecipeError, TrainingInterrupted, UsageError
@@ -75,6 +75,13 @@ def timing(step=0.1, evaluation=1.0, checkpoint=0.01, setup=0.5, sizes=(16,)):
     return budget.Timing(step=dict.fromkeys(sizes, step), evaluation=evaluation, checkpoint=checkpoint, setup=setup)
 
 
+@pytest.fixture
+def steady(monkeypatch):
+    """The run's steps take as long as its (faked) timing said: the budget never re-sizes it (the real steps of these
+    tiny models take milliseconds, not the timing's tenths of a second). The re-size is tested below."""
+    monkeypatch.setattr(budget, "resize", lambda *args: None)
+
+
 def test_the_fitted_steps_are_the_most_whose_predicted_run_fits():
     r = make("train.eval_every=1")
     t = timing()
@@ -91,7 +98,7 @@ def test_progressive_sizes_are_timed_each_at_their_cost():
     assert budget.predicted_seconds(r, 4, t, 10) == pytest.approx(4 * 0.01 + 4 * 0.02 + 2 * 0.04)
 
 
-def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path, monkeypatch):
+def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path, monkeypatch, steady):
     # the measurement's result fixed (time_job is tested below): a few tens of steps fit whatever the machine's speed
     windows = []
     monkeypatch.setattr(budget, "time_job",
@@ -117,7 +124,7 @@ def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path
 
 
 @pytest.mark.parametrize("step_seconds", [0.3, 1.0])  # ~7 epochs of a 4-epoch recipe, then ~2
-def test_a_budgeted_step_schedule_drops_at_the_same_share_of_its_run(tmp_path, monkeypatch, step_seconds):
+def test_a_budgeted_step_schedule_drops_at_the_same_share_of_its_run(tmp_path, monkeypatch, steady, step_seconds):
     # kept in absolute epochs, a short budget never dropped the lr (Fashion-MNIST's §2 baseline, drops at epochs 2
     # and 3 of 4, given 60 s: 0.4 epochs at lr 0.1, 23 % on test) and a long one trained mostly at the last rate
     from bagoftricks.engine.runfolder import recorded_asked
@@ -145,7 +152,7 @@ def test_a_budgeted_step_schedule_drops_at_the_same_share_of_its_run(tmp_path, m
     assert budget.follow_length(cosine, 7, 4).schedule.milestones == (2.0, 3.0)
 
 
-def test_the_budget_times_the_step_as_the_run_takes_it(tmp_path, monkeypatch):
+def test_the_budget_times_the_step_as_the_run_takes_it(tmp_path, monkeypatch, steady):
     # wrapped as the run's (train.compile, DDP) before the timing: an eager timing of a compiled run chose steps
     # for 35 ms where the compiled run then took 95 ms and its compilations (fast-3min: 198 s of a 90 s budget)
     from bagoftricks.engine import setup
@@ -250,3 +257,108 @@ def test_the_sizes_are_timed_in_turn_each_over_several_windows():
     # each window's own step time is kept (env.json: how much the machine's speed swung during the timing)
     assert {size: len(r) for size, r in t.rounds.items()} == dict.fromkeys((8, 12, 16), budget.ROUNDS)
     assert all(min(t.rounds[size]) <= t.step[size] <= max(t.rounds[size]) for size in t.step)
+
+
+# ----------------------------------------------------------------------------- re-sizing as the run goes
+def test_a_re_size_spreads_the_rest_of_the_schedule_over_the_new_length():
+    planned = make("train.steps=40", "tricks.lookahead_every=2")
+    shorter = make("train.steps=24", "train.resized_at=[8]", "train.resized_from=[40]", "tricks.lookahead_every=2")
+    longer = make("train.steps=60", "train.resized_at=[8]", "train.resized_from=[40]")
+    lr = lambda r, s: derive.scheduled_lr(r, s, 4)  # noqa: E731
+    for r in (shorter, longer):  # the steps before the re-size are where they were, bit for bit
+        assert [lr(r, s) for s in range(9)] == [lr(planned, s) for s in range(9)]
+    assert derive.schedule_position(shorter, 8, 4) == (8, 40) and derive.schedule_position(shorter, 23, 4) == (39, 40)
+    assert derive.schedule_position(longer, 59, 4) == (39, 40)  # the last step is the schedule's last
+    assert lr(shorter, 23) == lr(longer, 59) == lr(planned, 39) == 0.0
+    rest = [lr(shorter, s) for s in range(8, 24)]
+    assert rest == sorted(rest, reverse=True) and lr(shorter, 16) < lr(planned, 16)  # squeezed, still decaying
+    assert lr(longer, 16) > lr(planned, 16)                                           # stretched
+    # a second re-size continues from where the first had brought the schedule
+    twice = make("train.steps=30", "train.resized_at=[8, 16]", "train.resized_from=[40, 24]")
+    assert [derive.schedule_position(twice, s, 4) for s in range(17)] == \
+        [derive.schedule_position(shorter, s, 4) for s in range(17)]
+    assert derive.schedule_position(twice, 29, 4)[0] == pytest.approx(39)
+    # mix-off epochs count back from the length each epoch was trained for; the lookahead ramp ends at its end
+    assert [derive.planned_steps(twice, e, 4) for e in range(8)] == [40, 40, 24, 24, 30, 30, 30, 30]
+    at, total = derive.schedule_position(shorter, 23, 4)
+    assert tricks.lookahead_decay(at + 1, total, 0.77, 3.0) == 0.77
+
+
+def test_re_sizes_are_recorded_pairs_checked_against_the_length():
+    with pytest.raises(RecipeError, match=r"train.resized_at: must pair with train.resized_from \[\]: .*got \[8\]"):
+        make("train.steps=24", "train.resized_at=[8]")
+    with pytest.raises(RecipeError, match=r"train.resized_at: is recorded by train.budget"):
+        make("train.resized_at=[8]", "train.resized_from=[40]")
+    with pytest.raises(RecipeError,
+                   match=r"train.resized_at: re-sizes at step 8 a run that had ended \(train.resized_from: 6 steps"):
+        make("train.steps=24", "train.resized_at=[8]", "train.resized_from=[6]")
+    with pytest.raises(RecipeError, match=r"train.resized_from: re-sizes at step 8 to 8 steps"):
+        make("train.steps=8", "train.resized_at=[8]", "train.resized_from=[40]")
+    with pytest.raises(RecipeError, match=r"train.resized_at: expected a list of steps"):
+        make("train.resized_at=soon")
+
+
+def test_the_budget_re_sizes_the_rest_when_the_machine_runs_slower_or_faster_than_its_timing():
+    t = timing(step=0.1, evaluation=1.0, checkpoint=0.0, setup=0.5)
+    n = budget.steps_within(make("train.budget=10s", "train.eval_every=100"), 4, t, 10 * (1 - budget.SAFETY))
+    r = make(f"train.steps={n}", "train.eval_every=100")
+    t.setup = 0.0  # spent: the loop's timing_of leaves it out
+    elapsed = 0.5 + 8 * 0.1  # after 2 epochs at the timing's speed
+    assert budget.resize(r, 4, t, 1, 0.1, elapsed, 10.0) is None  # as timed: the plan holds
+    assert budget.resize(r, 4, t, 1, 0.105, elapsed, 10.0) is None  # 5 % slower: within the margin
+    margin = budget.SAFETY * (10.0 - elapsed)
+    for speed in (1.5, 0.6):  # slower, faster
+        sized, rec = budget.resize(r, 4, t, 1, 0.1 * speed, elapsed, 10.0)
+        m = sized.train.steps
+        assert (sized.train.resized_at, sized.train.resized_from) == ((8,), (n,))
+        end = lambda k, x=speed: elapsed + (k - 8) * 0.1 * x + 1.0 * x  # noqa: E731  (the steps, the evaluation)
+        assert end(m) <= 10.0 - margin < end(m + 1)  # the most steps that end by the budget less the margin
+        assert (m < n) == (speed > 1) and rec["steps_before"] == n and rec["predicted_seconds"] == pytest.approx(end(m))
+    # a re-size never leaves fewer epochs than the recipe's mix-off epochs (or sizes, or warmup) need
+    mixing = make(f"train.steps={n}", "train.eval_every=100", "tricks.mixup_alpha=0.2", "tricks.mix_off_epochs=5")
+    assert budget.resize(mixing, 4, t, 1, 1.0, elapsed, 10.0)[0].train.steps == 17  # 5 epochs, the last 1 step
+    assert budget.resize(r, 4, t, derive.run_epochs(r, 4) - 1, 5.0, 9.0, 10.0) is None  # after the last: nothing
+
+
+def _slowed_after_the_first_epoch(monkeypatch):
+    """The machine runs the steps 2x slower than the (faked) timing from the first epoch on; the re-size after it is
+    the real one, the later epochs keep the length (their speed is the re-sized plan's)."""
+    real = budget.resize
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, epoch, step_s, elapsed, b:
+                        real(r, spe, t, epoch, 2 * t.step[16], 1.0 + 4 * 2 * t.step[16], b) if epoch == 0 else None)
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
+
+
+def test_a_re_sized_run_records_the_re_size_and_its_rerun_is_the_same_run(tmp_path, monkeypatch):
+    _slowed_after_the_first_epoch(monkeypatch)
+    loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "b", progress=False)
+    rec = recipe.load(tmp_path / "b" / "recipe.yaml")
+    env = json.loads((tmp_path / "b" / "env.json").read_text())
+    first = env["budget"]["steps"]  # what the start's timing chose
+    assert rec.train.resized_at == (4,) and rec.train.resized_from == (first,) and 4 < rec.train.steps < first
+    assert env["steps"] == rec.train.steps == env["budget"]["resized"][0]["steps"]
+    assert env["budget"]["resized"][0]["slower"] == pytest.approx(2.0)
+    assert len(read_jsonl(tmp_path / "b" / "metrics.jsonl")) == derive.run_epochs(rec, 4)
+    assert f"re-sized from {first} to {rec.train.steps} steps" in (tmp_path / "b" / "run.log").read_text()
+    loop.train(rec, tmp_path / "again", progress=False)  # the recorded recipe, from scratch
+    a, b = weights(tmp_path / "b"), weights(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # train.resume: auto takes the folder as this recipe's run, the re-sizes included
+    assert loop.train(make("train.budget=12s", "train.eval_every=100", "train.resume=auto"), tmp_path / "b",
+                      progress=False)["epoch"] == derive.run_epochs(rec, 4)
+
+
+@pytest.mark.parametrize("stop_at", [2, 6])  # in the first epoch (before the re-size), in the second (after it)
+def test_a_budgeted_run_stopped_and_resumed_trains_the_length_its_checkpoint_holds(tmp_path, monkeypatch, stop_at):
+    _slowed_after_the_first_epoch(monkeypatch)
+    with pytest.raises(TrainingInterrupted):
+        loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "cut", progress=False,
+                   stop_after_steps=stop_at)
+    held = recipe.from_dict(load_checkpoint(list_checkpoints(tmp_path / "cut")[-1])["recipe"])
+    assert held.train.resized_at == (() if stop_at < 4 else (4,))
+    loop.train(recipe.load(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True, progress=False)
+    rec = recipe.load(tmp_path / "cut" / "recipe.yaml")
+    assert rec == held  # no re-size after the resume: the budget was the first process's time
+    loop.train(rec, tmp_path / "again", progress=False)
+    a, b = weights(tmp_path / "cut"), weights(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)

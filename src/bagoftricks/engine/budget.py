@@ -20,6 +20,14 @@ env.json the ones asked. What happens at the start of a run (warmup, progressive
 and `tricks.mix_off_epochs` stay in epochs of the data, as the recipe was measured with them; a budget too short
 for them is refused.
 
+As the run goes, at the end of every epoch but the last, `resize` predicts its end again from the start's timing
+scaled by how much slower (or faster) the epoch's steps ran than their timing — a shared machine slowed down 1.3x
+minutes after its timing and a 15-minute run ended 7.7 % over —, and re-sizes the rest of the run when that end
+has left a band below the budget: train.steps changes, and train.resized_at / resized_from record after which
+step and from what length, so that the schedule's rest is spread over the new length (`derive.schedule_position`)
+and a rerun of recipe.yaml is still the run. The re-size of an epoch's end is in that epoch's checkpoint; a
+resumed run trains the length its checkpoint holds and re-sizes no more (the budget was the first process's time).
+
 Under torchrun the ranks are timed together, each stepping while any of them wants another step (every step
 all-reduces), and rank 0's choice, or its refusal, is every rank's (`fit_ranks`).
 
@@ -38,7 +46,7 @@ import torch
 
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.derive import length_problem, precision_note, run_epochs, run_steps
+from bagoftricks.engine.derive import check_length, length_problem, precision_note, run_epochs, run_steps
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe, budget_seconds
 
@@ -54,6 +62,10 @@ MAX_TIMED_STEPS = 2000  # ... but never more steps than this at one size
 # spans the others' and samples several of the machine's phases: a 2-core EPYC's 10-20 s phases swing its step by
 # 12 %, and one 9 s window per size read a 15-minute run's steps 1.1-1.2x fast (it took 1.22x its prediction)
 ROUNDS = 3
+# at each epoch's end a budgeted run predicts its end again from the speed of the epoch just run, and re-sizes its
+# rest when that end leaves [budget - 2 m, budget - m / 2], to end by budget - m (`resize`); m: SAFETY of the
+# seconds left, at least this share of the budget
+MIN_MARGIN = 0.03
 
 
 @dataclass
@@ -72,33 +84,41 @@ def epoch_size(r: Recipe, epoch: int) -> int:
     return tricks.epoch_size(r.data.progressive_sizes, epoch, r.data.image_size)
 
 
-def predicted_seconds(r: Recipe, steps_per_epoch: int, timing: Timing, n: int) -> float:
-    """Seconds a run of `n` steps takes after the timing: set-up, its steps at each epoch's size, its evaluations
-    (every train.eval_every epochs and after the last) and checkpoints (each epoch's end, and every
-    train.checkpoint_every_steps)."""
+def predicted_seconds(r: Recipe, steps_per_epoch: int, timing: Timing, n: int, start: int = 0) -> float:
+    """Seconds a run of `n` steps takes after the timing (from the start of epoch `start` on): set-up, its steps at
+    each epoch's size, its evaluations (every train.eval_every epochs and after the last) and checkpoints (each
+    epoch's end, and every train.checkpoint_every_steps)."""
     tr = r.train
     epochs = -(-n // steps_per_epoch)
     total = timing.setup
-    for e in range(epochs):
+    for e in range(start, epochs):
         k = min(steps_per_epoch, n - e * steps_per_epoch)
         total += k * timing.step[epoch_size(r, e)]
         if (e + 1) % tr.eval_every == 0 or e + 1 == epochs:
             total += timing.evaluation
-    extra = n // tr.checkpoint_every_steps if tr.checkpoint_every_steps else 0
-    return total + (epochs + extra) * timing.checkpoint
+    every = tr.checkpoint_every_steps
+    extra = n // every - start * steps_per_epoch // every if every else 0
+    return total + (epochs - start + extra) * timing.checkpoint
+
+
+def _last(fits: Callable[[int], bool], lo: int, what: str) -> int:
+    """The largest n >= lo with fits(n), for a `fits` true up to some n and false after it; lo - 1 if none."""
+    if not fits(lo):
+        return lo - 1
+    hi = max(2 * lo, 1)
+    while fits(hi):
+        lo, hi = hi, hi * 2
+        if hi > 10**9:
+            raise RecipeError(f"train.budget: {what} is more than this run could use")
+    while hi - lo > 1:  # the last n that fits lies in [lo, hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
 
 
 def steps_within(r: Recipe, steps_per_epoch: int, timing: Timing, seconds: float) -> int:
     """The largest number of steps whose predicted run takes at most `seconds` (0 when not even one step fits)."""
-    lo, hi = 0, 1
-    while predicted_seconds(r, steps_per_epoch, timing, hi) <= seconds:
-        lo, hi = hi, hi * 2
-        if hi > 10**9:
-            raise RecipeError(f"train.budget: {r.train.budget} is more than this run could use")
-    while hi - lo > 1:  # predicted_seconds grows with n: the last n that fits lies in [lo, hi)
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if predicted_seconds(r, steps_per_epoch, timing, mid) <= seconds else (lo, mid)
-    return lo
+    return _last(lambda n: predicted_seconds(r, steps_per_epoch, timing, n) <= seconds, 1, r.train.budget)
 
 
 def _sync(device: torch.device) -> None:
@@ -161,6 +181,31 @@ def time_job(job: Any, setup_seconds: float, window: float = 0.0, agree: Callabl
     return timing
 
 
+def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.DistInfo, state: dict | None,
+                origin: float) -> tuple[Any, dict | None]:
+    """(the run's job, the budget's record or None), `build(recipe, device, dinfo, state)` making jobs: a fresh
+    budgeted run is timed on a first build wrapped as the run's (compiled, DDP; torch.compile's cache serves the
+    rebuild), then rebuilt with the fitted train.steps (rank 0's)."""
+    t0, record = time.perf_counter(), None
+    job = build(r, device, dinfo, state)
+    if state is None and r.train.budget:
+        job.wrap()
+        sized, record = fit_ranks(r, job, time.perf_counter() - t0, origin, dinfo, device)
+        job = None  # the timed job's weights moved: the run starts from a new build
+        job = build(sized, device, dinfo, state)
+    check_length(job.recipe, job.steps_per_epoch)
+    return job, record
+
+
+def resize_ranks(r: Recipe, steps_per_epoch: int, record: dict, epoch: int, step_seconds: float, origin: float,
+                 dinfo: bdist.DistInfo) -> tuple[Recipe, dict] | None:
+    """`resize` on rank 0 of a run, its outcome every rank's; the budget and its timing from the budget's `record`
+    (counted from `origin`, time.time())."""
+    out = resize(r, steps_per_epoch, timing_of(record), epoch, step_seconds, time.time() - origin,
+                 record["budget_seconds"]) if dinfo.is_main else None
+    return bdist.broadcast_object(out, dinfo)
+
+
 def fit_ranks(r: Recipe, job: Any, setup_seconds: float, origin: float, dinfo: bdist.DistInfo,
               device: torch.device) -> tuple[Recipe, dict]:
     """`fit` on every rank of a run: the ranks time their steps together (one keeps stepping while any wants to)
@@ -213,6 +258,69 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float,
     if sized.schedule.milestones != r.schedule.milestones:
         record["milestones"] = list(r.schedule.milestones)  # asked; recipe.yaml holds the moved ones
     return sized, record
+
+
+def timing_of(record: dict) -> Timing:
+    """The Timing behind a budget's record (env.json's "budget"), the set-up left out: it is spent."""
+    return Timing(step={int(k): float(v) for k, v in record["step_seconds"].items()},
+                  evaluation=float(record["eval_seconds"]), checkpoint=float(record["checkpoint_seconds"]))
+
+
+def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, step_seconds: float, elapsed: float,
+           budget: float) -> tuple[Recipe, dict] | None:
+    """After epoch `epoch` (0-based) of a run sized by a budget of `budget` seconds, `elapsed` seconds in, its steps
+    at that epoch's size having taken `step_seconds` each: the run re-sized to the speed it runs at now, with the
+    record of the decision, or None to go on as planned.
+
+    The rest of the run is predicted from the start's timing scaled by how much slower (or faster) this epoch's
+    steps ran than their timing; the run is re-sized when that end leaves [budget - 2 m, budget - m / 2], m the
+    margin: SAFETY of the seconds left, and at least MIN_MARGIN of the budget. It then takes the most steps whose
+    end is predicted by budget - m, at least one more step and as many as the rest of the recipe needs
+    (progressive sizes, warmup, mix-off epochs); the schedule's rest is stretched or squeezed over them
+    (`derive.schedule_position`), train.resized_at / resized_from record where and from what length."""
+    done, n = (epoch + 1) * steps_per_epoch, run_steps(r, steps_per_epoch)
+    size = epoch_size(r, epoch)
+    if done >= n or size not in timing.step:
+        return None
+    slower = step_seconds / timing.step[size]
+    now = Timing(step={k: v * slower for k, v in timing.step.items()}, evaluation=timing.evaluation * slower,
+                 checkpoint=timing.checkpoint * slower)
+
+    def end(m: int) -> float:  # this epoch's checkpoint, then the epochs after it
+        return elapsed + now.checkpoint + predicted_seconds(r, steps_per_epoch, now, m, epoch + 1)
+
+    margin = max(SAFETY * (budget - elapsed), MIN_MARGIN * budget)
+    before = end(n)
+    if budget - 2 * margin <= before <= budget - margin / 2:
+        return None
+    # the fewest steps that break no rule of the recipe (fewer only break more): one past the most that break one
+    least = done + 2 + _last(lambda k: length_problem(_resized(r, done + 1 + k, done), steps_per_epoch) != "",
+                             0, "a re-size")
+    m = max(least, _last(lambda m: end(m) <= budget - margin, least, f"{budget:.0f} s"))
+    if m == n:
+        return None
+    sized = _resized(r, m, done)
+    record = {"after_epoch": epoch + 1, "at_step": done, "elapsed": elapsed, "size": size,
+              "step_seconds": step_seconds, "slower": slower, "predicted_end": before, "steps_before": n,
+              "steps": m, "epochs": run_epochs(sized, steps_per_epoch), "predicted_seconds": end(m)}
+    return sized, record
+
+
+def _resized(r: Recipe, m: int, done: int) -> Recipe:
+    """`r` re-sized after its step `done` to `m` steps."""
+    tr = r.train
+    return dataclasses.replace(r, train=dataclasses.replace(
+        tr, steps=m, resized_at=(*tr.resized_at, done), resized_from=(*tr.resized_from, tr.steps)))
+
+
+def resize_line(record: dict) -> str:
+    """The run log's line about a re-size."""
+    pace = f"{record['slower']:.2f}x the time" if record["slower"] >= 1 else f"{1 / record['slower']:.2f}x faster than"
+    return (f"train.budget: the steps of epoch {record['after_epoch']} ran {record['step_seconds'] * 1000:.0f} ms each "
+            f"at {record['size']} px, {pace} the start's timing, and the run's end was predicted at "
+            f"{record['predicted_end']:.0f} s; re-sized from {record['steps_before']} to {record['steps']} steps "
+            f"({record['epochs']} epochs), its end predicted at {record['predicted_seconds']:.0f} s; the schedule's "
+            f"rest follows (recipe.yaml: train.resized_at, train.resized_from)")
 
 
 def follow_length(r: Recipe, n: int, steps_per_epoch: int) -> Recipe:

@@ -13,10 +13,12 @@ of a device or a checkpoint), no state.
     run_steps, run_epochs, epoch_steps,
     planned_steps, planned_epochs, check_length,
     length_problem                                the run's length (train.epochs, or train.steps)
+    schedule_position                             where a step lies on the schedule (a budget's re-sizes)
     base_lr, scheduled_lr                         the lr of every step (§3.1 linear scaling, warmup, §5.1)
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 from dataclasses import replace
 from pathlib import Path
@@ -217,9 +219,32 @@ def epoch_steps(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
 
 def planned_steps(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
     """The length, in steps, of the run that epoch `epoch` (0-based) was trained for: the run's own or, in a run
-    extended from shorter ones (schedule.extended_from), the shorter run's until it ended."""
+    extended from shorter ones (schedule.extended_from), the shorter run's until it ended, or in a run its budget
+    re-sized (train.resized_at), the length it had when the epoch started."""
     ext = next((e for e in r.schedule.extended_from if epoch < e), None)
-    return ext * steps_per_epoch if ext is not None else run_steps(r, steps_per_epoch)
+    if ext is not None:
+        return ext * steps_per_epoch
+    i = bisect.bisect_right(r.train.resized_at, epoch * steps_per_epoch)  # re-sizes at or before the epoch's start
+    return r.train.resized_from[i] if i < len(r.train.resized_at) else run_steps(r, steps_per_epoch)
+
+
+def schedule_position(r: Recipe, step: int, steps_per_epoch: int) -> tuple[float, int]:
+    """(position, length): where global step `step` lies on the schedule of a run of `length` steps (the lr's, the
+    lookahead ramp's). The step itself on the planned length; in a run its budget re-sized (train.resized_at after
+    step k, from train.resized_from), the steps from k on are spread evenly over what was left of the schedule, so
+    that the run's last step is the schedule's last: the first length's schedule, stretched or squeezed after each
+    re-size, continuous at each (the steps before k are where they were)."""
+    at = r.train.resized_at
+    if not at or step < at[0]:
+        return step, planned_steps(r, step // steps_per_epoch, steps_per_epoch)
+    first, ends = r.train.resized_from[0], (*r.train.resized_from[1:], r.train.steps)
+    pos = float(at[0])
+    for i, k in enumerate(at):
+        rate = (first - 1 - pos) / max(1, ends[i] - 1 - k)  # schedule steps per run step from k to the new end
+        if i + 1 == len(at) or step < at[i + 1]:
+            return pos + (step - k) * rate, first
+        pos += (at[i + 1] - k) * rate
+    raise AssertionError("unreachable")
 
 
 def planned_epochs(r: Recipe, epoch: int, steps_per_epoch: int) -> int:
@@ -233,7 +258,8 @@ def length_problem(r: Recipe, steps_per_epoch: int) -> str:
     was checked with the recipe)."""
     if length_in_epochs(r.train):
         return ""
-    as_epochs = replace(r, train=replace(r.train, epochs=run_epochs(r, steps_per_epoch), steps=0, budget=""))
+    as_epochs = replace(r, train=replace(r.train, epochs=run_epochs(r, steps_per_epoch), steps=0, budget="",
+                                         resized_at=(), resized_from=()))
     try:
         validate(as_epochs)
     except RecipeError as e:
@@ -255,9 +281,10 @@ def check_length(r: Recipe, steps_per_epoch: int) -> None:
 
 def scheduled_lr(r: Recipe, step: int, steps_per_epoch: int, world_size: int = 1) -> float:
     """The learning rate of global step `step`: warmup, then the recipe's schedule over the planned length
-    (recomputed where an extended run went on past a shorter one's end)."""
+    (recomputed where an extended run went on past a shorter one's end; where a budget re-sized the run, at the
+    step's `schedule_position`)."""
     s = r.schedule
-    total = planned_steps(r, step // steps_per_epoch, steps_per_epoch)
-    return tricks.lr_at(step, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, total_steps=total,
+    at, total = schedule_position(r, step, steps_per_epoch)
+    return tricks.lr_at(at, base_lr=base_lr(r, world_size), steps_per_epoch=steps_per_epoch, total_steps=total,
                         warmup_epochs=r.tricks.warmup_epochs, kind=s.kind, milestones=tuple(s.milestones),
                         gamma=s.gamma, floor=s.floor)

@@ -33,8 +33,7 @@ from bagoftricks.engine import budget
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine import runfolder
 from bagoftricks.engine.checkpointer import load_run_state, write_checkpoint
-from bagoftricks.engine.derive import (check_length, epoch_steps, precision_line, resolve_device, run_epochs,
-                                       run_steps, scheduled_lr)
+from bagoftricks.engine.derive import epoch_steps, precision_line, resolve_device, run_epochs, run_steps, scheduled_lr
 from bagoftricks.engine.runfolder import Extends, RunPlan
 from bagoftricks.engine.setup import setup_training
 from bagoftricks.engine.signals import StopProtocol
@@ -138,8 +137,8 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
         device = resolve_device(r.train.device, dinfo.local_rank)
         bdist.init(dinfo, device)
         asked = {"train.precision": "auto"} if r.train.precision == "auto" else {}  # build resolves it; resumed: done
-        job, budget = _build_sized(r, build, device, dinfo, plan.state, origin)
-        loop = RunLoop(job, out, progress, stop_after_steps, command, budget, asked)
+        job, budget_record = budget.build_sized(r, build, device, dinfo, plan.state, origin)
+        loop = RunLoop(job, out, progress, stop_after_steps, command, budget_record, asked, origin)
         with warnings_to(loop.log.warning_line):  # library warnings go to run.log, one line each
             loop.start(plan, extends)
             record = loop.run()
@@ -154,21 +153,6 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
         bdist.shutdown()
 
 
-def _build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.DistInfo,
-                 state: dict | None, origin: float) -> tuple[Job, dict | None]:
-    """(job, the budget's record or None): a fresh budgeted run is timed on a first build wrapped as the run's
-    (compiled, DDP; torch.compile's cache serves the rebuild), then rebuilt with the fitted train.steps (rank 0's)."""
-    t0, record = time.perf_counter(), None
-    job = build(r, device, dinfo, state)
-    if state is None and r.train.budget:
-        job.wrap()
-        sized, record = budget.fit_ranks(r, job, time.perf_counter() - t0, origin, dinfo, device)
-        job = None  # the timed job's weights moved: the run starts from a new build
-        job = build(sized, device, dinfo, state)
-    check_length(job.recipe, job.steps_per_epoch)
-    return job, record
-
-
 def _new_acc() -> dict:
     # seconds: training time of the epoch; wall: the epoch's wall time before this attempt (a resumed epoch)
     return {"loss": 0.0, "images": 0, "seconds": 0.0, "skipped": 0, "wall": 0.0}
@@ -178,9 +162,10 @@ class RunLoop:
     """One process's part of a run: `start` (checkpoint, folder, log), then `run` (the epochs)."""
 
     def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train",
-                 budget: dict | None = None, asked: dict | None = None):
+                 budget: dict | None = None, asked: dict | None = None, origin: float = 0.0):
         self.t_start = self.t_epoch = self.t_train = time.perf_counter()
         self.budget = budget  # train.budget's measurement (a fresh budgeted run), for env.json and the log
+        self.origin = origin  # time.time() the budget counts from
         self.asked = asked or {}  # fields asked as "auto" that the run resolved (recipe.ASKED_FIELDS), for env.json
         self.job, self.r, self.out, self.dinfo = job, job.recipe, out, job.dinfo
         self.progress, self.command = progress, command
@@ -269,10 +254,12 @@ class RunLoop:
         seconds, written to final.json (by the process that writes the folder)."""
         record: dict = {}
         with self.stop:
-            for epoch in range(self.start_epoch, self.epochs):
+            epoch = self.start_epoch
+            while epoch < self.epochs:  # a budget may re-size the run at an epoch's end
                 self.t_epoch = time.perf_counter()
                 lr = self._train_epoch(epoch)
                 record = self._end_epoch(epoch, lr)
+                epoch += 1
         if self.writer is not None:
             self.writer.close()
         record = dict(record, wall_seconds=time.perf_counter() - self.t_start)
@@ -350,6 +337,8 @@ class RunLoop:
         record.update(images_per_sec=acc["images"] / max(acc["seconds"], 1e-9), train_seconds=acc["seconds"],
                       seconds=self._epoch_wall(), skipped_steps=acc["skipped"])
         self._write_record(record, epoch)
+        if self.budget is not None and epoch + 1 < self.epochs:
+            self._resize(epoch)  # before the checkpoint: a resume from it goes on with the length it chose
         path = self._checkpoint(epoch + 1, 0)
         if epoch + 1 < self.epochs:
             # a signal during the last step or the evaluation: stop here, at the epoch boundary
@@ -359,6 +348,19 @@ class RunLoop:
                 self.log.log(f"stopping after epoch {epoch + 1}; checkpoint {path}")
                 raise self._interrupted(stop_sig, path, (epoch + 1) * self.steps)
         return record
+
+    def _resize(self, epoch: int) -> None:
+        """A fresh budgeted run, at the end of epoch `epoch`: its rest re-sized to the speed its steps ran at."""
+        out = budget.resize_ranks(self.r, self.steps, self.budget, epoch, self.acc["seconds"] / max(1, self.n_steps),
+                                  self.origin, self.dinfo)
+        if out is not None:
+            self.r = self.job.recipe = out[0]
+            self.job.step.use_recipe(self.r)
+            self.epochs = run_epochs(self.r, self.steps)
+            self.budget.setdefault("resized", []).append(out[1])
+            if self.dinfo.is_main:
+                runfolder.record_length(self.out, self.r, run_steps(self.r, self.steps), self.budget)
+            self.log.log(budget.resize_line(out[1]))
 
     def _write_record(self, record: dict, epoch: int) -> None:
         if self.dinfo.is_main:

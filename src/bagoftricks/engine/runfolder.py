@@ -34,7 +34,7 @@ from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.derive import run_epochs
 from bagoftricks.checkpoint import CKPT_DIR, newest_valid_checkpoint
 from bagoftricks.errors import UsageError
-from bagoftricks.files import atomic_write_text, read_json_object, read_jsonl
+from bagoftricks.files import atomic_write_text, read_json_object, read_jsonl, write_json
 
 
 def git_sha() -> str:
@@ -196,6 +196,13 @@ def recorded_asked(run_dir: Path) -> dict:
         if rec.get("milestones") is not None:  # a step schedule's, moved with the budget's length
             asked["schedule.milestones"] = list(rec["milestones"])
     return asked
+
+
+def record_length(out: Path, r: brecipe.Recipe, steps: int, budget: dict) -> None:
+    """A budget's re-size of the run in `out`: recipe.yaml holds the re-sized recipe `r` (its `steps` steps), env.json
+    the budget's record with the re-size."""
+    atomic_write_text(out / "recipe.yaml", brecipe.dump(r))
+    write_json(out / "env.json", dict(read_json_object(out / "env.json"), steps=steps, budget=budget))
 
 
 def check_same_recipe(requested: brecipe.Recipe, state: dict, out: Path) -> None:

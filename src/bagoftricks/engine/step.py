@@ -22,13 +22,14 @@ from torch.profiler import record_function
 
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
-from bagoftricks.engine.derive import autocast, planned_steps, scheduled_lr
+from bagoftricks.engine.derive import autocast, schedule_position, scheduled_lr
 from bagoftricks.errors import NonFiniteLoss
 from bagoftricks.recipe import Recipe
 
 
 class StepTask(Protocol):
     """What one kind of training adds to the step."""
+    recipe: Recipe
 
     def inputs(self, batch: Any, epoch: int, s: int) -> Any:
         """Seed step (epoch, s)'s random streams, then turn the batch into what `forward` takes."""
@@ -71,6 +72,10 @@ class TrainStep:
         self.reduce_flag = (lambda f: bdist.all_reduce_max_flag(f, self.dinfo)) if self.dinfo.enabled else None
         # train.compile "step" puts its compiled (or, on a GPU, captured) update here (engine.compiled)
         self.core: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def use_recipe(self, r: Recipe) -> None:
+        """Step on with `r`, the run's recipe at another length (a budget's re-size: engine.budget.resize)."""
+        self.recipe = self.task.recipe = r
 
     def set_lr(self, epoch: int, s: int) -> float:
         gstep = epoch * self.steps_per_epoch + s
@@ -115,8 +120,8 @@ class TrainStep:
         gstep = epoch * self.steps_per_epoch + s
         if self.lookahead_state is None or not tricks.is_sync_step(gstep, tk.lookahead_every):
             return
-        total = planned_steps(self.recipe, epoch, self.steps_per_epoch)
-        decay = tricks.lookahead_decay(gstep + 1, total, tk.lookahead_decay, tk.lookahead_ramp)
+        at, total = schedule_position(self.recipe, gstep, self.steps_per_epoch)
+        decay = tricks.lookahead_decay(at + 1, total, tk.lookahead_decay, tk.lookahead_ramp)
         self.lookahead_state.sync(self.model, decay)
 
     def bad_step(self, loss: torch.Tensor, skipped: torch.Tensor) -> torch.Tensor:

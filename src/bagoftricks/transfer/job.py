@@ -47,8 +47,9 @@ READ_HERE = (
 # What the engine's run loop reads for every job (tested with the loop: tests/engine,
 # tests/transfer/test_transfer_run.py)
 READ_BY_LOOP = (
-    "train.epochs", "train.steps", "train.budget", "train.device", "train.threads", "train.checkpoint_every_steps",
-    "train.keep_checkpoints", "train.eval_every", "train.log_every_steps", "train.max_bad_steps", "train.resume",
+    "train.epochs", "train.steps", "train.budget", "train.resized_at", "train.resized_from", "train.device",
+    "train.threads", "train.checkpoint_every_steps", "train.keep_checkpoints", "train.eval_every",
+    "train.log_every_steps", "train.max_bad_steps", "train.resume",
 )
 READ = READ_HERE + READ_BY_LOOP
 
