@@ -146,5 +146,6 @@ def test_budget_ranks_time_together_and_run_rank0s_length(tmp_path):
     assert final_state(out_dir)["global_step"] == steps
     assert sum(record["timed_steps"].values()) >= 12
     # rank 1's own reading of its timing: too few steps for the warmup, a refusal that rank 0's fit overrode
-    assert re.search(r"rank 1 own fit: refused: train.budget: 20s leaves time for \d+ steps", out), out[-3000:]
+    assert re.search(r"rank 1 own fit: refused: train.budget: 20s (leaves time for \d+ steps|is too short)", out), \
+        out[-3000:]  # too few for the warmup, or (its clock still slower on a loaded machine) not one
     assert f"rank 0 own fit: {record['steps']} steps" in out

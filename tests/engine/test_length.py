@@ -270,6 +270,9 @@ def test_a_re_size_spreads_the_rest_of_the_schedule_over_the_new_length():
     assert derive.schedule_position(shorter, 8, 4) == (8, 40) and derive.schedule_position(shorter, 23, 4) == (39, 40)
     assert derive.schedule_position(longer, 59, 4) == (39, 40)  # the last step is the schedule's last
     assert lr(shorter, 23) == lr(longer, 59) == lr(planned, 39) == 0.0
+    # re-sized to one more step (a machine far slower than timed): that step is the schedule's last
+    one = make("train.steps=9", "train.resized_at=[8]", "train.resized_from=[40]")
+    assert lr(one, 8) == 0.0 and derive.schedule_position(one, 8, 4) == (39, 40)
     rest = [lr(shorter, s) for s in range(8, 24)]
     assert rest == sorted(rest, reverse=True) and lr(shorter, 16) < lr(planned, 16)  # squeezed, still decaying
     assert lr(longer, 16) > lr(planned, 16)                                           # stretched
@@ -304,11 +307,11 @@ def test_the_budget_re_sizes_the_rest_when_the_machine_runs_slower_or_faster_tha
     r = make(f"train.steps={n}", "train.eval_every=100")
     t.setup = 0.0  # spent: the loop's timing_of leaves it out
     elapsed = 0.5 + 8 * 0.1  # after 2 epochs at the timing's speed
-    assert budget.resize(r, 4, t, 1, 0.1, elapsed, 10.0) is None  # as timed: the plan holds
-    assert budget.resize(r, 4, t, 1, 0.105, elapsed, 10.0) is None  # 5 % slower: within the margin
+    assert budget.resize(r, 4, t, 1, 1.0, elapsed, 10.0) is None  # as timed: the plan holds
+    assert budget.resize(r, 4, t, 1, 1.05, elapsed, 10.0) is None  # 5 % slower: within the margin
     margin = budget.SAFETY * (10.0 - elapsed)
     for speed in (1.5, 0.6):  # slower, faster
-        sized, rec = budget.resize(r, 4, t, 1, 0.1 * speed, elapsed, 10.0)
+        sized, rec = budget.resize(r, 4, t, 1, speed, elapsed, 10.0)
         m = sized.train.steps
         assert (sized.train.resized_at, sized.train.resized_from) == ((8,), (n,))
         end = lambda k, x=speed: elapsed + (k - 8) * 0.1 * x + 1.0 * x  # noqa: E731  (the steps, the evaluation)
@@ -316,16 +319,17 @@ def test_the_budget_re_sizes_the_rest_when_the_machine_runs_slower_or_faster_tha
         assert (m < n) == (speed > 1) and rec["steps_before"] == n and rec["predicted_seconds"] == pytest.approx(end(m))
     # a re-size never leaves fewer epochs than the recipe's mix-off epochs (or sizes, or warmup) need
     mixing = make(f"train.steps={n}", "train.eval_every=100", "tricks.mixup_alpha=0.2", "tricks.mix_off_epochs=5")
-    assert budget.resize(mixing, 4, t, 1, 1.0, elapsed, 10.0)[0].train.steps == 17  # 5 epochs, the last 1 step
-    assert budget.resize(r, 4, t, derive.run_epochs(r, 4) - 1, 5.0, 9.0, 10.0) is None  # after the last: nothing
+    assert budget.resize(mixing, 4, t, 1, 10.0, elapsed, 10.0)[0].train.steps == 17  # 5 epochs, the last 1 step
+    assert budget.resize(r, 4, t, derive.run_epochs(r, 4) - 1, 50.0, 9.0, 10.0) is None  # after the last: nothing
 
 
 def _slowed_after_the_first_epoch(monkeypatch):
     """The machine runs the steps 2x slower than the (faked) timing from the first epoch on; the re-size after it is
     the real one, the later epochs keep the length (their speed is the re-sized plan's)."""
     real = budget.resize
-    monkeypatch.setattr(budget, "resize", lambda r, spe, t, epoch, step_s, elapsed, b:
-                        real(r, spe, t, epoch, 2 * t.step[16], 1.0 + 4 * 2 * t.step[16], b) if epoch == 0 else None)
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, epoch, slower, elapsed, b:
+                        real(r, spe, t, epoch, 2.0, 1.0 + 4 * 2 * t.step[16], b) if epoch == 0 else None)
+    monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)  # a look after every epoch, however short
     monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
 
 
@@ -362,3 +366,15 @@ def test_a_budgeted_run_stopped_and_resumed_trains_the_length_its_checkpoint_hol
     loop.train(rec, tmp_path / "again", progress=False)
     a, b = weights(tmp_path / "cut"), weights(tmp_path / "again")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_budget_looks_at_the_pace_of_steps_that_ran_for_a_share_of_it(monkeypatch):
+    from bagoftricks.engine.distributed import DistInfo
+    seen = []
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, epoch, slower, elapsed, b: seen.append((epoch, slower)))
+    rec = {"step_seconds": {"16": 0.1}, "eval_seconds": 1.0, "checkpoint_seconds": 0.0, "budget_seconds": 100.0}
+    pace, r = budget.Pace(rec, time.time()), make("train.steps=400", "train.eval_every=100")
+    assert pytest.approx(1.0) == budget.LOOK_SHARE * 100  # a look once the steps since the last ran for 1 s
+    for epoch in range(5):  # epochs of 4 steps, timed at 0.4 s, that ran 0.8 s, then 0.6 s
+        pace.resize(r, 4, epoch, 4, 0.8 if epoch < 2 else 0.6, DistInfo())
+    assert seen == [(1, pytest.approx(2.0)), (3, pytest.approx(1.5))]  # epochs 1-2 together, then 3-4

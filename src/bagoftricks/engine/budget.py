@@ -20,8 +20,9 @@ env.json the ones asked. What happens at the start of a run (warmup, progressive
 and `tricks.mix_off_epochs` stay in epochs of the data, as the recipe was measured with them; a budget too short
 for them is refused.
 
-As the run goes, at the end of every epoch but the last, `resize` predicts its end again from the start's timing
-scaled by how much slower (or faster) the epoch's steps ran than their timing — a shared machine slowed down 1.3x
+As the run goes, at the end of an epoch (not the last) once the steps since the last look ran for LOOK_SHARE of the
+budget (`Pace`), `resize` predicts its end again from the start's timing scaled by how much slower (or faster)
+those steps ran than their timing — a shared machine slowed down 1.3x
 minutes after its timing and a 15-minute run ended 7.7 % over —, and re-sizes the rest of the run when that end
 has left a band below the budget: train.steps changes, and train.resized_at / resized_from record after which
 step and from what length, so that the schedule's rest is spread over the new length (`derive.schedule_position`)
@@ -62,10 +63,11 @@ MAX_TIMED_STEPS = 2000  # ... but never more steps than this at one size
 # spans the others' and samples several of the machine's phases: a 2-core EPYC's 10-20 s phases swing its step by
 # 12 %, and one 9 s window per size read a 15-minute run's steps 1.1-1.2x fast (it took 1.22x its prediction)
 ROUNDS = 3
-# at each epoch's end a budgeted run predicts its end again from the speed of the epoch just run, and re-sizes its
+# at an epoch's end a budgeted run predicts its end again from the speed of its latest steps, and re-sizes its
 # rest when that end leaves [budget - 2 m, budget - m / 2], to end by budget - m (`resize`); m: SAFETY of the
 # seconds left, at least this share of the budget
 MIN_MARGIN = 0.03
+LOOK_SHARE = TIMING_SHARE  # ... looking once the steps since its last look ran this share of the budget (or more)
 
 
 @dataclass
@@ -197,13 +199,27 @@ def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.D
     return job, record
 
 
-def resize_ranks(r: Recipe, steps_per_epoch: int, record: dict, epoch: int, step_seconds: float, origin: float,
-                 dinfo: bdist.DistInfo) -> tuple[Recipe, dict] | None:
-    """`resize` on rank 0 of a run, its outcome every rank's; the budget and its timing from the budget's `record`
-    (counted from `origin`, time.time())."""
-    out = resize(r, steps_per_epoch, timing_of(record), epoch, step_seconds, time.time() - origin,
-                 record["budget_seconds"]) if dinfo.is_main else None
-    return bdist.broadcast_object(out, dinfo)
+class Pace:
+    """A fresh budgeted run's re-sizes (`resize`): the steps' time against their timing, since the last look."""
+
+    def __init__(self, record: dict, origin: float):
+        self.timing, self.budget, self.origin = timing_of(record), float(record["budget_seconds"]), origin
+        self.seconds = self.timed = 0.0
+
+    def resize(self, r: Recipe, steps_per_epoch: int, epoch: int, steps: int, seconds: float,
+               dinfo: bdist.DistInfo) -> tuple[Recipe, dict] | None:
+        """After epoch `epoch`, whose `steps` steps took `seconds` (rank 0's clock, its outcome every rank's): the
+        run re-sized, or None. It looks once the steps since its last look ran for LOOK_SHARE of the budget (an
+        epoch of a few steps is a noisy measure of the machine's speed)."""
+        out = None
+        if dinfo.is_main:
+            self.seconds += seconds
+            self.timed += steps * self.timing.step[epoch_size(r, epoch)]
+            if self.seconds >= LOOK_SHARE * self.budget and self.timed > 0:
+                out = resize(r, steps_per_epoch, self.timing, epoch, self.seconds / self.timed,
+                             time.time() - self.origin, self.budget)
+                self.seconds = self.timed = 0.0
+        return bdist.broadcast_object(out, dinfo)
 
 
 def fit_ranks(r: Recipe, job: Any, setup_seconds: float, origin: float, dinfo: bdist.DistInfo,
@@ -266,23 +282,21 @@ def timing_of(record: dict) -> Timing:
                   evaluation=float(record["eval_seconds"]), checkpoint=float(record["checkpoint_seconds"]))
 
 
-def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, step_seconds: float, elapsed: float,
+def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, slower: float, elapsed: float,
            budget: float) -> tuple[Recipe, dict] | None:
-    """After epoch `epoch` (0-based) of a run sized by a budget of `budget` seconds, `elapsed` seconds in, its steps
-    at that epoch's size having taken `step_seconds` each: the run re-sized to the speed it runs at now, with the
-    record of the decision, or None to go on as planned.
+    """After epoch `epoch` (0-based) of a run sized by a budget of `budget` seconds, `elapsed` seconds in, its latest
+    steps having taken `slower` times their timing: the run re-sized to the speed it runs at now, with the record of
+    the decision, or None to go on as planned.
 
-    The rest of the run is predicted from the start's timing scaled by how much slower (or faster) this epoch's
-    steps ran than their timing; the run is re-sized when that end leaves [budget - 2 m, budget - m / 2], m the
-    margin: SAFETY of the seconds left, and at least MIN_MARGIN of the budget. It then takes the most steps whose
+    The rest of the run is predicted from the start's timing scaled by `slower`; the run is re-sized when that end
+    leaves [budget - 2 m, budget - m / 2], m the margin: SAFETY of the seconds left, and at least MIN_MARGIN of the
+    budget. It then takes the most steps whose
     end is predicted by budget - m, at least one more step and as many as the rest of the recipe needs
     (progressive sizes, warmup, mix-off epochs); the schedule's rest is stretched or squeezed over them
     (`derive.schedule_position`), train.resized_at / resized_from record where and from what length."""
     done, n = (epoch + 1) * steps_per_epoch, run_steps(r, steps_per_epoch)
-    size = epoch_size(r, epoch)
-    if done >= n or size not in timing.step:
+    if done >= n:
         return None
-    slower = step_seconds / timing.step[size]
     now = Timing(step={k: v * slower for k, v in timing.step.items()}, evaluation=timing.evaluation * slower,
                  checkpoint=timing.checkpoint * slower)
 
@@ -300,8 +314,8 @@ def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, step_sec
     if m == n:
         return None
     sized = _resized(r, m, done)
-    record = {"after_epoch": epoch + 1, "at_step": done, "elapsed": elapsed, "size": size,
-              "step_seconds": step_seconds, "slower": slower, "predicted_end": before, "steps_before": n,
+    record = {"after_epoch": epoch + 1, "at_step": done, "elapsed": elapsed, "slower": slower,
+              "predicted_end": before, "steps_before": n,
               "steps": m, "epochs": run_epochs(sized, steps_per_epoch), "predicted_seconds": end(m)}
     return sized, record
 
@@ -315,9 +329,9 @@ def _resized(r: Recipe, m: int, done: int) -> Recipe:
 
 def resize_line(record: dict) -> str:
     """The run log's line about a re-size."""
-    pace = f"{record['slower']:.2f}x the time" if record["slower"] >= 1 else f"{1 / record['slower']:.2f}x faster than"
-    return (f"train.budget: the steps of epoch {record['after_epoch']} ran {record['step_seconds'] * 1000:.0f} ms each "
-            f"at {record['size']} px, {pace} the start's timing, and the run's end was predicted at "
+    pace = f"{record['slower']:.2f}x slower" if record["slower"] >= 1 else f"{1 / record['slower']:.2f}x faster"
+    return (f"train.budget: the steps up to epoch {record['after_epoch']} ran {pace} than the start's timing, and the "
+            f"run's end was predicted at "
             f"{record['predicted_end']:.0f} s; re-sized from {record['steps_before']} to {record['steps']} steps "
             f"({record['epochs']} epochs), its end predicted at {record['predicted_seconds']:.0f} s; the schedule's "
             f"rest follows (recipe.yaml: train.resized_at, train.resized_from)")

@@ -240,7 +240,9 @@ def schedule_position(r: Recipe, step: int, steps_per_epoch: int) -> tuple[float
     first, ends = r.train.resized_from[0], (*r.train.resized_from[1:], r.train.steps)
     pos = float(at[0])
     for i, k in enumerate(at):
-        rate = (first - 1 - pos) / max(1, ends[i] - 1 - k)  # schedule steps per run step from k to the new end
+        if ends[i] - 1 == k:  # re-sized to one more step: the schedule's last (a later re-size cannot follow)
+            return first - 1, first
+        rate = (first - 1 - pos) / (ends[i] - 1 - k)  # schedule steps per run step from k to the new end
         if i + 1 == len(at) or step < at[i + 1]:
             return pos + (step - k) * rate, first
         pos += (at[i + 1] - k) * rate

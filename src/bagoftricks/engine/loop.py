@@ -162,10 +162,10 @@ class RunLoop:
     """One process's part of a run: `start` (checkpoint, folder, log), then `run` (the epochs)."""
 
     def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train",
-                 budget: dict | None = None, asked: dict | None = None, origin: float = 0.0):
+                 budget_record: dict | None = None, asked: dict | None = None, origin: float = 0.0):
         self.t_start = self.t_epoch = self.t_train = time.perf_counter()
-        self.budget = budget  # train.budget's measurement (a fresh budgeted run), for env.json and the log
-        self.origin = origin  # time.time() the budget counts from
+        self.budget = budget_record  # train.budget's measurement (a fresh budgeted run), for env.json and the log
+        self.pace = budget.Pace(budget_record, origin) if budget_record else None  # its re-sizes
         self.asked = asked or {}  # fields asked as "auto" that the run resolved (recipe.ASKED_FIELDS), for env.json
         self.job, self.r, self.out, self.dinfo = job, job.recipe, out, job.dinfo
         self.progress, self.command = progress, command
@@ -351,8 +351,7 @@ class RunLoop:
 
     def _resize(self, epoch: int) -> None:
         """A fresh budgeted run, at the end of epoch `epoch`: its rest re-sized to the speed its steps ran at."""
-        out = budget.resize_ranks(self.r, self.steps, self.budget, epoch, self.acc["seconds"] / max(1, self.n_steps),
-                                  self.origin, self.dinfo)
+        out = self.pace.resize(self.r, self.steps, epoch, self.n_steps, self.acc["seconds"], self.dinfo)
         if out is not None:
             self.r = self.job.recipe = out[0]
             self.job.step.use_recipe(self.r)
