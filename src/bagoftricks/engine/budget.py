@@ -22,12 +22,12 @@ for them is refused.
 
 As the run goes, at the end of an epoch (not the last) once the steps since the last look ran for LOOK_SHARE of the
 budget (`Pace`), `resize` predicts its end again from the start's timing scaled by how much slower (or faster)
-those steps ran than their timing — a shared machine slowed down 1.3x
-minutes after its timing and a 15-minute run ended 7.7 % over —, and re-sizes the rest of the run when that end
-has left a band below the budget: train.steps changes, and train.resized_at / resized_from record after which
-step and from what length, so that the schedule's rest is spread over the new length (`derive.schedule_position`)
-and a rerun of recipe.yaml is still the run. The re-size of an epoch's end is in that epoch's checkpoint; a
-resumed run trains the length its checkpoint holds and re-sizes no more (the budget was the first process's time).
+those steps ran than their timing — a shared machine slowed down 1.3x minutes after its timing and a 15-minute run
+ended 7.7 % over —, and re-sizes the rest of the run when that end has left a band below the budget: train.steps
+changes, and train.resized_at / resized_from record after which step and from what length, so that the schedule's
+rest is spread over the new length (`derive.schedule_position`) and a rerun of recipe.yaml is still the run. The
+re-size of an epoch's end is in that epoch's checkpoint; a resumed run trains the length its checkpoint holds and
+re-sizes no more (the budget was the first process's time).
 
 Under torchrun the ranks are timed together, each stepping while any of them wants another step (every step
 all-reduces), and rank 0's choice, or its refusal, is every rank's (`fit_ranks`).
@@ -290,10 +290,10 @@ def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, slower: 
 
     The rest of the run is predicted from the start's timing scaled by `slower`; the run is re-sized when that end
     leaves [budget - 2 m, budget - m / 2], m the margin: SAFETY of the seconds left, and at least MIN_MARGIN of the
-    budget. It then takes the most steps whose
-    end is predicted by budget - m, at least one more step and as many as the rest of the recipe needs
-    (progressive sizes, warmup, mix-off epochs); the schedule's rest is stretched or squeezed over them
-    (`derive.schedule_position`), train.resized_at / resized_from record where and from what length."""
+    budget. It then takes the most steps whose end is predicted by budget - m, at least one more step and as many
+    as the rest of the recipe needs (progressive sizes, warmup, mix-off epochs); the schedule's rest is stretched or
+    squeezed over them (`derive.schedule_position`), train.resized_at / resized_from record where and from what
+    length."""
     done, n = (epoch + 1) * steps_per_epoch, run_steps(r, steps_per_epoch)
     if done >= n:
         return None
@@ -314,9 +314,8 @@ def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, slower: 
     if m == n:
         return None
     sized = _resized(r, m, done)
-    record = {"after_epoch": epoch + 1, "at_step": done, "elapsed": elapsed, "slower": slower,
-              "predicted_end": before, "steps_before": n,
-              "steps": m, "epochs": run_epochs(sized, steps_per_epoch), "predicted_seconds": end(m)}
+    record = {"after_epoch": epoch + 1, "at_step": done, "elapsed": elapsed, "slower": slower, "predicted_end": before,
+              "steps_before": n, "steps": m, "epochs": run_epochs(sized, steps_per_epoch), "predicted_seconds": end(m)}
     return sized, record
 
 
