@@ -337,7 +337,7 @@ class RunLoop:
         record.update(images_per_sec=acc["images"] / max(acc["seconds"], 1e-9), train_seconds=acc["seconds"],
                       seconds=self._epoch_wall(), skipped_steps=acc["skipped"])
         self._write_record(record, epoch)
-        if self.budget is not None and epoch + 1 < self.epochs:
+        if self.pace is not None and epoch + 1 < self.epochs:
             self._resize(epoch)  # before the checkpoint: a resume from it goes on with the length it chose
         path = self._checkpoint(epoch + 1, 0)
         if epoch + 1 < self.epochs:

@@ -18,8 +18,9 @@ import torch.nn as nn
 from bagoftricks.tricks.ema import ModelEMA
 
 
-def lookahead_decay(step: int, total_steps: int, decay: float, ramp: float) -> float:
-    """d at global step `step` (0-based, counted after the step) of `total_steps`: decay · (step/total)^ramp."""
+def lookahead_decay(step: float, total_steps: int, decay: float, ramp: float) -> float:
+    """d at global step `step` (0-based, counted after the step; a fraction where a budget re-sized the run) of
+    `total_steps`: decay · (step/total)^ramp."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
     p = min(max(step / total_steps, 0.0), 1.0)

@@ -31,7 +31,7 @@ def warmup_steps(warmup_epochs: float, steps_per_epoch: int) -> int:
 
 
 def lr_at(
-    step: int,
+    step: float,
     *,
     base_lr: float,
     steps_per_epoch: int,
@@ -43,7 +43,8 @@ def lr_at(
     gamma: float = 0.1,
     floor: float = 0.0,
 ) -> float:
-    """Learning rate of iteration `step` (0-based), set per iteration, not per epoch.
+    """Learning rate of iteration `step` (0-based), set per iteration, not per epoch. `step` may be a fraction: a
+    position on the schedule between iterations (a run its budget re-sized: engine.derive.schedule_position).
 
     Warmup (§3.1): for i < m = round(warmup_epochs · steps_per_epoch), lr_i = base_lr · i / m.
     Early on all parameters are far from a solution and a large lr is numerically unstable
