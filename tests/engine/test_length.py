@@ -306,60 +306,87 @@ def test_the_budget_re_sizes_the_rest_when_the_machine_runs_slower_or_faster_tha
     n = budget.steps_within(make("train.budget=10s", "train.eval_every=100"), 4, t, 10 * (1 - budget.SAFETY))
     r = make(f"train.steps={n}", "train.eval_every=100")
     t.setup = 0.0  # spent: the loop's timing_of leaves it out
-    elapsed = 0.5 + 8 * 0.1  # after 2 epochs at the timing's speed
-    assert budget.resize(r, 4, t, 1, 1.0, elapsed, 10.0) is None  # as timed: the plan holds
-    assert budget.resize(r, 4, t, 1, 1.05, elapsed, 10.0) is None  # 5 % slower: within the margin
-    margin = budget.SAFETY * (10.0 - elapsed)
-    for speed in (1.5, 0.6):  # slower, faster
-        sized, rec = budget.resize(r, 4, t, 1, speed, elapsed, 10.0)
-        m = sized.train.steps
-        assert (sized.train.resized_at, sized.train.resized_from) == ((8,), (n,))
-        end = lambda k, x=speed: elapsed + (k - 8) * 0.1 * x + 1.0 * x  # noqa: E731  (the steps, the evaluation)
-        assert end(m) <= 10.0 - margin < end(m + 1)  # the most steps that end by the budget less the margin
-        assert (m < n) == (speed > 1) and rec["steps_before"] == n and rec["predicted_seconds"] == pytest.approx(end(m))
+    for done in (8, 6):  # after 2 epochs at the timing's speed; within the second epoch
+        elapsed = 0.5 + done * 0.1
+        assert budget.resize(r, 4, t, done, 1.0, elapsed, 10.0) is None  # as timed: the plan holds
+        assert budget.resize(r, 4, t, done, 1.05, elapsed, 10.0) is None  # 5 % slower: within the margin
+        margin = budget.SAFETY * (10.0 - elapsed)
+        for speed in (1.5, 0.6):  # slower, faster
+            sized, rec = budget.resize(r, 4, t, done, speed, elapsed, 10.0)
+            m = sized.train.steps
+            assert (sized.train.resized_at, sized.train.resized_from) == ((done,), (n,))
+            end = lambda k, x=speed, d=done, e=elapsed: e + (k - d) * 0.1 * x + 1.0 * x  # noqa: E731  (steps, eval)
+            assert end(m) <= 10.0 - margin < end(m + 1)  # the most steps that end by the budget less the margin
+            assert (m < n) == (speed > 1) and rec["steps_before"] == n
+            assert rec["predicted_seconds"] == pytest.approx(end(m)) and (rec["at_step"], rec["epoch"]) == (done, 2)
     # a re-size never leaves fewer epochs than the recipe's mix-off epochs (or sizes, or warmup) need
     mixing = make(f"train.steps={n}", "train.eval_every=100", "tricks.mixup_alpha=0.2", "tricks.mix_off_epochs=5")
-    assert budget.resize(mixing, 4, t, 1, 10.0, elapsed, 10.0)[0].train.steps == 17  # 5 epochs, the last 1 step
-    assert budget.resize(r, 4, t, derive.run_epochs(r, 4) - 1, 50.0, 9.0, 10.0) is None  # after the last: nothing
+    assert budget.resize(mixing, 4, t, 8, 10.0, 1.3, 10.0)[0].train.steps == 17  # 5 epochs, the last 1 step
+    assert budget.resize(mixing, 4, t, 6, 10.0, 1.3, 10.0)[0].train.steps == 17  # ... within an epoch too
+    assert budget.resize(r, 4, t, n, 50.0, 9.0, 10.0) is None  # after the last step: nothing
+    # within an epoch, the prediction counts that epoch's steps left, its evaluation and checkpoint (and the rest)
+    t.checkpoint = 0.25
+    assert budget.predicted_seconds(r, 4, t, 14, 6) == pytest.approx(8 * 0.1 + 1.0 + 3 * 0.25)
+    assert budget.predicted_seconds(r, 4, t, 14, 8) == pytest.approx(6 * 0.1 + 1.0 + 2 * 0.25)
 
 
-def _slowed_after_the_first_epoch(monkeypatch):
-    """The machine runs the steps 2x slower than the (faked) timing from the first epoch on; the re-size after it is
-    the real one, the later epochs keep the length (their speed is the re-sized plan's)."""
+def _slowed_at(monkeypatch, step):
+    """The machine runs the steps 2x slower than the (faked) timing after `step` global steps; the look after it
+    re-sizes for real, the later ones keep the length (their speed is the re-sized plan's)."""
     real = budget.resize
-    monkeypatch.setattr(budget, "resize", lambda r, spe, t, epoch, slower, elapsed, b:
-                        real(r, spe, t, epoch, 2.0, 1.0 + 4 * 2 * t.step[16], b) if epoch == 0 else None)
-    monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)  # a look after every epoch, however short
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, slower, elapsed, b:
+                        real(r, spe, t, done, 2.0, 1.0 + step * 2 * t.step[16], b) if done == step else None)
+    monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)  # a look after every step, however short
     monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
 
 
-def test_a_re_sized_run_records_the_re_size_and_its_rerun_is_the_same_run(tmp_path, monkeypatch):
-    _slowed_after_the_first_epoch(monkeypatch)
-    loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "b", progress=False)
+@pytest.mark.parametrize("at", [4, 6])  # an epoch's end; within the second epoch
+def test_a_re_sized_run_records_the_re_size_and_its_rerun_is_the_same_run(tmp_path, monkeypatch, at):
+    _slowed_at(monkeypatch, at)
+    asked = ("train.budget=12s", "train.eval_every=100", "train.keep_checkpoints=100")
+    loop.train(make(*asked), tmp_path / "b", progress=False)
     rec = recipe.load(tmp_path / "b" / "recipe.yaml")
     env = json.loads((tmp_path / "b" / "env.json").read_text())
     first = env["budget"]["steps"]  # what the start's timing chose
-    assert rec.train.resized_at == (4,) and rec.train.resized_from == (first,) and 4 < rec.train.steps < first
+    assert rec.train.resized_at == (at,) and rec.train.resized_from == (first,) and at < rec.train.steps < first
     assert env["steps"] == rec.train.steps == env["budget"]["resized"][0]["steps"]
     assert env["budget"]["resized"][0]["slower"] == pytest.approx(2.0)
     assert len(read_jsonl(tmp_path / "b" / "metrics.jsonl")) == derive.run_epochs(rec, 4)
     assert f"re-sized from {first} to {rec.train.steps} steps" in (tmp_path / "b" / "run.log").read_text()
+    if at % 4:  # a re-size within an epoch is in a checkpoint at its step
+        held = [load_checkpoint(c) for c in list_checkpoints(tmp_path / "b")]
+        assert any(c["global_step"] == at and recipe.from_dict(c["recipe"]) == rec for c in held)
     loop.train(rec, tmp_path / "again", progress=False)  # the recorded recipe, from scratch
     a, b = weights(tmp_path / "b"), weights(tmp_path / "again")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # train.resume: auto takes the folder as this recipe's run, the re-sizes included
-    assert loop.train(make("train.budget=12s", "train.eval_every=100", "train.resume=auto"), tmp_path / "b",
-                      progress=False)["epoch"] == derive.run_epochs(rec, 4)
+    again = loop.train(make(*asked, "train.resume=auto"), tmp_path / "b", progress=False)
+    assert again["epoch"] == derive.run_epochs(rec, 4)
 
 
-@pytest.mark.parametrize("stop_at", [2, 6])  # in the first epoch (before the re-size), in the second (after it)
-def test_a_budgeted_run_stopped_and_resumed_trains_the_length_its_checkpoint_holds(tmp_path, monkeypatch, stop_at):
-    _slowed_after_the_first_epoch(monkeypatch)
+def test_a_re_size_within_the_last_epochs_can_end_the_run_within_an_epoch(tmp_path, monkeypatch):
+    real = budget.resize  # 50x slower after step 9 (epoch 3's first): one more step, the run's last
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, slower, elapsed, b:
+                        real(r, spe, t, done, 50.0, 1.0 + 9 * 0.3, b) if done == 9 else None)
+    monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
+    final = loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "b", progress=False)
+    rec = recipe.load(tmp_path / "b" / "recipe.yaml")
+    assert (rec.train.steps, rec.train.resized_at) == (10, (9,)) and final["epoch"] == 3 and "val_top1" in final
+    assert load_checkpoint(list_checkpoints(tmp_path / "b")[-1])["global_step"] == 10
+    loop.train(rec, tmp_path / "again", progress=False)
+    a, b = weights(tmp_path / "b"), weights(tmp_path / "again")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("stop_at,at", [(2, 4), (6, 4), (5, 6), (7, 6)])  # before / after a re-size (epoch end, within)
+def test_a_budgeted_run_stopped_and_resumed_trains_the_length_its_checkpoint_holds(tmp_path, monkeypatch, stop_at, at):
+    _slowed_at(monkeypatch, at)
     with pytest.raises(TrainingInterrupted):
         loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "cut", progress=False,
                    stop_after_steps=stop_at)
     held = recipe.from_dict(load_checkpoint(list_checkpoints(tmp_path / "cut")[-1])["recipe"])
-    assert held.train.resized_at == (() if stop_at < 4 else (4,))
+    assert held.train.resized_at == (() if stop_at < at else (at,))
     loop.train(recipe.load(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True, progress=False)
     rec = recipe.load(tmp_path / "cut" / "recipe.yaml")
     assert rec == held  # no re-size after the resume: the budget was the first process's time
@@ -371,10 +398,15 @@ def test_a_budgeted_run_stopped_and_resumed_trains_the_length_its_checkpoint_hol
 def test_the_budget_looks_at_the_pace_of_steps_that_ran_for_a_share_of_it(monkeypatch):
     from bagoftricks.engine.distributed import DistInfo
     seen = []
-    monkeypatch.setattr(budget, "resize", lambda r, spe, t, epoch, slower, elapsed, b: seen.append((epoch, slower)))
-    rec = {"step_seconds": {"16": 0.1}, "eval_seconds": 1.0, "checkpoint_seconds": 0.0, "budget_seconds": 100.0}
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, slower, elapsed, b: seen.append((done, slower)))
+    rec = {"step_seconds": {"16": 0.1}, "eval_seconds": 1.0, "checkpoint_seconds": 0.0, "budget_seconds": 20.0}
     pace, r = budget.Pace(rec, time.time()), make("train.steps=400", "train.eval_every=100")
-    assert pytest.approx(1.0) == budget.LOOK_SHARE * 100  # a look once the steps since the last ran for 1 s
+    assert pytest.approx(1.0) == budget.LOOK_SHARE * 20  # a look once the steps since the last ran for 1 s
+    assert pace.every == 10  # ... asked every 10 steps within an epoch: 1 s at the timing's speed
     for epoch in range(5):  # epochs of 4 steps, timed at 0.4 s, that ran 0.8 s, then 0.6 s
         pace.resize(r, 4, epoch, 4, 0.8 if epoch < 2 else 0.6, DistInfo())
-    assert seen == [(1, pytest.approx(2.0)), (3, pytest.approx(1.5))]  # epochs 1-2 together, then 3-4
+    assert seen == [(8, pytest.approx(2.0)), (16, pytest.approx(1.5))]  # epochs 1-2 together, then 3-4
+    seen.clear()  # within an epoch the loop hands its steps and seconds so far: the look takes what is new
+    for steps, seconds in ((1, 0.2), (3, 1.3), (4, 1.5)):
+        pace.resize(r, 4, 6, steps, seconds, DistInfo())
+    assert seen == [(27, pytest.approx(1.9 / 0.7))]  # epoch 4's 0.6 s (4 steps) left over, then 3 steps in 1.3 s

@@ -20,14 +20,14 @@ env.json the ones asked. What happens at the start of a run (warmup, progressive
 and `tricks.mix_off_epochs` stay in epochs of the data, as the recipe was measured with them; a budget too short
 for them is refused.
 
-As the run goes, at the end of an epoch (not the last) once the steps since the last look ran for LOOK_SHARE of the
-budget (`Pace`), `resize` predicts its end again from the start's timing scaled by how much slower (or faster)
-those steps ran than their timing — a shared machine slowed down 1.3x minutes after its timing and a 15-minute run
-ended 7.7 % over —, and re-sizes the rest of the run when that end has left a band below the budget: train.steps
-changes, and train.resized_at / resized_from record after which step and from what length, so that the schedule's
-rest is spread over the new length (`derive.schedule_position`) and a rerun of recipe.yaml is still the run. The
-re-size of an epoch's end is in that epoch's checkpoint; a resumed run trains the length its checkpoint holds and
-re-sizes no more (the budget was the first process's time).
+As the run goes, at the end of an epoch and every few steps within one, once the steps since the last look ran for
+LOOK_SHARE of the budget (`Pace`), `resize` predicts its end again from the start's timing scaled by how much slower
+(or faster) those steps ran than their timing — a shared machine slowed down 1.3x minutes after its timing and a
+15-minute run ended 7.7 % over —, and re-sizes the rest of the run when that end has left a band below the budget:
+train.steps changes, and train.resized_at / resized_from record after which step and from what length, so that the
+schedule's rest is spread over the new length (`derive.schedule_position`) and a rerun of recipe.yaml is still the
+run. A re-size is in a checkpoint of its step (the epoch's, or one written there); a resumed run trains the length
+its checkpoint holds and re-sizes no more (the budget was the first process's time).
 
 Under torchrun the ranks are timed together, each stepping while any of them wants another step (every step
 all-reduces), and rank 0's choice, or its refusal, is every rank's (`fit_ranks`).
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,7 +68,10 @@ ROUNDS = 3
 # rest when that end leaves [budget - 2 m, budget - m / 2], to end by budget - m (`resize`); m: SAFETY of the
 # seconds left, at least this share of the budget
 MIN_MARGIN = 0.03
-LOOK_SHARE = TIMING_SHARE  # ... looking once the steps since its last look ran this share of the budget (or more)
+# ... looking once the steps since its last look ran this share of the budget (or more), at an epoch's end or within
+# one: 6 s of a 2-minute run, whose last epoch (a quarter of it) ran 1.35x slower than the one before and ended the
+# run 6.7 % over when only epochs' ends were looked at
+LOOK_SHARE = 0.05
 
 
 @dataclass
@@ -87,20 +91,20 @@ def epoch_size(r: Recipe, epoch: int) -> int:
 
 
 def predicted_seconds(r: Recipe, steps_per_epoch: int, timing: Timing, n: int, start: int = 0) -> float:
-    """Seconds a run of `n` steps takes after the timing (from the start of epoch `start` on): set-up, its steps at
-    each epoch's size, its evaluations (every train.eval_every epochs and after the last) and checkpoints (each
-    epoch's end, and every train.checkpoint_every_steps)."""
+    """Seconds a run of `n` steps takes after the timing (from its global step `start` on, within an epoch or at its
+    start): set-up, its steps at each epoch's size, its evaluations (every train.eval_every epochs and after the
+    last) and checkpoints (each epoch's end, and every train.checkpoint_every_steps)."""
     tr = r.train
-    epochs = -(-n // steps_per_epoch)
+    epochs, first = -(-n // steps_per_epoch), start // steps_per_epoch
     total = timing.setup
-    for e in range(start, epochs):
-        k = min(steps_per_epoch, n - e * steps_per_epoch)
+    for e in range(first, epochs):
+        k = min(steps_per_epoch, n - e * steps_per_epoch) - max(0, start - e * steps_per_epoch)
         total += k * timing.step[epoch_size(r, e)]
         if (e + 1) % tr.eval_every == 0 or e + 1 == epochs:
             total += timing.evaluation
     every = tr.checkpoint_every_steps
-    extra = n // every - start * steps_per_epoch // every if every else 0
-    return total + (epochs - start + extra) * timing.checkpoint
+    extra = n // every - start // every if every else 0
+    return total + (epochs - first + extra) * timing.checkpoint
 
 
 def _last(fits: Callable[[int], bool], lo: int, what: str) -> int:
@@ -200,24 +204,30 @@ def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.D
 
 
 class Pace:
-    """A fresh budgeted run's re-sizes (`resize`): the steps' time against their timing, since the last look."""
+    """A fresh budgeted run's re-sizes (`resize`): the steps' time against their timing, since the last look. The loop
+    asks at each epoch's end and every `every` steps within an epoch (LOOK_SHARE of the budget at the timing's
+    slowest step), so that a slowdown in a run's last epoch, a quarter of a 2-minute run, is caught too."""
 
     def __init__(self, record: dict, origin: float):
         self.timing, self.budget, self.origin = timing_of(record), float(record["budget_seconds"]), origin
+        self.every = max(1, math.ceil(LOOK_SHARE * self.budget / max(self.timing.step.values())))
         self.seconds = self.timed = 0.0
+        self.seen = (-1, 0, 0.0)  # (epoch, its steps, their seconds) at the last call
 
     def resize(self, r: Recipe, steps_per_epoch: int, epoch: int, steps: int, seconds: float,
                dinfo: bdist.DistInfo) -> tuple[Recipe, dict] | None:
-        """After epoch `epoch`, whose `steps` steps took `seconds` (rank 0's clock, its outcome every rank's): the
-        run re-sized, or None. It looks once the steps since its last look ran for LOOK_SHARE of the budget (an
-        epoch of a few steps is a noisy measure of the machine's speed)."""
+        """In epoch `epoch`, whose first `steps` steps took `seconds` (rank 0's clock, its outcome every rank's): the
+        run re-sized, or None. It looks once the steps since its last look ran for LOOK_SHARE of the budget (a few
+        steps are a noisy measure of the machine's speed)."""
         out = None
         if dinfo.is_main:
-            self.seconds += seconds
-            self.timed += steps * self.timing.step[epoch_size(r, epoch)]
+            _, k, t = self.seen if self.seen[0] == epoch else (epoch, 0, 0.0)
+            self.seen = (epoch, steps, seconds)
+            self.seconds += seconds - t
+            self.timed += (steps - k) * self.timing.step[epoch_size(r, epoch)]
             if self.seconds >= LOOK_SHARE * self.budget and self.timed > 0:
-                out = resize(r, steps_per_epoch, self.timing, epoch, self.seconds / self.timed,
-                             time.time() - self.origin, self.budget)
+                out = resize(r, steps_per_epoch, self.timing, epoch * steps_per_epoch + steps,
+                             self.seconds / self.timed, time.time() - self.origin, self.budget)
                 self.seconds = self.timed = 0.0
         return bdist.broadcast_object(out, dinfo)
 
@@ -282,11 +292,11 @@ def timing_of(record: dict) -> Timing:
                   evaluation=float(record["eval_seconds"]), checkpoint=float(record["checkpoint_seconds"]))
 
 
-def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, slower: float, elapsed: float,
+def resize(r: Recipe, steps_per_epoch: int, timing: Timing, done: int, slower: float, elapsed: float,
            budget: float) -> tuple[Recipe, dict] | None:
-    """After epoch `epoch` (0-based) of a run sized by a budget of `budget` seconds, `elapsed` seconds in, its latest
-    steps having taken `slower` times their timing: the run re-sized to the speed it runs at now, with the record of
-    the decision, or None to go on as planned.
+    """After global step `done` (within an epoch or at its end) of a run sized by a budget of `budget` seconds,
+    `elapsed` seconds in, its latest steps having taken `slower` times their timing: the run re-sized to the speed it
+    runs at now, with the record of the decision, or None to go on as planned.
 
     The rest of the run is predicted from the start's timing scaled by `slower`; the run is re-sized when that end
     leaves [budget - 2 m, budget - m / 2], m the margin: SAFETY of the seconds left, and at least MIN_MARGIN of the
@@ -294,14 +304,14 @@ def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, slower: 
     as the rest of the recipe needs (progressive sizes, warmup, mix-off epochs); the schedule's rest is stretched or
     squeezed over them (`derive.schedule_position`), train.resized_at / resized_from record where and from what
     length."""
-    done, n = (epoch + 1) * steps_per_epoch, run_steps(r, steps_per_epoch)
+    n = run_steps(r, steps_per_epoch)
     if done >= n:
         return None
     now = Timing(step={k: v * slower for k, v in timing.step.items()}, evaluation=timing.evaluation * slower,
                  checkpoint=timing.checkpoint * slower)
 
-    def end(m: int) -> float:  # this epoch's checkpoint, then the epochs after it
-        return elapsed + now.checkpoint + predicted_seconds(r, steps_per_epoch, now, m, epoch + 1)
+    def end(m: int) -> float:  # the checkpoint written here (a re-size's, or the epoch's), then the rest of the run
+        return elapsed + now.checkpoint + predicted_seconds(r, steps_per_epoch, now, m, done)
 
     margin = max(SAFETY * (budget - elapsed), MIN_MARGIN * budget)
     before = end(n)
@@ -314,8 +324,9 @@ def resize(r: Recipe, steps_per_epoch: int, timing: Timing, epoch: int, slower: 
     if m == n:
         return None
     sized = _resized(r, m, done)
-    record = {"after_epoch": epoch + 1, "at_step": done, "elapsed": elapsed, "slower": slower, "predicted_end": before,
-              "steps_before": n, "steps": m, "epochs": run_epochs(sized, steps_per_epoch), "predicted_seconds": end(m)}
+    record = {"epoch": -(-done // steps_per_epoch), "at_step": done, "elapsed": elapsed, "slower": slower,
+              "predicted_end": before, "steps_before": n, "steps": m, "epochs": run_epochs(sized, steps_per_epoch),
+              "predicted_seconds": end(m)}
     return sized, record
 
 
@@ -329,8 +340,8 @@ def _resized(r: Recipe, m: int, done: int) -> Recipe:
 def resize_line(record: dict) -> str:
     """The run log's line about a re-size."""
     pace = f"{record['slower']:.2f}x slower" if record["slower"] >= 1 else f"{1 / record['slower']:.2f}x faster"
-    return (f"train.budget: the steps up to epoch {record['after_epoch']} ran {pace} than the start's timing, and the "
-            f"run's end was predicted at "
+    return (f"train.budget: the steps up to step {record['at_step']} (epoch {record['epoch']}) ran {pace} than the "
+            f"start's timing, and the run's end was predicted at "
             f"{record['predicted_end']:.0f} s; re-sized from {record['steps_before']} to {record['steps']} steps "
             f"({record['epochs']} epochs), its end predicted at {record['predicted_seconds']:.0f} s; the schedule's "
             f"rest follows (recipe.yaml: train.resized_at, train.resized_from)")

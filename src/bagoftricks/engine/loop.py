@@ -16,7 +16,6 @@ happens in the job's set-up and in its `TrainStep`; the loop reads only train.* 
 """
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -39,7 +38,7 @@ from bagoftricks.engine.setup import setup_training
 from bagoftricks.engine.signals import StopProtocol
 from bagoftricks.engine.step import StepMeter, TrainStep
 from bagoftricks.errors import TrainingInterrupted
-from bagoftricks.files import append_jsonl, atomic_write_text, read_jsonl, write_json
+from bagoftricks.files import append_jsonl, atomic_write_text, write_json
 from bagoftricks.recipe import Recipe
 
 __all__ = ["Extends", "Job", "run_job", "train"]
@@ -193,7 +192,7 @@ class RunLoop:
             self._write_folder(fresh=state is None or extends is not None, extends=extends)
         bdist.barrier(self.dinfo)
         if state is not None and extends is None and self.dinfo.is_main:
-            self.t_start -= self._earlier_attempts_wall()
+            self.t_start -= runfolder.earlier_attempts_wall(self.metrics_path, self.acc)
         if extends is not None:  # the new folder can be continued with --resume from the start
             self._checkpoint(self.start_epoch, 0)
         self.writer = runfolder.tensorboard(self.out / "tb") if self.dinfo.is_main else None
@@ -218,13 +217,6 @@ class RunLoop:
                 self.log.log(line)
         for line in runfolder.skipped_lines(self.job.skipped_samples()):
             self.log.warn(line)
-
-    def _earlier_attempts_wall(self) -> float:
-        """Wall seconds the attempts before this resume spent: the finished epochs' (metrics.jsonl, truncated
-        to them) and the resumed epoch's before its stop (the checkpoint's accumulators); their set-up
-        times are not recorded, so a resumed run's wall_seconds undercounts by those only."""
-        done = sum(float(m.get("seconds") or 0.0) for m in read_jsonl(self.metrics_path))
-        return done + float(self.acc.get("wall", 0.0))
 
     def _write_folder(self, fresh: bool, extends: Extends | None = None) -> None:
         out, r, job = self.out, self.r, self.job
@@ -281,15 +273,16 @@ class RunLoop:
         self.meter = StepMeter(self.job.device, self.meter)
         self.t_train = time.perf_counter()
         lr = scheduled_lr(self.r, 0, self.steps, self.dinfo.world_size)
-        for s, batch in enumerate(itertools.islice(self.job.batches(epoch, first), self.n_steps - first), start=first):
+        for s, batch in enumerate(self.job.batches(epoch, first), start=first):
             res = self.job.step(batch, epoch, s)
             lr = res.lr
             self.meter.add(res, epoch * self.steps + s, tr.max_bad_steps)
             self.stop.count_step()
             self._after_step(epoch, s, lr)
+            if s + 1 >= self.n_steps:  # its steps, as a budget's re-size within the epoch may have changed them
+                break
         if self.bar is not None:
             self.bar.close()
-        self.meter.raise_if_failed(self.steps)
         self._fold()
         return lr
 
@@ -313,13 +306,12 @@ class RunLoop:
         agree = readback or test_stop or not self.dinfo.enabled or self.job.device.type == "cpu"
         stop_sig = self.stop.agreed() if agree else 0
         periodic = tr.checkpoint_every_steps and (epoch * self.steps + s + 1) % tr.checkpoint_every_steps == 0
+        if self.pace is not None and not last and (epoch * self.steps + s + 1) % self.pace.every == 0:
+            periodic = self._resize(epoch, s + 1) or periodic  # a re-size within the epoch is in a checkpoint there
         if stop_sig:
             self.stop.stopping()
         if (stop_sig or periodic) and not last:
-            self.meter.raise_if_failed(self.steps)
-            self._fold()
-            self.meter = StepMeter(self.job.device, self.meter)
-            self.t_train = time.perf_counter()
+            self._fold(restart=True)
             path = self._checkpoint(epoch, s + 1)
             if stop_sig:
                 if self.bar is not None:
@@ -338,7 +330,7 @@ class RunLoop:
                       seconds=self._epoch_wall(), skipped_steps=acc["skipped"])
         self._write_record(record, epoch)
         if self.pace is not None and epoch + 1 < self.epochs:
-            self._resize(epoch)  # before the checkpoint: a resume from it goes on with the length it chose
+            self._resize(epoch, self.n_steps)  # before the checkpoint: a resume from it keeps the length it chose
         path = self._checkpoint(epoch + 1, 0)
         if epoch + 1 < self.epochs:
             # a signal during the last step or the evaluation: stop here, at the epoch boundary
@@ -349,17 +341,23 @@ class RunLoop:
                 raise self._interrupted(stop_sig, path, (epoch + 1) * self.steps)
         return record
 
-    def _resize(self, epoch: int) -> None:
-        """A fresh budgeted run, at the end of epoch `epoch`: its rest re-sized to the speed its steps ran at."""
-        out = self.pace.resize(self.r, self.steps, epoch, self.n_steps, self.acc["seconds"], self.dinfo)
+    def _resize(self, epoch: int, steps: int) -> bool:
+        """A fresh budgeted run after `steps` steps of epoch `epoch`: its rest re-sized to its steps' speed (True)."""
+        if steps < self.n_steps:  # within the epoch: its steps so far, with their time
+            self._fold(restart=True)
+        out = self.pace.resize(self.r, self.steps, epoch, steps, self.acc["seconds"], self.dinfo)
         if out is not None:
             self.r = self.job.recipe = out[0]
             self.job.step.use_recipe(self.r)
-            self.epochs = run_epochs(self.r, self.steps)
+            self.epochs, self.n_steps = run_epochs(self.r, self.steps), epoch_steps(self.r, epoch, self.steps)
+            if self.bar is not None and steps < self.bar.total:
+                self.bar.total = self.n_steps
+                self.bar.set_description(f"epoch {epoch + 1}/{self.epochs}", refresh=False)
             self.budget.setdefault("resized", []).append(out[1])
             if self.dinfo.is_main:
                 runfolder.record_length(self.out, self.r, run_steps(self.r, self.steps), self.budget)
             self.log.log(budget.resize_line(out[1]))
+        return out is not None
 
     def _write_record(self, record: dict, epoch: int) -> None:
         if self.dinfo.is_main:
@@ -379,9 +377,10 @@ class RunLoop:
         return e
 
     # ------------------------------------------------------------------- collectives and checkpoints
-    def _fold(self) -> None:
-        """Add this stretch's (rank-summed) loss, images, skipped steps and time to the epoch accumulators."""
+    def _fold(self, restart: bool = False) -> None:
+        """Check, then add this stretch's (rank-summed) loss, images, skipped steps, time to the epoch's sums."""
         m = self.meter
+        m.raise_if_failed(self.steps)
         sums = torch.stack([m.loss_sum, m.seen])
         bdist.all_reduce_sum(sums, self.dinfo)
         loss, images = sums.tolist()
@@ -389,6 +388,8 @@ class RunLoop:
         self.acc["images"] += int(images)
         self.acc["skipped"] += int(m.skipped)
         self.acc["seconds"] += time.perf_counter() - self.t_train
+        if restart:  # within an epoch: a new stretch begins
+            self.meter, self.t_train = StepMeter(self.job.device, m), time.perf_counter()
 
     def _epoch_wall(self) -> float:
         """Wall seconds of the current epoch so far, the attempts before a resume included."""

@@ -137,6 +137,13 @@ def skipped_lines(skipped: list[tuple[str, str, str]]) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- metrics
+def earlier_attempts_wall(metrics: Path, acc: dict) -> float:
+    """Wall seconds the attempts before a resume spent: the finished epochs' (`metrics`, metrics.jsonl truncated to
+    them) and the resumed epoch's before its stop (`acc`, the checkpoint's accumulators); their set-up times are not
+    recorded, so a resumed run's wall_seconds undercounts by those only."""
+    return sum(float(m.get("seconds") or 0.0) for m in read_jsonl(metrics)) + float(acc.get("wall", 0.0))
+
+
 def truncate_metrics(path: Path, keep_epochs: int) -> None:
     """Keep the records of epochs 1..keep_epochs of metrics.jsonl (a resumed run rewrites the later ones)."""
     copy_metrics(path, path, keep_epochs)
