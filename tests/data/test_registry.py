@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bagoftricks.data import DATASETS, DEFAULT_ROOTS, DataError, TensorDataset, dataset_stats, load_split
+from bagoftricks.data import DATASETS, DEFAULT_ROOTS, DataError, TensorDataset, dataset_stats, load_split, reuse_splits
 
 
 def test_names_and_roots():
@@ -80,3 +80,15 @@ def test_every_exported_name_resolves():
 
     for name in data.__all__:
         assert getattr(data, name) is not None, name
+
+
+def test_inside_reuse_splits_a_split_is_read_once_for_the_same_arguments():
+    kw = dict(image_size=8, num_classes=3, synthetic_samples=12)
+    with reuse_splits() as read:
+        a = load_split("synthetic", "", "train", **kw)
+        assert load_split("synthetic", "", "train", **kw) is a  # the same arguments: the split read before
+        assert load_split("synthetic", "", "test", **kw) is not a  # another split, another size: read
+        assert load_split("synthetic", "", "train", **dict(kw, image_size=10)).images.shape[-1] == 10
+        assert len(read.splits) == 3 and read.seconds > 0
+    again = load_split("synthetic", "", "train", **kw)  # after the block: read afresh, the same content
+    assert again is not a and torch.equal(again.images, a.images)

@@ -100,12 +100,18 @@ def test_progressive_sizes_are_timed_each_at_their_cost():
 
 def test_a_budgeted_run_records_its_steps_and_its_rerun_is_the_same_run(tmp_path, monkeypatch, steady):
     # the measurement's result fixed (time_job is tested below): a few tens of steps fit whatever the machine's speed
-    windows = []
-    monkeypatch.setattr(budget, "time_job",
-                        lambda job, setup, window, agree: windows.append(window) or timing(step=0.3, evaluation=0.1))
+    windows, setups, reads = [], [], []
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: windows.append(window)
+                        or setups.append(setup) or timing(step=0.3, evaluation=0.1))
+    from bagoftricks.data import registry
+    real = registry.read_split
+    monkeypatch.setattr(registry, "read_split", lambda *a, **kw: reads.append(a) or time.sleep(1.5) or real(*a, **kw))
     r = make("train.budget=12s", "train.eval_every=100")
     loop.train(r, tmp_path / "b", progress=False)
     assert windows == [pytest.approx(budget.TIMING_SHARE * 12)]  # each size timed for 1 % of the budget
+    # the run is built twice (timed, then run) from one read of each split; the rebuild is predicted without it
+    assert sorted(a[2] for a in reads) == ["test", "train"] and setups[0] < 3.0
+    monkeypatch.setattr(registry, "read_split", real)
     rec = recipe.load(tmp_path / "b" / "recipe.yaml")
     env = json.loads((tmp_path / "b" / "env.json").read_text())
     assert rec.train.budget == "" and rec.train.steps == env["budget"]["steps"] == env["steps"] > 0

@@ -1,6 +1,7 @@
 """Datasets, the paper's augmentation pipeline, and the batch sources the engine trains from.
 
     load_split(name, root, split, ...) -> TensorDataset | ImageFolderDataset
+    reuse_splits()   a block inside which load_split reads each split once (a budget's two builds)
     dataset_stats(name) -> (mean, std) on the 0..255 scale
     download(name, root) -> verified official files
     BatchAugment / paper_train_transform / EvalTransform    (transforms.py)
@@ -26,6 +27,7 @@ _EXPORTS = {
     "ImageFolderDataset": "imagefolder",
     "select_classes": "subset", "split_holdout": "subset",
     "MEMORY_LIMIT_BYTES": "registry", "dataset_stats": "registry", "load_split": "registry",
+    "reuse_splits": "registry",
     "BatchAugment": "transforms", "EvalTransform": "transforms", "paper_train_transform": "transforms",
     "sample_params": "transforms",
 }

@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from bagoftricks import data as bdata
 from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.derive import check_length, length_problem, precision_note, run_epochs, run_steps
@@ -191,14 +192,15 @@ def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.D
                 origin: float) -> tuple[Any, dict | None]:
     """(the run's job, the budget's record or None), `build(recipe, device, dinfo, state)` making jobs: a fresh
     budgeted run is timed on a first build wrapped as the run's (compiled, DDP; torch.compile's cache serves the
-    rebuild), then rebuilt with the fitted train.steps (rank 0's)."""
+    rebuild), then rebuilt with the fitted train.steps (rank 0's) from the data splits the first build read."""
     t0, record = time.perf_counter(), None
-    job = build(r, device, dinfo, state)
-    if state is None and r.train.budget:
-        job.wrap()
-        sized, record = fit_ranks(r, job, time.perf_counter() - t0, origin, dinfo, device)
-        job = None  # the timed job's weights moved: the run starts from a new build
-        job = build(sized, device, dinfo, state)
+    with bdata.reuse_splits() as read:  # the rebuild takes the splits the first build read
+        job = build(r, device, dinfo, state)
+        if state is None and r.train.budget:
+            job.wrap()
+            sized, record = fit_ranks(r, job, time.perf_counter() - t0 - read.seconds, origin, dinfo, device)
+            job = None  # the timed job's weights moved: the run starts from a new build
+            job = build(sized, device, dinfo, state)
     check_length(job.recipe, job.steps_per_epoch)
     return job, record
 
