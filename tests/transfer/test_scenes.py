@@ -68,3 +68,17 @@ def test_train_and_test_scenes_come_from_their_own_split():
     g_train, _ = scenes._garments(ROOT, "train")
     g_test, _ = scenes._garments(ROOT, "test")
     assert len(g_train) == 60000 and len(g_test) == 10000
+
+
+def test_a_budget_s_two_builds_read_the_scenes_once():
+    from bagoftricks.data import reuse_splits
+    from bagoftricks.transfer.data import load_transfer_splits
+    from tests.transfer.conftest import tiny
+    r = tiny()
+    with reuse_splits() as read:
+        train, test = load_transfer_splits(r)
+        again = load_transfer_splits(r)
+        assert again[0] is train and again[1] is test  # read once
+        assert len(load_transfer_splits(tiny("transfer.train_scenes=6"))[0]) == 6  # what it reads is in the key
+        assert len(read.splits) == 3
+    assert load_transfer_splits(r)[0] is not train  # after the block: read again

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from bagoftricks.errors import DataError
 
@@ -16,7 +16,7 @@ from .common import TensorDataset
 if TYPE_CHECKING:
     from .imagefolder import ImageFolderDataset
 
-__all__ = ["DATASETS", "DEFAULT_ROOTS", "MEMORY_LIMIT_BYTES", "dataset_stats", "load_split", "reuse_splits"]
+__all__ = ["DATASETS", "DEFAULT_ROOTS", "MEMORY_LIMIT_BYTES", "dataset_stats", "load_split", "reuse_splits", "reused"]
 
 # An ImageFolder split is decoded into one in-memory TensorDataset (fast, batched augmentation on the
 # device) when it takes at most this many bytes both at its stored sizes and after the resize to one
@@ -54,7 +54,7 @@ class Loaded:
     """The splits `load_split` read inside a `reuse_splits` block, by their arguments, and the seconds that took."""
 
     def __init__(self) -> None:
-        self.splits: dict[tuple, TensorDataset | ImageFolderDataset] = {}
+        self.splits: dict[tuple, Any] = {}
         self.seconds = 0.0
 
 
@@ -75,16 +75,21 @@ def reuse_splits() -> Iterator[Loaded]:
         _REUSE = outer
 
 
-def load_split(name: str, root: str, split: str, **kw) -> TensorDataset | ImageFolderDataset:
-    """`read_split`, or inside a `reuse_splits` block the split it read before for the same arguments."""
+def reused(key: tuple, read: Callable[[], Any]) -> Any:
+    """`read()`, or inside a `reuse_splits` block what it gave for the same `key` before (any reader of a split:
+    `load_split`, the transfer datasets')."""
     if _REUSE is None:
-        return read_split(name, root, split, **kw)
-    key = (name, root, split, *sorted(kw.items()))
+        return read()
     if key not in _REUSE.splits:
         t0 = time.perf_counter()
-        _REUSE.splits[key] = read_split(name, root, split, **kw)
+        _REUSE.splits[key] = read()
         _REUSE.seconds += time.perf_counter() - t0
     return _REUSE.splits[key]
+
+
+def load_split(name: str, root: str, split: str, **kw) -> TensorDataset | ImageFolderDataset:
+    """`read_split`, or inside a `reuse_splits` block the split it read before for the same arguments."""
+    return reused(("classify", name, root, split, *sorted(kw.items())), lambda: read_split(name, root, split, **kw))
 
 
 def read_split(name: str, root: str, split: str, *, train_limit: int = 0, strict: bool = False,

@@ -12,6 +12,7 @@ import torch
 from torchvision.transforms import v2
 
 from bagoftricks.data.catalog import DEFAULT_ROOTS, TRANSFER_DATASETS
+from bagoftricks.data.registry import reused
 from bagoftricks.errors import RecipeError
 from bagoftricks.recipe import Recipe
 from bagoftricks.transfer.augment import apply
@@ -19,7 +20,15 @@ from bagoftricks.transfer.targets import IGNORE, SceneSplit
 
 
 def load_transfer_split(r: Recipe, split: str) -> SceneSplit:
-    """Split 'train' or 'test' of the recipe's detection/segmentation dataset."""
+    """Split 'train' or 'test' of the recipe's detection/segmentation dataset (read once inside
+    `bagoftricks.data.reuse_splits`: a budget's two builds)."""
+    d, t = r.data, r.transfer
+    count = t.train_scenes if split == "train" else t.test_scenes
+    return reused(("transfer", d.name, d.root, split, d.image_size, d.strict, t.task, count),
+                  lambda: _read_transfer_split(r, split))
+
+
+def _read_transfer_split(r: Recipe, split: str) -> SceneSplit:
     d = r.data
     if d.name == "fmnist_scenes":
         from bagoftricks.transfer.scenes import load_scenes
