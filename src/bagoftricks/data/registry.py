@@ -51,7 +51,8 @@ def dataset_stats(name: str, channels: int | None = None) -> tuple[tuple[float, 
 
 
 class Loaded:
-    """The splits `load_split` read inside a `reuse_splits` block, by their arguments, and the seconds that took."""
+    """The splits read inside a `reuse_splits` block (`reused`: `load_split`'s, the §6 datasets'), by what each reader
+    read them from, and the seconds that took."""
 
     def __init__(self) -> None:
         self.splits: dict[tuple, Any] = {}
@@ -63,10 +64,11 @@ _REUSE: Loaded | None = None
 
 @contextlib.contextmanager
 def reuse_splits() -> Iterator[Loaded]:
-    """Inside the block, `load_split` hands out again a split it read for the same arguments instead of reading the
-    files again: train.budget builds a run twice, once to time it and once to run it, and an image folder of 12,000
-    PNGs took 7 s to decode each time. Nothing that trains or evaluates changes a dataset it is given; the block's end
-    lets them go. Yields what was read (`Loaded`: its `seconds` are not spent a second time)."""
+    """Inside the block, `load_split` (and the §6 readers) hand out again a split read for the same arguments
+    instead of reading the files again: train.budget builds a run twice, once to time it and once to run it, and an
+    image folder of 12,000 PNGs took 7 s to decode each time. Nothing that trains or evaluates changes a dataset it
+    is given; the block's end lets them go. Yields what was read (`Loaded`: its `seconds` are not spent a second
+    time)."""
     global _REUSE
     outer, _REUSE = _REUSE, Loaded()
     try:
