@@ -336,12 +336,12 @@ def test_the_budget_re_sizes_the_rest_when_the_machine_runs_slower_or_faster_tha
     assert budget.predicted_seconds(r, 4, t, 14, 8) == pytest.approx(6 * 0.1 + 1.0 + 2 * 0.25)
 
 
-def _slowed_at(monkeypatch, step):
-    """The machine runs the steps 2x slower than the (faked) timing after `step` global steps; the look after it
-    re-sizes for real, the later ones keep the length (their speed is the re-sized plan's)."""
+def _slowed_at(monkeypatch, step, slower=2.0):
+    """The machine runs the steps `slower` times slower than the (faked) timing after `step` global steps; the look
+    after it re-sizes for real, the later ones keep the length (their speed is the re-sized plan's)."""
     real = budget.resize
-    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, slower, elapsed, b:
-                        real(r, spe, t, done, 2.0, 1.0 + step * 2 * t.step[16], b) if done == step else None)
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, _, elapsed, b:
+                        real(r, spe, t, done, slower, 1.0 + step * slower * t.step[16], b) if done == step else None)
     monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)  # a look after every step, however short
     monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
 
@@ -371,11 +371,7 @@ def test_a_re_sized_run_records_the_re_size_and_its_rerun_is_the_same_run(tmp_pa
 
 
 def test_a_re_size_within_the_last_epochs_can_end_the_run_within_an_epoch(tmp_path, monkeypatch):
-    real = budget.resize  # 50x slower after step 9 (epoch 3's first): one more step, the run's last
-    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, slower, elapsed, b:
-                        real(r, spe, t, done, 50.0, 1.0 + 9 * 0.3, b) if done == 9 else None)
-    monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)
-    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
+    _slowed_at(monkeypatch, 9, slower=50.0)  # after step 9 (epoch 3's first): one more step, the run's last
     final = loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "b", progress=False)
     rec = recipe.load(tmp_path / "b" / "recipe.yaml")
     assert (rec.train.steps, rec.train.resized_at) == (10, (9,)) and final["epoch"] == 3 and "val_top1" in final

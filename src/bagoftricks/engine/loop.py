@@ -343,14 +343,14 @@ class RunLoop:
 
     def _resize(self, epoch: int, steps: int) -> bool:
         """A fresh budgeted run after `steps` steps of epoch `epoch`: its rest re-sized to its steps' speed (True)."""
-        if steps < self.n_steps:  # within the epoch: its steps so far, with their time
+        if within := steps < self.n_steps:  # its steps so far, with their time
             self._fold(restart=True)
         out = self.pace.resize(self.r, self.steps, epoch, steps, self.acc["seconds"], self.dinfo)
         if out is not None:
             self.r = self.job.recipe = out[0]
             self.job.step.use_recipe(self.r)
             self.epochs, self.n_steps = run_epochs(self.r, self.steps), epoch_steps(self.r, epoch, self.steps)
-            if self.bar is not None and steps < self.bar.total:
+            if self.bar is not None and within:
                 self.bar.total = self.n_steps
                 self.bar.set_description(f"epoch {epoch + 1}/{self.epochs}", refresh=False)
             self.budget.setdefault("resized", []).append(out[1])
