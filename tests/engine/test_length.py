@@ -382,19 +382,57 @@ def test_a_re_size_within_the_last_epochs_can_end_the_run_within_an_epoch(tmp_pa
 
 
 @pytest.mark.parametrize("stop_at,at", [(2, 4), (6, 4), (5, 6), (7, 6)])  # before / after a re-size (epoch end, within)
-def test_a_budgeted_run_stopped_and_resumed_trains_the_length_its_checkpoint_holds(tmp_path, monkeypatch, stop_at, at):
+def test_a_budgeted_run_stopped_and_resumed_re_sizes_as_it_goes_and_its_rerun_is_the_same_run(tmp_path, monkeypatch,
+                                                                                              stop_at, at):
     _slowed_at(monkeypatch, at)
     with pytest.raises(TrainingInterrupted):
         loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "cut", progress=False,
                    stop_after_steps=stop_at)
-    held = recipe.from_dict(load_checkpoint(list_checkpoints(tmp_path / "cut")[-1])["recipe"])
-    assert held.train.resized_at == (() if stop_at < at else (at,))
+    state = load_checkpoint(list_checkpoints(tmp_path / "cut")[-1])
+    assert recipe.from_dict(state["recipe"]).train.resized_at == (() if stop_at < at else (at,))
+    assert state["epoch_acc"]["budget_spent"] > 0  # where the resume goes on against the budget from
     loop.train(recipe.load(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True, progress=False)
     rec = recipe.load(tmp_path / "cut" / "recipe.yaml")
-    assert rec == held  # no re-size after the resume: the budget was the first process's time
+    assert rec.train.resized_at == (at,)  # re-sized by the first attempt, or by the resumed one at the same step
+    env = json.loads((tmp_path / "cut" / "env.json").read_text())
+    assert [r["at_step"] for r in env["budget"]["resized"]] == [at] and env["steps"] == rec.train.steps
+    if stop_at < at:
+        assert "it goes on against the rest" in (tmp_path / "cut" / "run.log").read_text()
     loop.train(rec, tmp_path / "again", progress=False)
     a, b = weights(tmp_path / "cut"), weights(tmp_path / "again")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resumed_budgeted_run_counts_what_its_earlier_attempts_spent(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget, "LOOK_SHARE", 0.0)  # a look after every step
+    monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=0.3, evaluation=0.1))
+    looks = []
+    monkeypatch.setattr(budget, "resize", lambda r, spe, t, done, slower, elapsed, b: looks.append((done, elapsed)))
+    monkeypatch.setattr(budget, "held", lambda pace: {"budget_spent": 11.0} if pace else {})  # as if 11 s of 12 went
+    with pytest.raises(TrainingInterrupted):
+        loop.train(make("train.budget=12s", "train.eval_every=100"), tmp_path / "cut", progress=False,
+                   stop_after_steps=5)
+    looks.clear()
+    t0 = time.time()
+    final = loop.train(recipe.load(tmp_path / "cut" / "recipe.yaml"), tmp_path / "cut", resume=True, progress=False)
+    assert final["budget_spent"] == 11.0  # final.json: the budget the run spent, every attempt's
+    assert looks[0][0] == 6 and all(11.0 <= e <= 11.0 + time.time() - t0 for _, e in looks)  # from step 6 on
+    assert "resumed with 11 s of the budget spent" in (tmp_path / "cut" / "run.log").read_text()
+
+
+def test_a_resume_goes_on_from_the_budget_and_the_seconds_its_checkpoint_holds(tmp_path):
+    from bagoftricks.engine.distributed import DistInfo
+    rec = {"budget": "20s", "step_seconds": {"16": 0.1}, "eval_seconds": 1.0, "checkpoint_seconds": 0.0,
+           "budget_seconds": 20.0}
+    (tmp_path / "env.json").write_text(json.dumps({"steps": 40, "budget": rec}))
+    state = {"epoch": 2, "step": 3, "epoch_acc": {"seconds": 0.5, "budget_spent": 7.0}}
+    pace = budget.resumed(tmp_path, state, 100.0, DistInfo())
+    assert (pace.record, pace.origin, pace.budget) == (rec, 93.0, 20.0)
+    assert pace.seen == (2, 3, 0.5)  # its first look takes the steps after the third of epoch 2, and their seconds
+    assert budget.resumed(tmp_path, dict(state, step=0), 100.0, DistInfo()).seen == (2, 0, 0.0)  # at an epoch's start
+    assert budget.resumed(tmp_path, dict(state, epoch_acc={"seconds": 0.5}), 100.0, DistInfo()) is None  # no budget
+    (tmp_path / "env.json").write_text(json.dumps({"steps": 40}))
+    assert budget.resumed(tmp_path, state, 100.0, DistInfo()) is None
 
 
 def test_the_budget_looks_at_the_pace_of_steps_that_ran_for_a_share_of_it(monkeypatch):

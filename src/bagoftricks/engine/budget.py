@@ -26,8 +26,13 @@ LOOK_SHARE of the budget (`Pace`), `resize` predicts its end again from the star
 15-minute run ended 7.7 % over —, and re-sizes the rest of the run when that end has left a band below the budget:
 train.steps changes, and train.resized_at / resized_from record after which step and from what length, so that the
 schedule's rest is spread over the new length (`derive.schedule_position`) and a rerun of recipe.yaml is still the
-run. A re-size is in a checkpoint of its step (the epoch's, or one written there); a resumed run trains the length
-its checkpoint holds and re-sizes no more (the budget was the first process's time).
+run. A re-size is in a checkpoint of its step (the epoch's, or one written there).
+
+A resumed run goes on against the same budget (`resumed`): each checkpoint holds the budget's seconds spent by then
+(the first process's start-up and timing, every attempt's run up to it), the resumed process counts its own from its
+start on top of them (its start-up included), and it looks and re-sizes as the first one did — on a slower or busier
+machine too, the timing scaled by how its steps run. The time between a checkpoint and the stop that followed it, and
+the time the run was down, are not counted: the first is trained again, the second is not the run's.
 
 Under torchrun the ranks are timed together, each stepping while any of them wants another step (every step
 all-reduces), and rank 0's choice, or its refusal, is every rank's (`fit_ranks`).
@@ -42,6 +47,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,6 +57,7 @@ from bagoftricks import tricks
 from bagoftricks.engine import distributed as bdist
 from bagoftricks.engine.derive import check_length, length_problem, precision_note, run_epochs, run_steps
 from bagoftricks.errors import RecipeError
+from bagoftricks.files import read_json_object
 from bagoftricks.recipe import Recipe, budget_seconds
 
 # fraction of the budget kept free: a shared machine's speed drifts by 10-25 % over minutes, and the timing sees
@@ -189,10 +196,12 @@ def time_job(job: Any, setup_seconds: float, window: float = 0.0, agree: Callabl
 
 
 def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.DistInfo, state: dict | None,
-                origin: float) -> tuple[Any, dict | None]:
-    """(the run's job, the budget's record or None), `build(recipe, device, dinfo, state)` making jobs: a fresh
+                origin: float, folder: Path | None = None) -> tuple[Any, Pace | None]:
+    """(the run's job, a budgeted run's Pace or None), `build(recipe, device, dinfo, state)` making jobs: a fresh
     budgeted run is timed on a first build wrapped as the run's (compiled, DDP; torch.compile's cache serves the
-    rebuild), then rebuilt with the fitted train.steps (rank 0's) from the data splits the first build read."""
+    rebuild), then rebuilt with the fitted train.steps (rank 0's) from the data splits the first build read; a run
+    resumed from checkpoint `state` in its `folder` goes on against its budget (`resumed`; no folder: a new run
+    started from another's checkpoint, which has none)."""
     t0, record = time.perf_counter(), None
     with bdata.reuse_splits() as read:  # the rebuild takes the splits the first build read
         job = build(r, device, dinfo, state)
@@ -202,19 +211,24 @@ def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.D
             job = None  # the timed job's weights moved: the run starts from a new build
             job = build(sized, device, dinfo, state)
     check_length(job.recipe, job.steps_per_epoch)
-    return job, record
+    if state is not None:
+        return job, resumed(folder, state, origin, dinfo) if folder is not None else None
+    return job, Pace(record, origin) if record is not None else None
 
 
 class Pace:
-    """A fresh budgeted run's re-sizes (`resize`): the steps' time against their timing, since the last look. The loop
+    """A budgeted run's re-sizes (`resize`): the steps' time against their timing, since the last look. The loop
     asks at each epoch's end and every `every` steps within an epoch (LOOK_SHARE of the budget at the timing's
-    slowest step), so that a slowdown in a run's last epoch, a quarter of a 2-minute run, is caught too."""
+    slowest step), so that a slowdown in a run's last epoch, a quarter of a 2-minute run, is caught too. The budget
+    counts from `origin` (time.time(); a resumed run's is moved back by what its earlier attempts spent)."""
 
     def __init__(self, record: dict, origin: float):
+        self.record = record  # the budget's (env.json's "budget"): its re-sizes are appended to it
         self.timing, self.budget, self.origin = timing_of(record), float(record["budget_seconds"]), origin
         self.every = max(1, math.ceil(LOOK_SHARE * self.budget / max(self.timing.step.values())))
         self.seconds = self.timed = 0.0
         self.seen = (-1, 0, 0.0)  # (epoch, its steps, their seconds) at the last call
+
 
     def resize(self, r: Recipe, steps_per_epoch: int, epoch: int, steps: int, seconds: float,
                dinfo: bdist.DistInfo) -> tuple[Recipe, dict] | None:
@@ -232,6 +246,31 @@ class Pace:
                              self.seconds / self.timed, time.time() - self.origin, self.budget)
                 self.seconds = self.timed = 0.0
         return bdist.broadcast_object(out, dinfo)
+
+
+def held(pace: Pace | None) -> dict:
+    """What a checkpoint (for a resume to go on from: `resumed`) and final.json hold of a budgeted run's budget: the
+    seconds it spent so far, every attempt's up to now; {} for a run without a budget."""
+    return {} if pace is None else {"budget_spent": time.time() - pace.origin}
+
+
+def resumed(out: Path, state: dict, origin: float, dinfo: bdist.DistInfo) -> Pace | None:
+    """The Pace of a run resumed in folder `out` from checkpoint `state`, its process started at `origin`: its budget
+    (env.json's "budget") counts from `origin` less the seconds the checkpoint says were spent, and its first look
+    only the steps this process takes. None for a run without a budget (or a checkpoint written before checkpoints
+    held the seconds spent). Rank 0 reads the folder; every rank gets its answer."""
+    acc, record = state.get("epoch_acc", {}), None
+    if "budget_spent" not in acc:
+        return None
+    if dinfo.is_main:
+        record = read_json_object(out / "env.json").get("budget") or None
+    record = bdist.broadcast_object(record, dinfo)
+    if record is None:
+        return None
+    pace = Pace(record, origin - float(acc["budget_spent"]))
+    step = int(state["step"])  # within epoch state["epoch"], whose steps so far took acc["seconds"]
+    pace.seen = (int(state["epoch"]), step, float(acc.get("seconds", 0.0)) if step else 0.0)
+    return pace
 
 
 def fit_ranks(r: Recipe, job: Any, setup_seconds: float, origin: float, dinfo: bdist.DistInfo,
@@ -360,19 +399,22 @@ def follow_length(r: Recipe, n: int, steps_per_epoch: int) -> Recipe:
     return dataclasses.replace(sized, schedule=dataclasses.replace(r.schedule, milestones=moved))
 
 
-def length_line(r: Recipe, steps_per_epoch: int, record: dict | None) -> str:
-    """The run log's line about a length in steps (and the budget that chose it)."""
+def length_line(r: Recipe, steps_per_epoch: int, pace: Pace | None, resumed: bool = False) -> str:
+    """The run log's line about a length in steps (and the budget that chose it, and a resume's share of it)."""
     epochs = run_epochs(r, steps_per_epoch)
     line = (f"length: train.steps {r.train.steps} ({epochs} epoch{'' if epochs == 1 else 's'} of {steps_per_epoch} "
             f"steps; train.epochs is not used)")
-    if record is None:
+    if pace is None:
         return line
+    record = pace.record
     moved = (f"; the step schedule's milestones follow it: epochs {_epochs(record['milestones'])} of the recipe's "
              f"length are epochs {_epochs(r.schedule.milestones)} of this run" if "milestones" in record else "")
+    gone_on = (f"; resumed with {held(pace)['budget_spent']:.0f} s of the budget spent (the attempts before, up to "
+               f"the checkpoint, and this process's start-up), it goes on against the rest" if resumed else "")
     return (f"{line}, chosen by train.budget {record['budget']} on this machine: {record['spent_before_run']:.0f} s "
             f"spent before the run, its end predicted at {record['predicted_seconds']:.0f} s of "
             f"{record['budget_seconds']:.0f}{moved}; recipe.yaml records "
-            f"train.steps{' and the milestones' if moved else ''}: a rerun of it or --resume is this run")
+            f"train.steps{' and the milestones' if moved else ''}: a rerun of it or --resume is this run{gone_on}")
 
 
 def _epochs(milestones: Any) -> str:

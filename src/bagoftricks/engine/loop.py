@@ -1,8 +1,7 @@
 """The run loop: one loop for every task, around the one training step.
 
 `run_job` trains a `Job` into a run folder, epoch by epoch; `train` is it for a classification recipe
-(`engine.setup.Training`), `transfer.loop.run_transfer` for detection and segmentation. The loop's
-parts are components with one job each:
+(`engine.setup.Training`), `transfer.loop.run_transfer` for detection and segmentation. Its parts:
 
     runfolder.plan_run        new run, continuation or already complete (rank 0 decides, every rank hears)
     signals.StopProtocol      SIGINT/SIGTERM (or the testing stop) agreed by every rank at a step boundary
@@ -10,9 +9,9 @@ parts are components with one job each:
     console.progress_bar      the bar: epoch, step, loss, lr, img/s, ETA
     runfolder.RunLog          run.log and the console; TensorBoard; metrics.jsonl; final.json
 
-The contract with a job is `Job` below: what the step trains, the batches of an epoch, its
-evaluation, and what its run folder and checkpoints record. Everything the recipe's tricks do
-happens in the job's set-up and in its `TrainStep`; the loop reads only train.* fields.
+The contract with a job is `Job` below: what the step trains, the batches of an epoch, its evaluation, and what
+its run folder and checkpoints record. Everything the recipe's tricks do happens in the job's set-up and in its
+`TrainStep`; the loop reads only train.* fields (and a budgeted run's `budget.Pace`).
 """
 from __future__ import annotations
 
@@ -136,8 +135,8 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
         device = resolve_device(r.train.device, dinfo.local_rank)
         bdist.init(dinfo, device)
         asked = {"train.precision": "auto"} if r.train.precision == "auto" else {}  # build resolves it; resumed: done
-        job, budget_record = budget.build_sized(r, build, device, dinfo, plan.state, origin)
-        loop = RunLoop(job, out, progress, stop_after_steps, command, budget_record, asked, origin)
+        job, pace = budget.build_sized(r, build, device, dinfo, plan.state, origin, out if extends is None else None)
+        loop = RunLoop(job, out, progress, stop_after_steps, command, pace, asked)
         with warnings_to(loop.log.warning_line):  # library warnings go to run.log, one line each
             loop.start(plan, extends)
             record = loop.run()
@@ -161,10 +160,10 @@ class RunLoop:
     """One process's part of a run: `start` (checkpoint, folder, log), then `run` (the epochs)."""
 
     def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train",
-                 budget_record: dict | None = None, asked: dict | None = None, origin: float = 0.0):
+                 pace: budget.Pace | None = None, asked: dict | None = None):
         self.t_start = self.t_epoch = self.t_train = time.perf_counter()
-        self.budget = budget_record  # train.budget's measurement (a fresh budgeted run), for env.json and the log
-        self.pace = budget.Pace(budget_record, origin) if budget_record else None  # its re-sizes
+        # a budgeted run's re-sizes, and the budget's record (env.json, the log)
+        self.pace, self.budget = pace, (pace.record if pace is not None else None)
         self.asked = asked or {}  # fields asked as "auto" that the run resolved (recipe.ASKED_FIELDS), for env.json
         self.job, self.r, self.out, self.dinfo = job, job.recipe, out, job.dinfo
         self.progress, self.command = progress, command
@@ -207,7 +206,7 @@ class RunLoop:
         elif state is not None:
             self.log.log(f"resumed from {plan.ckpt} at epoch {self.start_epoch + 1}, step {self.start_step}")
         if self.budget is not None or self.r.train.steps:
-            self.log.log(budget.length_line(self.r, self.steps, self.budget))
+            self.log.log(budget.length_line(self.r, self.steps, self.pace, resumed=state is not None))
         if self.asked:  # train.precision: auto, resolved
             self.log.log(precision_line(self.r.train.precision, self.job.device))
         for line in self.job.summary():
@@ -254,7 +253,7 @@ class RunLoop:
                 epoch += 1
         if self.writer is not None:
             self.writer.close()
-        record = dict(record, wall_seconds=time.perf_counter() - self.t_start)
+        record = dict(record, wall_seconds=time.perf_counter() - self.t_start, **budget.held(self.pace))
         if self.dinfo.is_main:
             write_json(self.out / "final.json", record)
         return record
@@ -397,4 +396,5 @@ class RunLoop:
 
     def _checkpoint(self, epoch: int, step: int) -> Path | None:
         gstep = min(epoch * self.steps + step, run_steps(self.r, self.steps))  # a partial last epoch ends early
-        return write_checkpoint(self.job, self.out, epoch, step, gstep, dict(self.acc, wall=self._epoch_wall()))
+        acc = dict(self.acc, wall=self._epoch_wall(), **budget.held(self.pace))  # a resume goes on from it
+        return write_checkpoint(self.job, self.out, epoch, step, gstep, acc)
