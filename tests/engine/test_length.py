@@ -442,7 +442,7 @@ def test_the_budget_looks_at_the_pace_of_steps_that_ran_for_a_share_of_it(monkey
     rec = {"step_seconds": {"16": 0.1}, "eval_seconds": 1.0, "checkpoint_seconds": 0.0, "budget_seconds": 20.0}
     pace, r = budget.Pace(rec, time.time()), make("train.steps=400", "train.eval_every=100")
     assert pytest.approx(1.0) == budget.LOOK_SHARE * 20  # a look once the steps since the last ran for 1 s
-    assert pace.every == 10  # ... asked every 10 steps within an epoch: 1 s at the timing's speed
+    assert pace.every == 3  # ... asked every 3 steps within an epoch: a quarter of 1 s at the timing's speed
     for epoch in range(5):  # epochs of 4 steps, timed at 0.4 s, that ran 0.8 s, then 0.6 s
         pace.resize(r, 4, epoch, 4, 0.8 if epoch < 2 else 0.6, DistInfo())
     assert seen == [(8, pytest.approx(2.0)), (16, pytest.approx(1.5))]  # epochs 1-2 together, then 3-4
