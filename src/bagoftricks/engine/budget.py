@@ -233,7 +233,6 @@ class Pace:
         self.seconds = self.timed = 0.0
         self.seen = (-1, 0, 0.0)  # (epoch, its steps, their seconds) at the last call
 
-
     def resize(self, r: Recipe, steps_per_epoch: int, epoch: int, steps: int, seconds: float,
                dinfo: bdist.DistInfo) -> tuple[Recipe, dict] | None:
         """In epoch `epoch`, whose first `steps` steps took `seconds` (rank 0's clock, its outcome every rank's): the

@@ -341,7 +341,7 @@ class RunLoop:
         return record
 
     def _resize(self, epoch: int, steps: int) -> bool:
-        """A fresh budgeted run after `steps` steps of epoch `epoch`: its rest re-sized to its steps' speed (True)."""
+        """A budgeted run after `steps` steps of epoch `epoch`: its rest re-sized to its steps' speed (True)."""
         if within := steps < self.n_steps:  # its steps so far, with their time
             self._fold(restart=True)
         out = self.pace.resize(self.r, self.steps, epoch, steps, self.acc["seconds"], self.dinfo)
