@@ -293,6 +293,25 @@ def test_a_re_size_spreads_the_rest_of_the_schedule_over_the_new_length():
     assert tricks.lookahead_decay(at + 1, total, 0.77, 3.0) == 0.77
 
 
+def test_a_re_size_within_the_warmup_keeps_its_ramp_and_spreads_the_rest_from_its_end():
+    warm = ("tricks.warmup_epochs=2", "schedule.kind=linear")  # 8 warmup steps of 4-step epochs
+    planned = make("train.steps=40", *warm)
+    for steps in (24, 60):  # squeezed and stretched after step 3, within the warmup
+        r = make(f"train.steps={steps}", "train.resized_at=[3]", "train.resized_from=[40]", *warm)
+        lr = [derive.scheduled_lr(r, s, 4) for s in range(steps)]
+        assert lr[:9] == [derive.scheduled_lr(planned, s, 4) for s in range(9)]  # the ramp to its peak at step 8
+        assert lr[8] == max(lr) and lr[-1] == derive.scheduled_lr(planned, 39, 4)  # the decay: from 8 to the end
+        assert [derive.schedule_position(r, s, 4)[0] for s in (8, steps - 1)] == [8, pytest.approx(39)]
+        decay = [b - a for a, b in zip(lr[8:], lr[9:])]
+        assert max(decay) - min(decay) < 1e-9  # linear: spread evenly over the new length
+    # a second re-size after the warmup goes on from where the first brought the schedule
+    twice = make("train.steps=30", "train.resized_at=[3, 16]", "train.resized_from=[40, 24]", *warm)
+    once = make("train.steps=24", "train.resized_at=[3]", "train.resized_from=[40]", *warm)
+    assert [derive.schedule_position(twice, s, 4) for s in range(17)] == \
+        [derive.schedule_position(once, s, 4) for s in range(17)]
+    assert derive.schedule_position(twice, 29, 4)[0] == pytest.approx(39)
+
+
 def test_re_sizes_are_recorded_pairs_checked_against_the_length():
     with pytest.raises(RecipeError, match=r"train.resized_at: must pair with train.resized_from \[\]: .*got \[8\]"):
         make("train.steps=24", "train.resized_at=[8]")

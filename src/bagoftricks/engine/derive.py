@@ -233,14 +233,20 @@ def schedule_position(r: Recipe, step: int, steps_per_epoch: int) -> tuple[float
     lookahead ramp's). The step itself on the planned length; in a run its budget re-sized (train.resized_at after
     step k, from train.resized_from), the steps from k on are spread evenly over what was left of the schedule, so
     that the run's last step is the schedule's last: the first length's schedule, stretched or squeezed after each
-    re-size, continuous at each (the steps before k are where they were)."""
+    re-size, continuous at each (the steps before k are where they were). The warmup is not stretched: its steps
+    are the recipe's (tricks.warmup_epochs of the data, as the length it was sized to has them), and a re-size within
+    it spreads the schedule's rest from the warmup's end on."""
     at = r.train.resized_at
     if not at or step < at[0]:
         return step, planned_steps(r, step // steps_per_epoch, steps_per_epoch)
     first, ends = r.train.resized_from[0], (*r.train.resized_from[1:], r.train.steps)
+    warm = tricks.warmup_steps(r.tricks.warmup_epochs, steps_per_epoch)
+    if step < warm:  # a re-size within the warmup: its ramp goes on as it was
+        return step, first
+    at = tuple(max(k, warm) for k in at)  # ... and the rest is spread from its end on
     pos = float(at[0])
     for i, k in enumerate(at):
-        if ends[i] - 1 == k:  # re-sized to one more step: the schedule's last (a later re-size cannot follow)
+        if ends[i] - 1 <= k:  # re-sized to end at this step: the schedule's last (a later re-size cannot follow)
             return first - 1, first
         rate = (first - 1 - pos) / (ends[i] - 1 - k)  # schedule steps per run step from k to the new end
         if i + 1 == len(at) or step < at[i + 1]:
