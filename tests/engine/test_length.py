@@ -310,6 +310,10 @@ def test_a_re_size_within_the_warmup_keeps_its_ramp_and_spreads_the_rest_from_it
     assert [derive.schedule_position(twice, s, 4) for s in range(17)] == \
         [derive.schedule_position(once, s, 4) for s in range(17)]
     assert derive.schedule_position(twice, 29, 4)[0] == pytest.approx(39)
+    # two re-sizes within the warmup, the first to end one step after it: the second's length holds from its end
+    back = make("train.steps=40", "train.resized_at=[2, 3]", "train.resized_from=[40, 9]", *warm)
+    assert [derive.scheduled_lr(back, s, 4) for s in range(40)] == [derive.scheduled_lr(planned, s, 4)
+                                                                      for s in range(40)]
 
 
 def test_re_sizes_are_recorded_pairs_checked_against_the_length():

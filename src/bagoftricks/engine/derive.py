@@ -246,6 +246,8 @@ def schedule_position(r: Recipe, step: int, steps_per_epoch: int) -> tuple[float
     at = tuple(max(k, warm) for k in at)  # ... and the rest is spread from its end on
     pos = float(at[0])
     for i, k in enumerate(at):
+        if i + 1 < len(at) and at[i + 1] == k:  # re-sized again within the warmup: the later length holds from its end
+            continue
         if ends[i] - 1 <= k:  # re-sized to end at this step: the schedule's last (a later re-size cannot follow)
             return first - 1, first
         rate = (first - 1 - pos) / (ends[i] - 1 - k)  # schedule steps per run step from k to the new end
