@@ -7,7 +7,8 @@ For each run folder of a `train.budget` run (env.json's "budget", recipe.yaml, f
 in steps against the budget's seconds — the start's choice, then each re-size at the second it was made, to the run's
 end (final.json's `budget_spent`, or its wall time); right, the lr of every step as the run took it, from its
 recorded recipe (`train.resized_at` / `train.resized_from`: the schedule's rest stretched or squeezed at each re-size,
-continuous through it). The budget is the dashed line.
+continuous through it). The budget is the dashed line. The lr is this version's reading of the recipe: a folder
+trained before a re-size within the warmup kept the warmup (commit d7795b0) is drawn as it would rerun now.
 """
 from __future__ import annotations
 
