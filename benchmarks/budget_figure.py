@@ -5,7 +5,8 @@
 
 For each run folder of a `train.budget` run (env.json's "budget", recipe.yaml, final.json): left, the planned length
 in steps against the budget's seconds — the start's choice, then each re-size at the second it was made, to the run's
-end (final.json's `budget_spent`, or its wall time); right, the lr of every step as the run took it, from its
+end (final.json's `budget_spent`, or its wall time); right, the lr along the run as it took it (against
+epochs, as `report` draws it: `report.figures._lr_points`, the world size's lr scaling included), from its
 recorded recipe (`train.resized_at` / `train.resized_from`: the schedule's rest stretched or squeezed at each re-size,
 continuous through it). The budget is the dashed line. The lr is this version's reading of the recipe: a folder
 trained before a re-size within the warmup kept the warmup (commit d7795b0) is drawn as it would rerun now.
@@ -16,8 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
-from bagoftricks import recipe as brecipe
-from bagoftricks.engine.derive import run_steps, scheduled_lr
+from bagoftricks.report.figures import _lr_points
+from bagoftricks.report.sweep import CellData
 
 
 def read_run(folder: Path) -> dict:
@@ -26,14 +27,13 @@ def read_run(folder: Path) -> dict:
     if "budget" not in env:
         raise SystemExit(f"{folder}: env.json has no \"budget\": not a run sized by train.budget")
     final = json.loads((folder / "final.json").read_text()) if (folder / "final.json").exists() else {}
-    b, spe = env["budget"], int(env["steps_per_epoch"])
-    r = brecipe.load(folder / "recipe.yaml")
+    b = env["budget"]
     seconds = [b["spent_before_run"]] + [x["elapsed"] for x in b.get("resized", [])]
     steps = [b["steps"]] + [x["steps"] for x in b.get("resized", [])]
     end = final.get("budget_spent", final.get("wall_seconds", seconds[-1]))
-    n = run_steps(r, spe)
+    epochs, lr = _lr_points(CellData(folder.name, "", None, 0, folder, None))  # as `report` draws a run's lr
     return {"name": folder.name, "budget": b["budget_seconds"], "seconds": seconds, "steps": steps, "end": end,
-            "lr": [scheduled_lr(r, k, spe) for k in range(n)], "top1": final.get("val_top1")}
+            "epochs": epochs, "lr": lr, "top1": final.get("val_top1")}
 
 
 def draw(runs: list[dict], out: Path, mark: tuple[float, str] | None = None) -> None:
@@ -47,13 +47,13 @@ def draw(runs: list[dict], out: Path, mark: tuple[float, str] | None = None) -> 
         xs, ys = run["seconds"] + [run["end"]], run["steps"] + [run["steps"][-1]]
         line, = left.step(xs, ys, where="post", label=label)
         left.plot(run["end"], ys[-1], "o", color=line.get_color())
-        right.plot(range(len(run["lr"])), run["lr"], color=line.get_color(), label=label)
+        right.plot(run["epochs"], run["lr"], color=line.get_color(), label=label)
     left.axvline(runs[0]["budget"], color="k", ls="--", lw=1, label=f"budget {runs[0]['budget']:.0f} s")
     if mark is not None:
         left.axvline(mark[0], color="grey", ls=":", lw=1, label=mark[1])
     left.set(xlabel="seconds of the budget", ylabel="planned length (steps)",
              title="length: the start's choice, then each re-size; dot: the run's end")
-    right.set(xlabel="step", ylabel="lr", title="the lr of each step (recipe.yaml as recorded)")
+    right.set(xlabel="epoch", ylabel="lr", title="the lr of each step (recipe.yaml as recorded)")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
     fig.tight_layout()

@@ -44,6 +44,7 @@ def test_the_length_and_the_lr_are_the_run_s_and_the_figure_is_drawn(tmp_path):
     got = script.read_run(run)
     assert (got["seconds"], got["steps"], got["end"], got["budget"]) == ([1.5, 5.0, 9.5], [40, 24, 30], 11.2, 12.0)
     assert got["lr"] == [derive.scheduled_lr(r, k, 4) for k in range(30)] and got["lr"][-1] == 0.0
+    assert got["epochs"] == [k / 4 for k in range(30)]
     assert script.main([str(run), "--out", str(tmp_path / "f.png"), "--mark", "4", "slower"]) == 0
     assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
