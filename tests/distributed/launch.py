@@ -47,9 +47,19 @@ def env(**extra: str) -> dict:
     return e
 
 
-def torchrun_cmd(*args: str, nproc: int = 2, max_restarts: int = 0) -> list[str]:
+def torchrun_cmd(*args: str, nproc: int = 2, max_restarts: int = 0, log_dir: Path | None = None) -> list[str]:
+    logs = [f"--log-dir={log_dir}"] if log_dir is not None else []
     return [TORCHRUN, "--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
-            "--monitor-interval=0.1", "--tee=3", *args]
+            "--monitor-interval=0.1", "--tee=3", *logs, *args]
+
+
+def worker_logs(log_dir: Path) -> str:
+    """Every worker's stdout and stderr as torchrun wrote them under --log-dir (all attempts).
+
+    torchrun copies these files to its console with threads it stops when it is signalled itself, so the
+    console can miss a worker's last lines; the files hold them.
+    """
+    return "".join(f.read_text(errors="replace") for f in sorted(Path(log_dir).rglob("*.log")))
 
 
 class Proc:
