@@ -133,45 +133,48 @@ def run_bench(r: brecipe.Recipe, *, warmup: int = 3, windows: int = 5, steps: in
     device = derive.resolve_device(r.train.device, dinfo.local_rank)
     r = derive.resolve_precision(r, device)
     t, train_step, (x0, y0) = training_step(r, device, dinfo)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    # train.compile "step": the first step of a signature compiles it; on a GPU the one after CAPTURE_AFTER captures it
-    for _ in range(max(warmup, 1) + (compiled.CAPTURE_AFTER + 1 if r.train.compile == "step" else 0)):
-        train_step()
-    _sync(device)
-    peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
-    # the recipe and the plain fp32 reference take their timed windows in turn: the ratio compares
-    # them on the same machine state (a shared CPU's speed drifts by tens of percent over minutes)
-    # the matmul peak takes its windows in turn with them too, each about as long as a training step: this
-    # machine's speed can swing 2x within seconds, and a peak from another moment would make the MFU of a slow
-    # window look low (or, from a slow moment, a fast window's look high). The MFU is the median over windows.
-    fns = [train_step]
-    if reference:
-        fns.append(_reference_step(r, t.data, device, x0, y0))
-        for _ in range(warmup):
-            fns[-1]()
-    peak_fn, peak_flops = matmul_workload(device, r.train.precision, _once(train_step, device))
-    timings = _interleaved([*fns, peak_fn], device, 0, windows, steps)  # all are warm now
-    peaks = [peak_flops / w for w in timings[-1].runs]
-    prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
-    kernels = _kernels(train_step, device, kernel_steps) if kernel_steps else None
-    size = (budget.epoch_size(r, 0),) * 2  # the timed steps are epoch 0's: progressive resizing's first size
-    out = _results(r, t, device, size, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
-                   _loader_timing(t, windows, steps) if loader else None, peaks, peak_mem)
-    if prof is not None:
-        out["profile"] = dict(prof, mfu_by_phase=_phase_mfu(prof, out))
-    out["launches"] = launch_stats(train_step, device, steps)
-    if t.step.core is not None:
-        out.update(compile_seconds=t.step.core.compile_seconds, captured=t.step.core.captured)
-    if kernels is not None:
-        out["kernels"] = kernels
-    if reference:
-        ref = x0.shape[0] / timings[1].median
-        out.update(reference_img_s=ref, reference_windows_s=timings[1].runs, ratio=out["train_img_s"] / ref)
-    slow = derive.precision_note(r.train.precision, device)  # what a run of the recipe warns about its speed
-    if slow:
-        out["warnings"] = [slow]
-    return out
+    try:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        # train.compile "step": a signature's first step compiles it; on a GPU the one after CAPTURE_AFTER captures it
+        for _ in range(max(warmup, 1) + (compiled.CAPTURE_AFTER + 1 if r.train.compile == "step" else 0)):
+            train_step()
+        _sync(device)
+        peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else _rss_bytes()
+        # the recipe and the plain fp32 reference take their timed windows in turn: the ratio compares
+        # them on the same machine state (a shared CPU's speed drifts by tens of percent over minutes)
+        # the matmul peak takes its windows in turn with them too, each about as long as a training step: this
+        # machine's speed can swing 2x within seconds, and a peak from another moment would make the MFU of a slow
+        # window look low (or, from a slow moment, a fast window's look high). The MFU is the median over windows.
+        fns = [train_step]
+        if reference:
+            fns.append(_reference_step(r, t.data, device, x0, y0))
+            for _ in range(warmup):
+                fns[-1]()
+        peak_fn, peak_flops = matmul_workload(device, r.train.precision, _once(train_step, device))
+        timings = _interleaved([*fns, peak_fn], device, 0, windows, steps)  # all are warm now
+        peaks = [peak_flops / w for w in timings[-1].runs]
+        prof = profile(train_step, device, profile_steps, trace) if profile_steps else None
+        kernels = _kernels(train_step, device, kernel_steps) if kernel_steps else None
+        size = (budget.epoch_size(r, 0),) * 2  # the timed steps are epoch 0's: progressive resizing's first size
+        out = _results(r, t, device, size, timings[0], _eval_timing(r, t, x0, warmup, windows, steps),
+                       _loader_timing(t, windows, steps) if loader else None, peaks, peak_mem)
+        if prof is not None:
+            out["profile"] = dict(prof, mfu_by_phase=_phase_mfu(prof, out))
+        out["launches"] = launch_stats(train_step, device, steps)
+        if t.step.core is not None:
+            out.update(compile_seconds=t.step.core.compile_seconds, captured=t.step.core.captured)
+        if kernels is not None:
+            out["kernels"] = kernels
+        if reference:
+            ref = x0.shape[0] / timings[1].median
+            out.update(reference_img_s=ref, reference_windows_s=timings[1].runs, ratio=out["train_img_s"] / ref)
+        slow = derive.precision_note(r.train.precision, device)  # what a run of the recipe warns about its speed
+        if slow:
+            out["warnings"] = [slow]
+        return out
+    finally:
+        t.close()  # a per-image loader's workers (left to the garbage collector: 5 s each)
 
 
 def _eval_timing(r: brecipe.Recipe, t: setup.Training, x0: torch.Tensor, warmup: int, windows: int,

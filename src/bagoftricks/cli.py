@@ -344,7 +344,7 @@ def _command_word(argv: list[str]) -> str | None:
 def _resume_hint(e: TrainingInterrupted) -> str:
     """The command that continues an interrupted run (its folder holds the checkpoint's folder)."""
     run = shlex.quote(str(Path(e.checkpoint).parent.parent))
-    command = getattr(e, "command", "train")  # transfer runs set "transfer"
+    command = e.command  # transfer runs set "transfer"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return f"to continue: torchrun <the same options> -m bagoftricks {command} --resume {run}"
     return f"to continue: bagoftricks {command} --resume {run}"

@@ -80,12 +80,13 @@ class TrainingInterrupted(Exception):
     `checkpoint` is the file rank 0 wrote (None on the other ranks).
     """
 
-    def __init__(self, signum: int, checkpoint: Path | None, global_step: int | None = None):
+    def __init__(self, signum: int, checkpoint: Path | None, global_step: int | None = None, command: str = "train"):
         at = f" at global step {global_step}" if global_step is not None else ""
         super().__init__(f"stopped by signal {int(signum)}{at}; checkpoint {checkpoint}")
         self.signum = int(signum)
         self.checkpoint = checkpoint
         self.global_step = global_step
+        self.command = command  # the CLI command that continues the run: `bagoftricks COMMAND --resume RUN`
 
 
 def exit_code(e: BaseException) -> int:

@@ -173,6 +173,31 @@ def test_the_budget_times_the_step_as_the_run_takes_it(tmp_path, monkeypatch, st
     assert calls == [("wrap", 0), ("time", 0), ("wrap", steps)]  # the timed build wrapped first, then the run's own
 
 
+def test_the_timed_job_and_the_run_stop_their_loader_workers_before_the_next_build_and_at_the_end(tmp_path, monkeypatch,
+                                                                                                 steady):
+    # left to the garbage collector, a per-image loader's persistent workers each stopped at their 5 s poll, some
+    # time later: an image folder's budgeted run lost 10 s of a 60 s budget between its timing and its first step
+    import multiprocessing as mp
+    before = set(mp.active_children())
+    workers = lambda: set(mp.active_children()) - before  # noqa: E731
+
+    def time_job(job, setup_s, window, agree):
+        next(iter(job.batches(0, 0)))  # the workers started, the epoch left mid-way, as the timing leaves it
+        assert workers()
+        return timing(step=0.3, evaluation=0.1)
+
+    at_builds, build = [], loop.setup_training
+    monkeypatch.setattr(loop, "setup_training", lambda *a, **kw: at_builds.append(len(workers())) or build(*a, **kw))
+    monkeypatch.setattr(budget, "time_job", time_job)
+    r = make("train.budget=12s", "train.eval_every=100", "data.in_memory=never", "data.workers=2")
+    loop.train(r, tmp_path / "b", progress=False)
+    assert at_builds == [0, 0] and not workers()
+    with pytest.raises(RecipeError, match="train.budget: 20s is too short"):  # refused after the timing: stopped too
+        monkeypatch.setattr(budget, "time_job", lambda job, *a: next(iter(job.batches(0, 0))) and timing(5.0, 30.0))
+        loop.train(make("train.budget=20s", "data.in_memory=never", "data.workers=2"), tmp_path / "c", progress=False)
+    assert not workers()
+
+
 def test_a_budget_too_short_for_one_step_is_an_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=5.0, evaluation=30.0))
     with pytest.raises(RecipeError, match="train.budget: 20s is too short on this machine"):

@@ -121,6 +121,9 @@ class MemoryBatches:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
+    def close(self) -> None:
+        """Nothing runs beside it (the batch sources share this call: `LoaderBatches.close`)."""
+
     def indices(self, epoch: int) -> torch.Tensor:
         """This rank's sample indices for the epoch, in order (CPU int64)."""
         return shard(epoch_order(self.n, self.seed, epoch), self.rank, self.world_size)
@@ -227,7 +230,8 @@ class LoaderBatches:
         return self.steps_per_epoch
 
     def close(self) -> None:
-        """Stop the persistent workers now (they also stop when this object is garbage collected)."""
+        """Stop the persistent workers now. Left to the garbage collector, which finalises the queues that would
+        tell the workers to stop before the iterator that sends it, each worker stops at its 5 s poll: call this."""
         it = getattr(self.loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()

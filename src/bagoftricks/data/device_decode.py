@@ -77,6 +77,7 @@ class DeviceDecodeBatches:
         return self.steps_per_epoch
 
     def close(self) -> None:
+        """Stop the decoding threads (after the reads in flight)."""
         self.pool.shutdown(wait=True)
 
     def indices(self, epoch: int) -> torch.Tensor:

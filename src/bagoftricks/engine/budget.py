@@ -210,9 +210,12 @@ def build_sized(r: Recipe, build: Callable, device: torch.device, dinfo: bdist.D
     with bdata.reuse_splits() as read:  # the rebuild takes the splits the first build read
         job = build(r, device, dinfo, state)
         if state is None and r.train.budget:
-            job.wrap()
-            sized, record = fit_ranks(r, job, time.perf_counter() - t0 - read.seconds, origin, dinfo, device)
-            job = None  # the timed job's weights moved: the run starts from a new build
+            try:
+                job.wrap()
+                sized, record = fit_ranks(r, job, time.perf_counter() - t0 - read.seconds, origin, dinfo, device)
+            finally:  # the timed job's weights moved: the run starts from a new build
+                job.close()
+                job = None
             job = build(sized, device, dinfo, state)
     check_length(job.recipe, job.steps_per_epoch)
     if state is not None:

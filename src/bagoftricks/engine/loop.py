@@ -62,6 +62,9 @@ class Job(Protocol):
     def wrap(self) -> None:
         """Compile and/or wrap the model for DDP (after a checkpoint was loaded into it)."""
 
+    def close(self) -> None:
+        """Stop what runs beside the process for it (DataLoader workers); the job is not used after this."""
+
     def evaluate(self) -> dict:
         """The end-of-epoch scores (val_top1 ..., map_50 ..., miou ...)."""
 
@@ -147,6 +150,8 @@ def run_job(r: Recipe, out_dir: str | Path, build: Callable[[Recipe, torch.devic
         bdist.barrier(dinfo)
         return record
     finally:
+        if job is not None:
+            job.close()  # its loader's workers stop now: left to the garbage collector, 5 s each
         loop = job = None  # the DDP-wrapped model holds the process group: released here, freed at shutdown
         bdist.shutdown()
 
@@ -316,7 +321,7 @@ class RunLoop:
                 if self.bar is not None:
                     self.bar.close()
                 self.log.log(f"stopping at epoch {epoch + 1} step {s + 1}; checkpoint {path}")
-                raise self._interrupted(stop_sig, path, epoch * self.steps + s + 1)
+                raise TrainingInterrupted(stop_sig, path, epoch * self.steps + s + 1, self.command)
 
     def _end_epoch(self, epoch: int, lr: float) -> dict:
         """Evaluate, record and log the epoch, write its checkpoint, and stop here if a signal came."""
@@ -337,7 +342,7 @@ class RunLoop:
             if stop_sig:
                 self.stop.stopping()
                 self.log.log(f"stopping after epoch {epoch + 1}; checkpoint {path}")
-                raise self._interrupted(stop_sig, path, (epoch + 1) * self.steps)
+                raise TrainingInterrupted(stop_sig, path, (epoch + 1) * self.steps, self.command)
         return record
 
     def _resize(self, epoch: int, steps: int) -> bool:
@@ -369,11 +374,6 @@ class RunLoop:
         self.log.log(f"epoch {epoch + 1}/{self.epochs} | loss {record['train_loss']:.4f} | "
                      f"lr {record['lr']:.4g}{self.job.scores(record)} | {record['images_per_sec']:.0f} img/s | "
                      f"{record['seconds']:.1f} s")
-
-    def _interrupted(self, signum: int, path: Path | None, gstep: int) -> TrainingInterrupted:
-        e = TrainingInterrupted(signum, path, gstep)
-        e.command = self.command  # the CLI's hint: `bagoftricks COMMAND --resume RUN`
-        return e
 
     # ------------------------------------------------------------------- collectives and checkpoints
     def _fold(self, restart: bool = False) -> None:

@@ -291,6 +291,10 @@ class Training:
     def wrap(self) -> None:
         wrap_for_training(self)
 
+    def close(self) -> None:
+        if self.data.train is not None:
+            self.data.train.close()
+
     def evaluate(self, test=None) -> dict:
         """Top-1/top-5 of the test split (or of `test`; and of the EMA weights, and with TTA, when the recipe asks)."""
         r = self.recipe

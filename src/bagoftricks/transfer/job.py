@@ -144,6 +144,9 @@ class TransferJob:
     def wrap(self) -> None:
         pass  # one process, eager (train.compile is not read by transfer runs)
 
+    def close(self) -> None:
+        pass  # its batches are indices into tensors in memory: nothing runs beside it
+
     def evaluate(self) -> dict:
         return evaluate_transfer(self)
 
