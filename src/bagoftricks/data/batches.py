@@ -230,8 +230,8 @@ class LoaderBatches:
         return self.steps_per_epoch
 
     def close(self) -> None:
-        """Stop the persistent workers now. Left to the garbage collector, which finalises the queues that would
-        tell the workers to stop before the iterator that sends it, each worker stops at its 5 s poll: call this."""
+        """Stop the persistent workers now. Call it when done: stopped by the garbage collector instead, two
+        workers took 10 s (each at its 5 s poll of its queue) against milliseconds here."""
         it = getattr(self.loader, "_iterator", None)
         if it is not None and hasattr(it, "_shutdown_workers"):
             it._shutdown_workers()
