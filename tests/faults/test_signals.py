@@ -69,6 +69,26 @@ def test_signal_checkpoints_exits_and_continues_bitwise(tmp_path, reference_1pro
     assert [m["epoch"] for m in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
 
 
+def test_a_stopped_worker_of_a_launcher_ignores_sigterm_to_its_exit_and_a_lone_process_gets_its_handlers_back():
+    # torchrun sends each worker's SIGTERM in turn: one that came after the loop had stopped (on the peer's signal)
+    # found SIGTERM's default action restored and killed rank 1 before it said where it stopped
+    import os
+    from bagoftricks.engine.distributed import DistInfo
+    from bagoftricks.engine.signals import StopProtocol
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        with StopProtocol(DistInfo(rank=1, world_size=2), torch.device("cpu")) as stop:
+            stop.stopping()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGTERM)  # with the default action back, this would end the test process
+        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # Ctrl-C still reaches the process
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    with StopProtocol(DistInfo(), torch.device("cpu")) as stop:
+        stop.stopping()
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 @pytest.mark.timeout(300)
 def test_sigterm_to_torchrun_stops_all_ranks_at_one_step_then_resume_is_bitwise(tmp_path, tmp_path_factory):
     ref = reference_2rank(tmp_path_factory.getbasetemp())

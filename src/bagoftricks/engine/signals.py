@@ -17,13 +17,17 @@ class StopFlag:
     no checkpoint: a second Ctrl-C). Repeated SIGTERMs stay graceful: launchers and schedulers may
     send several and follow up with SIGKILL after their own grace period. Once the loop has decided to
     stop and is writing its checkpoint (`stopping`), every further signal is ignored: torchrun sends
-    its own SIGTERM to a worker that is already on its way out. Outside the main thread (where Python
-    allows no handlers) the flag is never set.
+    its own SIGTERM to a worker that is already on its way out. A launcher's worker (`linger`) goes on
+    ignoring SIGTERM after the loop, to its exit: torchrun sends each worker's SIGTERM in turn, and one
+    that came after the loop had stopped killed the worker before it said where it stopped (the handlers
+    restored, SIGTERM's default action). Outside the main thread (where Python allows no handlers) the
+    flag is never set.
     """
 
     def __init__(self):
         self.signum = 0
         self.stopping = False
+        self.linger = False  # stopping, in a launcher's worker: SIGTERM stays ignored after the loop
         self._old = {}
 
     def __enter__(self) -> StopFlag:
@@ -41,7 +45,7 @@ class StopFlag:
 
     def __exit__(self, *exc) -> bool:
         for s, h in self._old.items():
-            signal.signal(s, h)
+            signal.signal(s, signal.SIG_IGN if self.linger and s == signal.SIGTERM else h)
         return False
 
 
@@ -79,5 +83,7 @@ class StopProtocol:
         return int(bdist.reduce_max([float(self.local())], self.dinfo, self.device)[0])
 
     def stopping(self) -> None:
-        """The loop stops now: further signals (torchrun's own SIGTERM to a stopping worker) are ignored."""
+        """The loop stops now: further signals (torchrun's own SIGTERM to a stopping worker) are ignored, SIGTERM
+        to the process's exit under a launcher."""
         self.flag.stopping = True
+        self.flag.linger = self.dinfo.enabled
