@@ -54,11 +54,8 @@ def torchrun_cmd(*args: str, nproc: int = 2, max_restarts: int = 0, log_dir: Pat
 
 
 def worker_logs(log_dir: Path) -> str:
-    """Every worker's stdout and stderr as torchrun wrote them under --log-dir (all attempts).
-
-    torchrun copies these files to its console with threads it stops when it is signalled itself, so the
-    console can miss a worker's last lines; the files hold them.
-    """
+    """Every worker's stdout and stderr as torchrun wrote them under --log-dir (all attempts): what each worker
+    wrote, apart from what torchrun's console shows when torchrun itself is signalled and shuts down."""
     return "".join(f.read_text(errors="replace") for f in sorted(Path(log_dir).rglob("*.log")))
 
 
