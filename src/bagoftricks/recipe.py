@@ -659,7 +659,7 @@ def _validate_data(d: DataConfig) -> None:
     _check(d.decode != "device" or d.name == "imagefolder", "data.decode", d.decode,
            f"decodes the files of an image folder; {d.name} is not read from image files (use 'auto')")
     _check(d.decode != "device" or d.augment == "paper", "data.decode", d.decode,
-           f"augments with the §2 crop drawn on each image's own size: needs data.augment: paper, got {d.augment!r}")
+           f"needs data.augment: paper (it draws the §2 crop on each image's own size; data.augment is {d.augment!r})")
     _check(d.decode != "device" or d.in_memory != "always", "data.decode", d.decode,
            "reads the training images per image, but data.in_memory is 'always'; set one of the two")
 
