@@ -192,8 +192,8 @@ def test_the_timed_job_and_the_run_stop_their_loader_workers_before_the_next_bui
     r = make("train.budget=12s", "train.eval_every=100", "data.in_memory=never", "data.workers=2")
     loop.train(r, tmp_path / "b", progress=False)
     assert at_builds == [0, 0] and not workers()
+    monkeypatch.setattr(budget, "time_job", lambda job, *a: next(iter(job.batches(0, 0))) and timing(5.0, 30.0))
     with pytest.raises(RecipeError, match="train.budget: 20s is too short"):  # refused after the timing: stopped too
-        monkeypatch.setattr(budget, "time_job", lambda job, *a: next(iter(job.batches(0, 0))) and timing(5.0, 30.0))
         loop.train(make("train.budget=20s", "data.in_memory=never", "data.workers=2"), tmp_path / "c", progress=False)
     assert not workers()
 
