@@ -14,19 +14,19 @@ trained before a re-size within the warmup kept the warmup (commit d7795b0) is d
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from bagoftricks.files import read_json_object
 from bagoftricks.report.figures import _lr_points
 from bagoftricks.report.sweep import CellData
 
 
 def read_run(folder: Path) -> dict:
     """What the figure needs of one budgeted run folder."""
-    env = json.loads((folder / "env.json").read_text())
+    env = read_json_object(folder / "env.json")
     if "budget" not in env:
         raise SystemExit(f"{folder}: env.json has no \"budget\": not a run sized by train.budget")
-    final = json.loads((folder / "final.json").read_text()) if (folder / "final.json").exists() else {}
+    final = read_json_object(folder / "final.json")  # {} while the run goes on
     b = env["budget"]
     seconds = [b["spent_before_run"]] + [x["elapsed"] for x in b.get("resized", [])]
     steps = [b["steps"]] + [x["steps"] for x in b.get("resized", [])]

@@ -167,8 +167,7 @@ class RunLoop:
     def __init__(self, job: Job, out: Path, progress: bool | None, stop_after_steps: int, command: str = "train",
                  pace: budget.Pace | None = None, asked: dict | None = None):
         self.t_start = self.t_epoch = self.t_train = time.perf_counter()
-        # a budgeted run's re-sizes, and the budget's record (env.json, the log)
-        self.pace, self.budget = pace, (pace.record if pace is not None else None)
+        self.pace = pace  # a budgeted run's re-sizes; its record (pace.record) goes to env.json and the log
         self.asked = asked or {}  # fields asked as "auto" that the run resolved (recipe.ASKED_FIELDS), for env.json
         self.job, self.r, self.out, self.dinfo = job, job.recipe, out, job.dinfo
         self.progress, self.command = progress, command
@@ -210,7 +209,7 @@ class RunLoop:
                           f"(recipe.yaml: schedule.extended_from {list(self.r.schedule.extended_from)})")
         elif state is not None:
             self.log.log(f"resumed from {plan.ckpt} at epoch {self.start_epoch + 1}, step {self.start_step}")
-        if self.budget is not None or self.r.train.steps:
+        if self.pace is not None or self.r.train.steps:
             self.log.log(budget.length_line(self.r, self.steps, self.pace, resumed=state is not None))
         if self.asked:  # train.precision: auto, resolved
             self.log.log(precision_line(self.r.train.precision, self.job.device))
@@ -237,7 +236,7 @@ class RunLoop:
         d = job.describe()
         write_json(out / "classes.json", list(d["classes"]) or [str(k) for k in range(d["num_classes"])])
         extra = {"steps_per_epoch": self.steps, "steps": run_steps(r, self.steps), **job.folder_record()}
-        extra.update({k: v for k, v in (("budget", self.budget), ("asked", self.asked)) if v})
+        extra.update({k: v for k, v in (("budget", self.pace and self.pace.record), ("asked", self.asked)) if v})
         if extends is not None:  # its epochs so far are this run's first ones
             extra["extends"] = {"run": str(extends.run), "checkpoint": str(extends.checkpoint),
                                 "epochs": self.start_epoch}
@@ -357,9 +356,9 @@ class RunLoop:
             if self.bar is not None and within:
                 self.bar.total = self.n_steps
                 self.bar.set_description(f"epoch {epoch + 1}/{self.epochs}", refresh=False)
-            self.budget.setdefault("resized", []).append(out[1])
+            self.pace.record.setdefault("resized", []).append(out[1])
             if self.dinfo.is_main:
-                runfolder.record_length(self.out, self.r, run_steps(self.r, self.steps), self.budget)
+                runfolder.record_length(self.out, self.r, run_steps(self.r, self.steps), self.pace.record)
             self.log.log(budget.resize_line(out[1]))
         return out is not None
 
