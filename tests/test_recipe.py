@@ -112,6 +112,7 @@ INVALID = [
     ("model.drop_path=1.0", "model.drop_path"),
     ("schedule.milestones=[60,30]", "schedule.milestones"),
     ("tricks.ema_decay=1.0", "tricks.ema_decay"),
+    ("tricks.ema_warmup=true", "tricks.ema_warmup"),
     ("train.keep_checkpoints=0", "train.keep_checkpoints"),
     ("model.freeze=layer5", "model.freeze"),
     ("optim.head_lr_mult=0", "optim.head_lr_mult"),

@@ -167,7 +167,8 @@ CASES = {
 # Fields whose effect is on the run itself (files, devices, processes), each with its own test below.
 RUN_LEVEL = {
     "model.sync_bn", "data.root", "data.strict", "data.download", "data.workers", "data.timeout",
-    "tricks.ema_decay", "tricks.lookahead_every", "tricks.lookahead_decay", "tricks.lookahead_ramp",
+    "tricks.ema_decay", "tricks.ema_warmup", "tricks.lookahead_every", "tricks.lookahead_decay",
+    "tricks.lookahead_ramp",
     "train.compile", "train.device", "train.threads", "train.checkpoint_every_steps",
     "train.keep_checkpoints", "train.eval_every", "train.eval_batch_size", "train.log_every_steps",
     "train.max_bad_steps", "train.resume", "tricks.tta", "train.budget",  # train.budget: tests/engine/test_length.py
@@ -277,6 +278,24 @@ def test_ema_is_evaluated_alongside(tmp_path):
     loop.train(make("train.epochs=1", "tricks.ema_decay=0.5"), tmp_path / "on", progress=False)
     assert "ema_val_top1" not in read_jsonl(tmp_path / "off" / "metrics.jsonl")[0]
     assert "ema_val_top1" in read_jsonl(tmp_path / "on" / "metrics.jsonl")[0]
+
+
+def test_ema_warmup_lets_the_average_follow_the_first_steps():
+    def after_steps(warmup):
+        t = setup.setup_training(make("tricks.ema_decay=0.999", f"tricks.ema_warmup={warmup}"), CPU, DistInfo())
+        start = {n: p.detach().float().clone() for n, p in t.model.named_parameters()}
+        batches = t.data.train.epoch(0)
+        for s in range(4):
+            t.step(next(batches), 0, s)
+        moved = {n: (p.detach().float() - start[n]).norm() for n, p in t.model.named_parameters()}
+        kept = {n: (t.ema.params[n] - start[n]).norm() for n in start}
+        n = max(moved, key=lambda k: moved[k])        # the parameter the steps moved most
+        return t.ema.num_updates, float(kept[n] / moved[n])
+
+    (updates_off, off), (updates_on, on) = after_steps("false"), after_steps("true")
+    assert updates_off == updates_on == 4
+    assert off < 0.01                # 0.999: the average still sits on the initial weights
+    assert on > 0.5                  # decays 0.1, 0.18, 0.25, 0.31: it follows the trained ones
 
 
 def _weights_after_steps(r, n):

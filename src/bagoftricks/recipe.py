@@ -141,6 +141,8 @@ class TricksConfig:
     distill_temperature: float = 20.0  # §5.3 T; paper: 20
     distill_hard_weight: float = 1.0   # weight of the hard-label loss next to T^2 x soft loss
     ema_decay: float = 0.0          # EMA of weights per step (evaluated alongside); 0 = off; common: 0.9998
+    ema_warmup: bool = False        # EMA: the n-th update uses min(ema_decay, (1+n)/(10+n)), so the average forgets
+    #                                 the initial weights in a run of any length (one a budget sizes); off = ema_decay
     lookahead_every: int = 0        # every k steps slow <- d*slow + (1-d)*fast, fast <- slow; 0 = off; airbench: 5
     lookahead_decay: float = 0.77   # lookahead: d at the end of training (ramped up from 0); airbench: 0.95^5
     lookahead_ramp: float = 3.0     # lookahead: d = lookahead_decay x (fraction of training done)^ramp; airbench: 3
@@ -745,6 +747,8 @@ def _validate_tricks(t: TricksConfig, epochs: int, changed: frozenset[str]) -> N
     _check(t.distill_temperature > 0, "tricks.distill_temperature", t.distill_temperature, "must be > 0")
     _check(t.distill_hard_weight >= 0, "tricks.distill_hard_weight", t.distill_hard_weight, "must be >= 0")
     _check(0.0 <= t.ema_decay < 1.0, "tricks.ema_decay", t.ema_decay, "must be in [0, 1)")
+    _check(t.ema_decay > 0 or not t.ema_warmup, "tricks.ema_warmup", t.ema_warmup,
+           "needs tricks.ema_decay > 0 (with 0 no average is kept)")
     _check(t.lookahead_every >= 0, "tricks.lookahead_every", t.lookahead_every, "must be >= 0 steps (0 = off)")
     _check(0.0 <= t.lookahead_decay < 1.0, "tricks.lookahead_decay", t.lookahead_decay, "must be in [0, 1)")
     _check(t.lookahead_ramp >= 0.0, "tricks.lookahead_ramp", t.lookahead_ramp, "must be >= 0")

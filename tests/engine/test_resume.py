@@ -13,6 +13,7 @@ from tests.engine.conftest import tiny
 
 RANDOM_TRICKS = ("tricks.mixup_alpha=0.2", "tricks.cutmix_alpha=1.0", "tricks.random_erasing=0.5",
                  "model.drop_path=0.2", "tricks.label_smoothing=0.1", "tricks.ema_decay=0.9",
+                 "tricks.ema_warmup=true",  # the decay depends on the updates done: a resume must restore their count
                  "tricks.warmup_epochs=0.5", "data.augment=paper", "tricks.zero_gamma=true",
                  "tricks.lookahead_every=3", "tricks.bn_lr_mult=4")
 

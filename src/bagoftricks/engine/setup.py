@@ -397,7 +397,7 @@ def setup_training(r: Recipe, device: torch.device, dinfo: bdist.DistInfo | None
         else None
     optimizer = make_optimizer(r, model, scheduled_lr(r, 0, steps, dinfo.world_size), steps)
     scaler = tricks.loss_scaler(tr.precision == "fp16", device.type)
-    ema = tricks.ModelEMA(model) if tk.ema_decay > 0 else None
+    ema = tricks.ModelEMA(model, warmup=tk.ema_warmup) if tk.ema_decay > 0 else None
     lookahead = tricks.Lookahead(model) if tk.lookahead_every > 0 else None
     task = Classify(r, data.num_classes, device, steps, dinfo.rank, teacher)
     step = TrainStep(r, task, model, optimizer, scaler, device=device, steps_per_epoch=steps, dinfo=dinfo, ema=ema,
