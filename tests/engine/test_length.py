@@ -211,7 +211,8 @@ def test_a_budget_too_short_for_the_recipe_s_epochs_is_an_error_naming_it(tmp_pa
     monkeypatch.setattr(budget, "time_job", lambda job, setup, window, agree: timing(step=1.5, sizes=(8, 12, 16)))
     r = make("train.budget=12s", "train.eval_every=100", "data.progressive_sizes=[8, 12]")
     with pytest.raises(RecipeError, match=r"train.budget: 12s leaves time for \d steps on this machine \(2 epoch\(s\) "
-                                          r"of 4 steps.*too short for the rest of the recipe: data.progressive_sizes"):
+                                          r"of 4 steps.*too short for the rest of the recipe: data.progressive_sizes.*"
+                                          r"give the run a longer budget, or set data.progressive_sizes for 2 epoch"):
         loop.train(r, tmp_path / "short", progress=False)
     assert not (tmp_path / "short").exists()
 

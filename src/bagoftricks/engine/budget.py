@@ -320,7 +320,8 @@ def fit(r: Recipe, job: Any, setup_seconds: float, origin: float,
         slow = precision_note(job.recipe.train.precision, job.device)  # as the build resolved it
         raise RecipeError(f"train.budget: {r.train.budget} leaves time for {n} steps on this machine "
                           f"({run_epochs(sized, spe)} epoch(s) of {spe} steps, {spent:.0f} s spent on start-up and "
-                          f"timing), too short for the rest of the recipe: {problem}; give the run a longer budget"
+                          f"timing), too short for the rest of the recipe: {problem}; give the run a longer budget, or "
+                          f"set {problem.split(':', 1)[0]} for {run_epochs(sized, spe)} epoch(s)"
                           + (f" ({slow})" if slow else ""))
     record = {"budget": r.train.budget, "budget_seconds": budget, "safety": SAFETY, "spent_before_run": spent,
               "step_seconds": {str(k): v for k, v in timing.step.items()},
