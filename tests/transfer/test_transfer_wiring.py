@@ -125,7 +125,7 @@ NAMED = {"tricks.distill_teacher": "/nowhere", "data.class_subset": [0, 1], "dat
          "model.width_mult": 0.5, "tricks.ema_decay": 0.9}
 # and the other fields a valid recipe needs beside it
 NEEDS = {"tricks.mix_off_epochs": ("tricks.mixup_alpha=0.2",), "tricks.lookahead_decay": ("tricks.lookahead_every=5",),
-         "tricks.lookahead_ramp": ("tricks.lookahead_every=5",)}
+         "tricks.lookahead_ramp": ("tricks.lookahead_every=5",), "tricks.ema_warmup": ("tricks.ema_decay=0.9",)}
 
 
 def _needs(field: str) -> tuple[str, ...]:
