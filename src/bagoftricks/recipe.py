@@ -142,7 +142,8 @@ class TricksConfig:
     distill_hard_weight: float = 1.0   # weight of the hard-label loss next to T^2 x soft loss
     ema_decay: float = 0.0          # EMA of weights per step (evaluated alongside); 0 = off; common: 0.9998
     ema_warmup: bool = False        # EMA: the n-th update uses min(ema_decay, (1+n)/(10+n)), so the average forgets
-    #                                 the initial weights in a run of any length (one a budget sizes); off = ema_decay
+    #                                 the initial weights in a run of any length (one a budget sizes); false: every
+    #                                 update uses ema_decay (timm's default)
     lookahead_every: int = 0        # every k steps slow <- d*slow + (1-d)*fast, fast <- slow; 0 = off; airbench: 5
     lookahead_decay: float = 0.77   # lookahead: d at the end of training (ramped up from 0); airbench: 0.95^5
     lookahead_ramp: float = 3.0     # lookahead: d = lookahead_decay x (fraction of training done)^ramp; airbench: 3
