@@ -292,8 +292,7 @@ class Training:
         wrap_for_training(self)
 
     def close(self) -> None:
-        if self.data.train is not None:
-            self.data.train.close()
+        self.data.train.close()  # setup_training builds the training batches always (build_data's train=True)
 
     def evaluate(self, test=None) -> dict:
         """Top-1/top-5 of the test split (or of `test`; and of the EMA weights, and with TTA, when the recipe asks)."""
